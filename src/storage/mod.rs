@@ -1,0 +1,1275 @@
+//! Node storage: a memory tier that spills to an LSM disk tier instead of
+//! evicting, with TTLs, an offloader and a write-ahead log.
+//!
+//! ```text
+//! write ─> shard lock ─> memory tier (dirty) ─> WAL append ─> sync(lsn) per appendfsync
+//!              │ memory full                      │
+//!              └─> disk tier (fjall) directly     └─ checkpoint: dirty entries -> disk, WAL truncated
+//! read  ─> memory tier ─miss─> disk tier ─hot─> promoted to memory
+//! spiller (above overflow_ratio): sampled-LRU entries -> disk until below spill_low_ratio
+//! offloader (every offload_interval): entries not written for offload_after -> disk
+//! ```
+//!
+//! Every operation on a key holds the lock of the key's shard for its whole
+//! duration, disk I/O included, so a key's moves between tiers never race
+//! with a write to it. The memory tier is a large memtable in front of the
+//! LSM: a *clean* memory entry has an identical copy on disk, so spilling it
+//! is free; a *dirty* one is written on spill or at the next checkpoint.
+
+mod background;
+mod config;
+mod disk;
+mod error;
+mod memory;
+mod pattern;
+mod snapshot;
+mod stats;
+mod types;
+mod wal;
+
+use std::path::Path;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use parking_lot::{Mutex, RwLock};
+
+pub use config::{AppendFsync, StorageConfig, MAX_KEY_BYTES, MIN_MAXMEMORY};
+pub use error::StorageError;
+pub use pattern::glob_match;
+pub use snapshot::SnapshotInfo;
+pub use stats::{OffloadReport, StatsSnapshot};
+pub use types::{now_ms, now_secs, FieldMap, Record, Value, ValueKind, Version};
+pub use wal::{FailPoint, Lsn};
+
+use crate::slot::{position_of, slot_end, slot_of_position, slot_start, SLOTS};
+use disk::Disk;
+use memory::{Entry, Shard, ENTRY_OVERHEAD};
+use stats::Counters;
+use types::{encode_record, peek_expiry};
+use wal::Wal;
+
+const SHARDS: usize = 256;
+const DOORKEEPER: usize = 1 << 14;
+
+/// The tier that served a read or took a write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tier {
+    /// The in-memory tier.
+    Memory,
+    /// The on-disk LSM tier.
+    Disk,
+}
+
+impl Tier {
+    /// The name the HTTP API reports (`"memory"` | `"disk"`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Tier::Memory => "memory",
+            Tier::Disk => "disk",
+        }
+    }
+}
+
+/// How a read should treat the key's place in the tiers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ReadHint {
+    /// Update recency; promote a disk hit if the key looks hot.
+    #[default]
+    Normal,
+    /// The caller knows the key is hot: promote a disk hit now.
+    Hot,
+    /// Look without touching recency or moving anything (OBJECT, TTL).
+    Peek,
+}
+
+/// The outcome of [`Store::write`].
+#[derive(Debug)]
+pub struct Written<R> {
+    /// What the write closure returned.
+    pub value: R,
+    /// The log position to pass to [`Store::sync`], if anything changed.
+    pub lsn: Option<Lsn>,
+    /// Where the new value went, if a value was stored.
+    pub stored: Option<Tier>,
+}
+
+/// Where a key is and how old it is (strata's `TIER` command).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyPlacement {
+    /// The tier holding the current version.
+    pub tier: Tier,
+    /// Seconds since the key was last written.
+    pub age_secs: u64,
+    /// Milliseconds since the key was last read or written, if in memory.
+    pub idle_ms: Option<u64>,
+    /// Whether memory holds changes the disk tier has not seen.
+    pub dirty: bool,
+}
+
+/// One item of a SCAN page.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScanItem {
+    /// The key.
+    pub key: Vec<u8>,
+    /// Its type.
+    pub kind: ValueKind,
+}
+
+struct DbCounts {
+    /// Keys with some version on disk.
+    disk: AtomicI64,
+    /// Memory entries with no disk copy.
+    mem_only: AtomicI64,
+}
+
+pub(crate) struct Inner {
+    cfg: RwLock<StorageConfig>,
+    tier_cap: AtomicU64,
+    used: AtomicU64,
+    shards: Box<[Mutex<Shard>]>,
+    disk: Disk,
+    wal: Wal,
+    counts: Box<[DbCounts]>,
+    counters: Counters,
+    last_offload: Mutex<OffloadReport>,
+    /// Writers hold it shared; snapshots hold it exclusively for the instant
+    /// it takes to make both tiers agree.
+    gate: RwLock<()>,
+    /// Positions of recent disk hits: a second hit promotes.
+    doorkeeper: Box<[AtomicU64]>,
+    started: Instant,
+    /// Held while a checkpoint runs, so two never interleave.
+    checkpointing: Mutex<()>,
+}
+
+/// A handle to an open store. Clones share it; the last one dropped stops
+/// the background workers and checkpoints.
+#[derive(Clone)]
+pub struct Store {
+    inner: Arc<Inner>,
+    _workers: Arc<background::Workers>,
+}
+
+fn placeholder() -> Record {
+    Record {
+        value: Value::Str(Vec::new()),
+        expire_at_ms: None,
+        version: Version::default(),
+        written_secs: 0,
+    }
+}
+
+fn charge_of(key: &[u8], rec: &Record) -> usize {
+    key.len() + rec.value.heap_size() + ENTRY_OVERHEAD
+}
+
+const OP_PUT: u8 = 1;
+const OP_DEL: u8 = 2;
+const OP_FLUSHDB: u8 = 3;
+const OP_FLUSHALL: u8 = 4;
+
+fn wal_put_body(db: usize, key: &[u8], rec: &Record) -> Vec<u8> {
+    let mut b = Vec::with_capacity(2 + 4 + key.len() + types::HEADER_LEN + 16);
+    b.push(OP_PUT);
+    b.push(db as u8);
+    types::put_bytes(&mut b, key);
+    encode_record(rec, &mut b);
+    b
+}
+
+fn wal_del_body(db: usize, key: &[u8]) -> Vec<u8> {
+    let mut b = Vec::with_capacity(6 + key.len());
+    b.push(OP_DEL);
+    b.push(db as u8);
+    types::put_bytes(&mut b, key);
+    b
+}
+
+impl Store {
+    /// Opens (or creates) the store in `cfg.data_dir`, replaying the log.
+    pub fn open(cfg: StorageConfig) -> Result<Store, StorageError> {
+        cfg.validate()?;
+        std::fs::create_dir_all(&cfg.data_dir)?;
+        let (tier_cap, cache, write_buffer) = cfg.memory_budget();
+        let disk = Disk::open(
+            &cfg.data_dir.join("disk"),
+            cfg.databases,
+            cache,
+            write_buffer,
+            600_000,
+        )?;
+        let wal_dir = cfg.data_dir.join("wal");
+        let replayed = Self::replay(&disk, &wal_dir, cfg.databases)?;
+        disk.persist()?;
+        let wal = Wal::create(&wal_dir)?;
+        let keep_from = wal::list_segments(&wal_dir)?
+            .last()
+            .map_or(0, |(id, _)| *id);
+        wal.remove_before(keep_from)?;
+        let mut counts = Vec::with_capacity(cfg.databases);
+        for db in 0..cfg.databases {
+            counts.push(DbCounts {
+                disk: AtomicI64::new(disk.count_live(db)? as i64),
+                mem_only: AtomicI64::new(0),
+            });
+        }
+        if replayed > 0 {
+            tracing::info!(
+                records = replayed,
+                "replayed write-ahead log into the disk tier"
+            );
+        }
+        let inner = Arc::new(Inner {
+            tier_cap: AtomicU64::new(tier_cap),
+            used: AtomicU64::new(0),
+            shards: (0..SHARDS)
+                .map(|_| Mutex::new(Shard::new(cfg.databases)))
+                .collect(),
+            disk,
+            wal,
+            counts: counts.into_boxed_slice(),
+            counters: Counters::default(),
+            last_offload: Mutex::new(OffloadReport::default()),
+            gate: RwLock::new(()),
+            doorkeeper: (0..DOORKEEPER).map(|_| AtomicU64::new(u64::MAX)).collect(),
+            started: Instant::now(),
+            checkpointing: Mutex::new(()),
+            cfg: RwLock::new(cfg),
+        });
+        let workers = Arc::new(background::Workers::start(inner.clone()));
+        Ok(Store {
+            inner,
+            _workers: workers,
+        })
+    }
+
+    /// Applies every valid log record to the disk tier; drops a torn tail.
+    fn replay(disk: &Disk, dir: &Path, databases: usize) -> Result<u64, StorageError> {
+        let mut applied = 0u64;
+        let mut failure: Option<StorageError> = None;
+        for (_, path) in wal::list_segments(dir)? {
+            let (valid, total) = wal::read_segment(&path, |body| {
+                if failure.is_some() {
+                    return;
+                }
+                if let Err(e) = Self::apply_record(disk, body, databases) {
+                    failure = Some(e);
+                }
+                applied += 1;
+            })?;
+            if let Some(e) = failure.take() {
+                return Err(e);
+            }
+            if valid < total {
+                tracing::warn!(path = %path.display(), valid, total, "dropped a torn or corrupt log tail");
+            }
+        }
+        Ok(applied)
+    }
+
+    fn apply_record(disk: &Disk, body: &[u8], databases: usize) -> Result<(), StorageError> {
+        let mut r = types::Reader { buf: body, pos: 0 };
+        let op = r.u8()?;
+        if op == OP_FLUSHALL {
+            for db in 0..databases {
+                disk.clear(db)?;
+            }
+            return Ok(());
+        }
+        let db = r.u8()? as usize;
+        if db >= databases {
+            return Err(StorageError::Corrupt {
+                what: format!("log names database {db}"),
+            });
+        }
+        match op {
+            OP_PUT => {
+                let key = r.bytes()?;
+                disk.put_raw(db, key, r.rest())
+            }
+            OP_DEL => disk.remove(db, r.bytes()?),
+            OP_FLUSHDB => disk.clear(db),
+            other => Err(StorageError::Corrupt {
+                what: format!("unknown log op {other}"),
+            }),
+        }
+    }
+
+    /// The current configuration.
+    pub fn config(&self) -> StorageConfig {
+        self.inner.cfg.read().clone()
+    }
+
+    /// Replaces the runtime-tunable settings. `data_dir` and `databases`
+    /// can't change while open.
+    pub fn reconfigure(&self, new: StorageConfig) -> Result<(), StorageError> {
+        new.validate()?;
+        let mut cfg = self.inner.cfg.write();
+        if new.data_dir != cfg.data_dir {
+            return Err(StorageError::Config {
+                field: "data_dir",
+                reason: "can't change while running".into(),
+            });
+        }
+        if new.databases != cfg.databases {
+            return Err(StorageError::Config {
+                field: "databases",
+                reason: "can't change while running".into(),
+            });
+        }
+        self.inner
+            .tier_cap
+            .store(new.memory_budget().0, Ordering::Relaxed);
+        *cfg = new;
+        drop(cfg);
+        self._workers.wake_spiller();
+        Ok(())
+    }
+
+    /// Number of logical databases.
+    pub fn databases(&self) -> usize {
+        self.inner.counts.len()
+    }
+
+    /// Reads `key`, handing the record (if live) and the serving tier to `f`.
+    pub fn read<R>(
+        &self,
+        db: usize,
+        key: &[u8],
+        hint: ReadHint,
+        f: impl FnOnce(Option<(&Record, Tier)>) -> R,
+    ) -> Result<R, StorageError> {
+        let inner = &*self.inner;
+        inner.check_db(db)?;
+        if key.len() > MAX_KEY_BYTES {
+            Counters::bump(&inner.counters.misses);
+            return Ok(f(None));
+        }
+        let pos = position_of(key);
+        let mut shard = inner.shard(pos).lock();
+        let now = now_ms();
+        let mut expired_mem = false;
+        if let Some(e) = shard.get_mut(db, pos, key) {
+            if e.rec.is_expired(now) {
+                expired_mem = true;
+            } else {
+                if hint != ReadHint::Peek {
+                    e.lru = inner.clock();
+                    Counters::bump(&inner.counters.hits_memory);
+                }
+                return Ok(f(Some((&e.rec, Tier::Memory))));
+            }
+        }
+        if expired_mem {
+            inner.expire_in_memory(&mut shard, db, pos, key)?;
+            Counters::bump(&inner.counters.misses);
+            return Ok(f(None));
+        }
+        match inner.disk.get(db, key)? {
+            None => {
+                if hint != ReadHint::Peek {
+                    Counters::bump(&inner.counters.misses);
+                }
+                Ok(f(None))
+            }
+            Some(rec) if rec.is_expired(now) => {
+                inner.disk.remove(db, key)?;
+                inner.counts[db].disk.fetch_sub(1, Ordering::Relaxed);
+                Counters::bump(&inner.counters.expired);
+                Counters::bump(&inner.counters.misses);
+                Ok(f(None))
+            }
+            Some(rec) => {
+                if hint == ReadHint::Peek {
+                    return Ok(f(Some((&rec, Tier::Disk))));
+                }
+                Counters::bump(&inner.counters.hits_disk);
+                let promote = hint == ReadHint::Hot || inner.seen_recently(pos);
+                if promote {
+                    let charge = charge_of(key, &rec);
+                    // Promote only below the spill threshold, so promotion
+                    // never makes the spiller evict something hotter.
+                    if inner.try_charge(charge, inner.spill_threshold()) {
+                        let out = f(Some((&rec, Tier::Disk)));
+                        shard.insert(db, pos, Entry::new(key, rec, inner.clock(), false, true));
+                        Counters::bump(&inner.counters.promotions);
+                        return Ok(out);
+                    }
+                }
+                Ok(f(Some((&rec, Tier::Disk))))
+            }
+        }
+    }
+
+    /// Reads a copy of `key`'s record.
+    pub fn get(&self, db: usize, key: &[u8]) -> Result<Option<(Record, Tier)>, StorageError> {
+        self.read(db, key, ReadHint::Normal, |r| {
+            r.map(|(rec, tier)| (rec.clone(), tier))
+        })
+    }
+
+    /// Atomically reads and changes `key`. `f` sees the live record (None if
+    /// absent or expired) and returns its result and whether it changed the
+    /// record; setting it to None deletes the key. When `f` reports no
+    /// change it must leave the record as it found it.
+    pub fn write<R>(
+        &self,
+        db: usize,
+        key: &[u8],
+        f: impl FnOnce(&mut Option<Record>) -> (R, bool),
+    ) -> Result<Written<R>, StorageError> {
+        let inner = &*self.inner;
+        inner.check_db(db)?;
+        inner.wal.check()?;
+        let max_key = inner.cfg.read().max_key_bytes;
+        if key.len() > max_key {
+            return Err(StorageError::KeyTooLarge {
+                len: key.len(),
+                limit: max_key,
+            });
+        }
+        let _gate = inner.gate.read();
+        let pos = position_of(key);
+        let mut shard = inner.shard(pos).lock();
+        let now = now_ms();
+        let clock = inner.clock();
+
+        // Memory hit: change the entry in place.
+        let mem = shard.get_mut(db, pos, key).map(|e| {
+            let old_charge = e.charge();
+            let live = !e.rec.is_expired(now);
+            let cur = live.then(|| std::mem::replace(&mut e.rec, placeholder()));
+            (old_charge, live, cur, e.on_disk)
+        });
+        if let Some((old_charge, live, mut cur, on_disk)) = mem {
+            let (value, modified) = f(&mut cur);
+            if !modified {
+                match cur {
+                    Some(rec) => {
+                        if let Some(e) = shard.get_mut(db, pos, key) {
+                            e.rec = rec;
+                            e.lru = clock;
+                        }
+                    }
+                    None if !live => inner.expire_in_memory(&mut shard, db, pos, key)?,
+                    None => debug_assert!(
+                        false,
+                        "write closure dropped a record without reporting a change"
+                    ),
+                }
+                return Ok(Written {
+                    value,
+                    lsn: None,
+                    stored: None,
+                });
+            }
+            return match cur {
+                Some(mut rec) => {
+                    rec.written_secs = (now / 1000) as u32;
+                    let lsn = inner.wal.append(&wal_put_body(db, key, &rec));
+                    let new_charge = charge_of(key, &rec);
+                    let Some(e) = shard.get_mut(db, pos, key) else {
+                        unreachable!("entry vanished under its shard lock")
+                    };
+                    e.rec = rec;
+                    e.dirty = true;
+                    e.lru = clock;
+                    shard.recharge(old_charge, new_charge);
+                    let fits = if new_charge > old_charge {
+                        inner.try_charge(new_charge - old_charge, inner.tier_cap())
+                    } else {
+                        inner.release(old_charge - new_charge);
+                        true
+                    };
+                    if !fits {
+                        // The value outgrew memory: keep it on disk instead.
+                        inner
+                            .used
+                            .fetch_add((new_charge - old_charge) as u64, Ordering::Relaxed);
+                        inner.demote(&mut shard, db, pos, key)?;
+                    }
+                    drop(shard);
+                    self._workers.maybe_wake_spiller(inner);
+                    Ok(Written {
+                        value,
+                        lsn: Some(lsn),
+                        stored: Some(if fits { Tier::Memory } else { Tier::Disk }),
+                    })
+                }
+                None => {
+                    let lsn = inner.wal.append(&wal_del_body(db, key));
+                    // The entry holds the placeholder now; charge it as such.
+                    shard.recharge(old_charge, charge_of(key, &placeholder()));
+                    shard.remove(db, pos, key);
+                    inner.release(old_charge);
+                    if on_disk {
+                        inner.disk.remove(db, key)?;
+                        inner.counts[db].disk.fetch_sub(1, Ordering::Relaxed);
+                    } else {
+                        inner.counts[db].mem_only.fetch_sub(1, Ordering::Relaxed);
+                    }
+                    Ok(Written {
+                        value,
+                        lsn: Some(lsn),
+                        stored: None,
+                    })
+                }
+            };
+        }
+
+        // Memory miss: the disk tier holds the key, or nobody does.
+        let from_disk = inner.disk.get(db, key)?;
+        let disk_had = from_disk.is_some();
+        let mut cur = from_disk.filter(|r| !r.is_expired(now));
+        let live = cur.is_some();
+        let (value, modified) = f(&mut cur);
+        if !modified {
+            if disk_had && !live {
+                inner.disk.remove(db, key)?;
+                inner.counts[db].disk.fetch_sub(1, Ordering::Relaxed);
+                Counters::bump(&inner.counters.expired);
+            }
+            return Ok(Written {
+                value,
+                lsn: None,
+                stored: None,
+            });
+        }
+        match cur {
+            Some(mut rec) => {
+                rec.written_secs = (now / 1000) as u32;
+                let charge = charge_of(key, &rec);
+                let stored = if inner.try_charge(charge, inner.tier_cap()) {
+                    let lsn = inner.wal.append(&wal_put_body(db, key, &rec));
+                    shard.insert(db, pos, Entry::new(key, rec, clock, true, disk_had));
+                    if !disk_had {
+                        inner.counts[db].mem_only.fetch_add(1, Ordering::Relaxed);
+                    }
+                    (lsn, Tier::Memory)
+                } else {
+                    inner.disk.put(db, key, &rec)?;
+                    let lsn = inner.wal.append(&wal_put_body(db, key, &rec));
+                    if !disk_had {
+                        inner.counts[db].disk.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Counters::bump(&inner.counters.direct_to_disk);
+                    (lsn, Tier::Disk)
+                };
+                drop(shard);
+                self._workers.maybe_wake_spiller(inner);
+                Ok(Written {
+                    value,
+                    lsn: Some(stored.0),
+                    stored: Some(stored.1),
+                })
+            }
+            None => {
+                if disk_had {
+                    inner.disk.remove(db, key)?;
+                    inner.counts[db].disk.fetch_sub(1, Ordering::Relaxed);
+                }
+                let lsn = inner.wal.append(&wal_del_body(db, key));
+                Ok(Written {
+                    value,
+                    lsn: Some(lsn),
+                    stored: None,
+                })
+            }
+        }
+    }
+
+    /// Stores `rec` under `key`, replacing whatever was there.
+    pub fn put(&self, db: usize, key: &[u8], rec: Record) -> Result<Written<()>, StorageError> {
+        if let Value::Str(v) = &rec.value {
+            let limit = self.inner.cfg.read().max_value_bytes;
+            if v.len() > limit {
+                return Err(StorageError::ValueTooLarge {
+                    len: v.len(),
+                    limit,
+                });
+            }
+        }
+        self.write(db, key, move |cur| {
+            *cur = Some(rec);
+            ((), true)
+        })
+    }
+
+    /// Deletes `key`; the result says whether it existed.
+    pub fn delete(&self, db: usize, key: &[u8]) -> Result<Written<bool>, StorageError> {
+        self.write(db, key, |cur| {
+            let existed = cur.take().is_some();
+            (existed, existed)
+        })
+    }
+
+    /// Makes the write at `lsn` as durable as `appendfsync` promises.
+    /// Under `always` this may block for an fsync (shared with every write
+    /// queued behind it).
+    pub fn sync(&self, lsn: Lsn) -> Result<(), StorageError> {
+        let policy = self.inner.cfg.read().appendfsync;
+        self.inner.wal.sync(lsn, policy)
+    }
+
+    /// Whether [`Store::sync`] may block on an fsync under the current policy.
+    pub fn sync_blocks(&self) -> bool {
+        self.inner.cfg.read().appendfsync == AppendFsync::Always
+    }
+
+    /// Removes every key of `db`.
+    pub fn flush_db(&self, db: usize) -> Result<Lsn, StorageError> {
+        let inner = &*self.inner;
+        inner.check_db(db)?;
+        inner.wal.check()?;
+        let _gate = inner.gate.write();
+        inner.flush_db_locked(db)?;
+        Ok(inner.wal.append(&[OP_FLUSHDB, db as u8]))
+    }
+
+    /// Removes every key of every database.
+    pub fn flush_all(&self) -> Result<Lsn, StorageError> {
+        let inner = &*self.inner;
+        inner.wal.check()?;
+        let _gate = inner.gate.write();
+        for db in 0..inner.counts.len() {
+            inner.flush_db_locked(db)?;
+        }
+        Ok(inner.wal.append(&[OP_FLUSHALL]))
+    }
+
+    /// Number of keys in `db` (both tiers; like Redis, keys whose TTL passed
+    /// but that were not yet reclaimed still count).
+    pub fn dbsize(&self, db: usize) -> u64 {
+        let c = &self.inner.counts[db];
+        (c.disk.load(Ordering::Relaxed) + c.mem_only.load(Ordering::Relaxed)).max(0) as u64
+    }
+
+    /// One page of a cursor scan of `db` over both tiers. `cursor` 0 starts;
+    /// a returned cursor of 0 means the scan is complete. Every key present
+    /// for the whole scan is returned at least once. `count` is a hint of
+    /// how many keys to examine; `pattern` and `kind` filter them after.
+    pub fn scan(
+        &self,
+        db: usize,
+        cursor: u64,
+        count: usize,
+        pattern: Option<&[u8]>,
+        kind: Option<ValueKind>,
+    ) -> Result<(u64, Vec<ScanItem>), StorageError> {
+        self.scan_range(db, cursor, u64::MAX, count, pattern, kind)
+    }
+
+    /// Like [`Store::scan`], limited to one cluster slot. Start at
+    /// `slot_start(slot)`; a returned cursor of 0 ends the slot.
+    pub fn scan_slot(
+        &self,
+        db: usize,
+        slot: u16,
+        cursor: u64,
+        count: usize,
+    ) -> Result<(u64, Vec<ScanItem>), StorageError> {
+        let from = cursor.max(slot_start(slot));
+        self.scan_range(db, from, slot_end(slot), count, None, None)
+    }
+
+    fn scan_range(
+        &self,
+        db: usize,
+        cursor: u64,
+        end: u64,
+        count: usize,
+        pattern: Option<&[u8]>,
+        kind: Option<ValueKind>,
+    ) -> Result<(u64, Vec<ScanItem>), StorageError> {
+        let inner = &*self.inner;
+        inner.check_db(db)?;
+        let count = count.max(1);
+        let now = now_ms();
+        let mut pos = cursor;
+        let mut examined = 0usize;
+        let mut out = Vec::new();
+        let mut slots_visited = 0;
+        while pos < end {
+            let slot = slot_of_position(pos);
+            let slot_limit = slot_end(slot).min(end);
+            let want = count - examined.min(count - 1);
+            let (items, bound) = inner.page(db, pos, slot_limit, want, now)?;
+            for (key, k) in items {
+                examined += 1;
+                if kind.is_some_and(|want| want != k) {
+                    continue;
+                }
+                if pattern.is_some_and(|p| !glob_match(p, &key)) {
+                    continue;
+                }
+                out.push(ScanItem { key, kind: k });
+            }
+            pos = bound;
+            slots_visited += 1;
+            if examined >= count || slots_visited >= 4096 {
+                break;
+            }
+            if slot_of_position(pos) >= SLOTS || pos == u64::MAX {
+                break;
+            }
+        }
+        let next = if pos >= end || pos == u64::MAX || slot_of_position(pos) >= SLOTS {
+            0
+        } else {
+            pos
+        };
+        Ok((next, out))
+    }
+
+    /// A random live key of `db`, if any.
+    pub fn random_key(&self, db: usize) -> Result<Option<Vec<u8>>, StorageError> {
+        if self.dbsize(db) == 0 {
+            return Ok(None);
+        }
+        let start = slot_start(rand::random_range(0..SLOTS));
+        let mut cursor = start;
+        let mut wrapped = false;
+        for _ in 0..64 {
+            let (next, items) = self.scan(db, cursor, 16, None, None)?;
+            if let Some(item) = items.into_iter().next() {
+                return Ok(Some(item.key));
+            }
+            if next == 0 {
+                if wrapped {
+                    break;
+                }
+                wrapped = true;
+            }
+            cursor = next;
+            if wrapped && cursor >= start {
+                break;
+            }
+        }
+        Ok(None)
+    }
+
+    /// Where `key` lives and how old it is, without moving it.
+    pub fn placement(&self, db: usize, key: &[u8]) -> Result<Option<KeyPlacement>, StorageError> {
+        let inner = &*self.inner;
+        inner.check_db(db)?;
+        let pos = position_of(key);
+        {
+            let shard = inner.shard(pos).lock();
+            if let Some(e) = shard.get(db, pos, key) {
+                if !e.rec.is_expired(now_ms()) {
+                    let idle = inner.clock().wrapping_sub(e.lru);
+                    return Ok(Some(KeyPlacement {
+                        tier: Tier::Memory,
+                        age_secs: u64::from(now_secs().saturating_sub(e.rec.written_secs)),
+                        idle_ms: Some(u64::from(idle)),
+                        dirty: e.dirty,
+                    }));
+                }
+                return Ok(None);
+            }
+        }
+        self.read(db, key, ReadHint::Peek, |r| {
+            r.map(|(rec, tier)| KeyPlacement {
+                tier,
+                age_secs: u64::from(now_secs().saturating_sub(rec.written_secs)),
+                idle_ms: None,
+                dirty: false,
+            })
+        })
+    }
+
+    /// Moves `key` to the disk tier now (if it is in memory).
+    pub fn demote_key(&self, db: usize, key: &[u8]) -> Result<bool, StorageError> {
+        let inner = &*self.inner;
+        inner.check_db(db)?;
+        let pos = position_of(key);
+        let mut shard = inner.shard(pos).lock();
+        inner.demote(&mut shard, db, pos, key)
+    }
+
+    /// Runs the spiller until the memory tier is below its low watermark.
+    /// Returns the number of entries moved.
+    pub fn spill(&self) -> Result<u64, StorageError> {
+        self.inner.spill_to(self.inner.spill_low())
+    }
+
+    /// Moves every memory entry to disk (used by tests and `DEBUG`-style tools).
+    pub fn spill_all(&self) -> Result<u64, StorageError> {
+        self.inner.spill_to(0)
+    }
+
+    /// One offloader run now.
+    pub fn offload(&self) -> OffloadReport {
+        self.inner.offload()
+    }
+
+    /// Writes dirty entries to disk and truncates the log.
+    pub fn checkpoint(&self) -> Result<(), StorageError> {
+        self.inner.checkpoint()
+    }
+
+    /// One active-expiry pass over the memory tier; returns keys removed.
+    pub fn expire_cycle(&self) -> u64 {
+        self.inner.expire_cycle(usize::MAX)
+    }
+
+    /// Statistics.
+    pub fn stats(&self) -> StatsSnapshot {
+        self.inner.stats()
+    }
+
+    /// Arms a one-shot failure in the write-ahead log (fault injection).
+    #[doc(hidden)]
+    pub fn inject_failure(&self, point: FailPoint) {
+        self.inner.wal.inject(point);
+    }
+
+    /// The last offloader report.
+    pub fn last_offload(&self) -> OffloadReport {
+        self.inner.last_offload.lock().clone()
+    }
+}
+
+impl Inner {
+    fn shard(&self, pos: u64) -> &Mutex<Shard> {
+        &self.shards[slot_of_position(pos) as usize % SHARDS]
+    }
+
+    fn clock(&self) -> u32 {
+        self.started.elapsed().as_millis() as u32
+    }
+
+    fn check_db(&self, db: usize) -> Result<(), StorageError> {
+        if db < self.counts.len() {
+            Ok(())
+        } else {
+            Err(StorageError::BadDatabase)
+        }
+    }
+
+    fn tier_cap(&self) -> u64 {
+        self.tier_cap.load(Ordering::Relaxed)
+    }
+
+    fn spill_threshold(&self) -> u64 {
+        (self.tier_cap() as f64 * self.cfg.read().overflow_ratio) as u64
+    }
+
+    fn spill_low(&self) -> u64 {
+        (self.tier_cap() as f64 * self.cfg.read().spill_low_ratio) as u64
+    }
+
+    /// Reserves `bytes` if usage stays within `limit`.
+    fn try_charge(&self, bytes: usize, limit: u64) -> bool {
+        let bytes = bytes as u64;
+        self.used
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |u| {
+                (u + bytes <= limit).then_some(u + bytes)
+            })
+            .is_ok()
+    }
+
+    fn release(&self, bytes: usize) {
+        self.used.fetch_sub(bytes as u64, Ordering::AcqRel);
+    }
+
+    fn seen_recently(&self, pos: u64) -> bool {
+        let slot = &self.doorkeeper[(pos as usize) % DOORKEEPER];
+        slot.swap(pos, Ordering::Relaxed) == pos
+    }
+
+    /// Removes an expired memory entry (and its disk copy).
+    fn expire_in_memory(
+        &self,
+        shard: &mut Shard,
+        db: usize,
+        pos: u64,
+        key: &[u8],
+    ) -> Result<(), StorageError> {
+        if let Some(e) = shard.remove(db, pos, key) {
+            self.release(e.charge());
+            if e.on_disk {
+                self.disk.remove(db, key)?;
+                self.counts[db].disk.fetch_sub(1, Ordering::Relaxed);
+            } else {
+                self.counts[db].mem_only.fetch_sub(1, Ordering::Relaxed);
+            }
+            Counters::bump(&self.counters.expired);
+        }
+        Ok(())
+    }
+
+    /// Moves one entry to disk (writing it only if dirty). Returns whether it moved.
+    fn demote(
+        &self,
+        shard: &mut Shard,
+        db: usize,
+        pos: u64,
+        key: &[u8],
+    ) -> Result<bool, StorageError> {
+        let Some(e) = shard.get(db, pos, key) else {
+            return Ok(false);
+        };
+        if e.rec.is_expired(now_ms()) {
+            self.expire_in_memory(shard, db, pos, key)?;
+            return Ok(true);
+        }
+        if e.dirty {
+            self.disk.put(db, key, &e.rec)?;
+            if !e.on_disk {
+                self.counts[db].disk.fetch_add(1, Ordering::Relaxed);
+                self.counts[db].mem_only.fetch_sub(1, Ordering::Relaxed);
+            }
+        }
+        if let Some(e) = shard.remove(db, pos, key) {
+            let charge = e.charge();
+            self.release(charge);
+            self.counters
+                .spilled_bytes
+                .fetch_add(charge as u64, Ordering::Relaxed);
+        }
+        Ok(true)
+    }
+
+    fn flush_db_locked(&self, db: usize) -> Result<(), StorageError> {
+        for shard in self.shards.iter() {
+            let mut s = shard.lock();
+            let before = s.used;
+            s.clear_db(db);
+            self.release(before - s.used);
+        }
+        self.disk.clear(db)?;
+        self.counts[db].disk.store(0, Ordering::Relaxed);
+        self.counts[db].mem_only.store(0, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Spills sampled-LRU entries until usage is at most `target`.
+    fn spill_to(&self, target: u64) -> Result<u64, StorageError> {
+        let mut rng = rand::rng();
+        let mut moved = 0u64;
+        let mut idle_rounds = 0;
+        let mut shard_idx = rand::random_range(0..SHARDS);
+        while self.used.load(Ordering::Acquire) > target {
+            shard_idx = (shard_idx + 1) % SHARDS;
+            let mut shard = self.shards[shard_idx].lock();
+            let mut sample = shard.sample(if target == 0 { 64 } else { 16 }, &mut rng);
+            if sample.is_empty() {
+                idle_rounds += 1;
+                if idle_rounds > SHARDS * 2 {
+                    break;
+                }
+                continue;
+            }
+            idle_rounds = 0;
+            let now = self.clock();
+            // Oldest first; demote the older half of the sample.
+            sample.sort_by_key(|(_, _, _, lru)| std::cmp::Reverse(now.wrapping_sub(*lru)));
+            let take = if target == 0 {
+                sample.len()
+            } else {
+                sample.len().div_ceil(2)
+            };
+            for (db, pos, key, _) in sample.into_iter().take(take) {
+                if self.demote(&mut shard, db, pos, &key)? {
+                    moved += 1;
+                    Counters::bump(&self.counters.spilled);
+                }
+            }
+        }
+        Ok(moved)
+    }
+
+    fn offload(&self) -> OffloadReport {
+        let cfg = self.cfg.read().clone();
+        let cap = self.tier_cap().max(1);
+        let mem_ratio = self.used.load(Ordering::Relaxed) as f64 / cap as f64;
+        let force_by_mem = mem_ratio >= cfg.offload_force_ratio;
+        let min_age = if force_by_mem {
+            cfg.offload_force_min_age_secs
+        } else {
+            cfg.offload_after_secs
+        };
+        let now = now_secs();
+        let mut report = OffloadReport {
+            mem_ratio,
+            force_by_mem,
+            ..Default::default()
+        };
+        for shard in self.shards.iter() {
+            let mut s = shard.lock();
+            let mut old = Vec::new();
+            s.for_each_mut(|db, e| {
+                report.scanned += 1;
+                if u64::from(now.saturating_sub(e.rec.written_secs)) >= min_age {
+                    old.push((db, e.key.clone()));
+                }
+            });
+            report.old += old.len() as u64;
+            for (db, key) in old {
+                let pos = position_of(&key);
+                match self.demote(&mut s, db, pos, &key) {
+                    Ok(true) => report.moved += 1,
+                    Ok(false) => {}
+                    Err(e) => {
+                        report.write_fail += 1;
+                        tracing::warn!(error = %e, "offload of a key failed");
+                    }
+                }
+            }
+        }
+        Counters::bump(&self.counters.offload_runs);
+        self.counters
+            .offloaded
+            .fetch_add(report.moved, Ordering::Relaxed);
+        self.counters
+            .offload_write_fail
+            .fetch_add(report.write_fail, Ordering::Relaxed);
+        tracing::info!(
+            scanned = report.scanned,
+            old = report.old,
+            moved = report.moved,
+            write_fail = report.write_fail,
+            mem_ratio = format!("{:.3}", report.mem_ratio),
+            force_by_mem = report.force_by_mem,
+            "offload run"
+        );
+        *self.last_offload.lock() = report.clone();
+        report
+    }
+
+    fn checkpoint(&self) -> Result<(), StorageError> {
+        let _one = self.checkpointing.lock();
+        self.wal.check()?;
+        let keep_from = self.wal.rotate()?;
+        for shard in self.shards.iter() {
+            let mut s = shard.lock();
+            let mut dirty: Vec<(usize, Box<[u8]>)> = Vec::new();
+            s.for_each_mut(|db, e| {
+                if e.dirty {
+                    dirty.push((db, e.key.clone()));
+                }
+            });
+            if dirty.is_empty() {
+                continue;
+            }
+            let items: Vec<(usize, &[u8], &Record)> = dirty
+                .iter()
+                .filter_map(|(db, key)| {
+                    s.get(*db, position_of(key), key)
+                        .map(|e| (*db, &*e.key, &e.rec))
+                })
+                .collect();
+            self.disk.put_batch(items)?;
+            for (db, key) in &dirty {
+                if let Some(e) = s.get_mut(*db, position_of(key), key) {
+                    e.dirty = false;
+                    if !e.on_disk {
+                        e.on_disk = true;
+                        self.counts[*db].disk.fetch_add(1, Ordering::Relaxed);
+                        self.counts[*db].mem_only.fetch_sub(1, Ordering::Relaxed);
+                    }
+                }
+            }
+        }
+        self.disk.persist()?;
+        self.wal.remove_before(keep_from)?;
+        Counters::bump(&self.counters.checkpoints);
+        Ok(())
+    }
+
+    /// Sweeps up to `budget` memory entries per shard for expired keys.
+    fn expire_cycle(&self, budget: usize) -> u64 {
+        let now = now_ms();
+        let databases = self.counts.len();
+        let mut removed = 0;
+        for shard in self.shards.iter() {
+            let mut s = shard.lock();
+            if s.len() == 0 {
+                continue;
+            }
+            let (mut db, mut from) = s.sweep;
+            let mut left = budget;
+            let mut dbs_seen = 0;
+            while left > 0 && dbs_seen <= databases {
+                let mut expired = Vec::new();
+                let step = left.min(256);
+                let next = s.visit_from(db, from, step, |_, e| {
+                    if e.rec.is_expired(now) {
+                        expired.push(e.key.clone());
+                    }
+                });
+                left = left.saturating_sub(step);
+                for key in expired {
+                    if self
+                        .expire_in_memory(&mut s, db, position_of(&key), &key)
+                        .is_ok()
+                    {
+                        removed += 1;
+                    }
+                }
+                match next {
+                    Some(p) => from = p,
+                    None => {
+                        db = (db + 1) % databases;
+                        from = 0;
+                        dbs_seen += 1;
+                    }
+                }
+            }
+            s.sweep = (db, from);
+        }
+        removed
+    }
+
+    /// Removes expired keys from the disk tier, up to `budget` keys examined
+    /// from `cursor` in `db`; returns where to continue.
+    fn expire_disk(
+        &self,
+        db: usize,
+        cursor: u64,
+        budget: usize,
+    ) -> Result<Option<u64>, StorageError> {
+        let now = now_ms();
+        let (items, more) = self.disk.scan_from(db, cursor, budget)?;
+        let next = if more {
+            items.last().map(|(p, _, _)| *p)
+        } else {
+            None
+        };
+        for (pos, key, v) in items {
+            if matches!(peek_expiry(&v), Some(at) if at <= now) {
+                let s = self.shard(pos).lock();
+                // A memory entry is authoritative; its disk copy is rewritten
+                // at the next checkpoint.
+                if s.get(db, pos, &key).is_none() {
+                    if let Ok(Some(rec)) = self.disk.get(db, &key) {
+                        if rec.is_expired(now) {
+                            self.disk.remove(db, &key)?;
+                            self.counts[db].disk.fetch_sub(1, Ordering::Relaxed);
+                            Counters::bump(&self.counters.expired);
+                        }
+                    }
+                }
+                drop(s);
+            }
+        }
+        Ok(next)
+    }
+
+    /// Keys in `[from, end)` of one slot, merged from both tiers, and the
+    /// position up to which the page is complete.
+    fn page(
+        &self,
+        db: usize,
+        from: u64,
+        end: u64,
+        want: usize,
+        now: u64,
+    ) -> Result<(Vec<(Vec<u8>, ValueKind)>, u64), StorageError> {
+        let mut limit = want.max(2);
+        loop {
+            let mut mem: Vec<(u64, Vec<u8>, Option<ValueKind>)> = Vec::new();
+            let mem_bound = {
+                let s = self.shard(from).lock();
+                let next = s.visit_from(db, from, limit, |pos, e| {
+                    if pos < end {
+                        let kind = (!e.rec.is_expired(now)).then(|| e.rec.value.kind());
+                        mem.push((pos, e.key.to_vec(), kind));
+                    }
+                });
+                next.map_or(end, |p| p.min(end))
+            };
+            let mut disk_items = Vec::new();
+            let mut disk_more = false;
+            for guard in self
+                .disk
+                .keyspace(db)
+                .range(from.to_be_bytes()..end.to_be_bytes())
+            {
+                if disk_items.len() >= limit {
+                    disk_more = true;
+                    break;
+                }
+                let (k, v) = guard.into_inner()?;
+                if let Some((pos, key)) = disk::split_disk_key(&k) {
+                    let expired = matches!(peek_expiry(&v), Some(at) if at <= now);
+                    let kind = match v.get(1) {
+                        Some(1) => ValueKind::Hash,
+                        _ => ValueKind::Str,
+                    };
+                    disk_items.push((pos, key.to_vec(), (!expired).then_some(kind)));
+                }
+            }
+            let disk_bound = if disk_more {
+                disk_items.last().map_or(end, |(p, _, _)| *p)
+            } else {
+                end
+            };
+            let bound = mem_bound.min(disk_bound);
+            if bound <= from {
+                // Every fetched item shares one position: fetch more.
+                limit *= 4;
+                continue;
+            }
+            let mut out: Vec<(u64, Vec<u8>, ValueKind)> = Vec::new();
+            let mut mem_keys = std::collections::HashSet::new();
+            for (pos, key, kind) in mem.into_iter().filter(|(p, _, _)| *p < bound) {
+                mem_keys.insert(key.clone());
+                if let Some(kind) = kind {
+                    out.push((pos, key, kind));
+                }
+            }
+            for (pos, key, kind) in disk_items.into_iter().filter(|(p, _, _)| *p < bound) {
+                if !mem_keys.contains(&key) {
+                    if let Some(kind) = kind {
+                        out.push((pos, key, kind));
+                    }
+                }
+            }
+            out.sort_by(|a, b| a.0.cmp(&b.0).then_with(|| a.1.cmp(&b.1)));
+            return Ok((
+                out.into_iter().map(|(_, k, kind)| (k, kind)).collect(),
+                bound,
+            ));
+        }
+    }
+
+    fn stats(&self) -> StatsSnapshot {
+        let c = &self.counters;
+        let r = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let entries_memory: u64 = self.shards.iter().map(|s| s.lock().len() as u64).sum();
+        let total: i64 = self
+            .counts
+            .iter()
+            .map(|d| d.disk.load(Ordering::Relaxed) + d.mem_only.load(Ordering::Relaxed))
+            .sum();
+        StatsSnapshot {
+            used_bytes: self.used.load(Ordering::Relaxed),
+            tier_cap_bytes: self.tier_cap(),
+            maxmemory: self.cfg.read().maxmemory,
+            entries_memory,
+            entries_disk: (total.max(0) as u64).saturating_sub(entries_memory),
+            hits_memory: r(&c.hits_memory),
+            hits_disk: r(&c.hits_disk),
+            misses: r(&c.misses),
+            spilled: r(&c.spilled),
+            spilled_bytes: r(&c.spilled_bytes),
+            direct_to_disk: r(&c.direct_to_disk),
+            promotions: r(&c.promotions),
+            expired: r(&c.expired),
+            offload_runs: r(&c.offload_runs),
+            offloaded: r(&c.offloaded),
+            offload_write_fail: r(&c.offload_write_fail),
+            last_offload: self.last_offload.lock().clone(),
+            checkpoints: r(&c.checkpoints),
+            wal_bytes: r(&self.wal.stats.bytes),
+            wal_fsyncs: r(&self.wal.stats.fsyncs),
+            wal_fsync_micros: r(&self.wal.stats.fsync_micros),
+            wal_fsync_max_micros: r(&self.wal.stats.fsync_max_micros),
+            disk_bytes: self.disk.disk_space(),
+            poisoned: self.wal.poisoned(),
+        }
+    }
+}

@@ -1,0 +1,284 @@
+//! The data model: what a key holds, and the one binary encoding of it that
+//! the disk tier, the write-ahead log and snapshots all share.
+
+use std::collections::HashMap;
+
+use super::error::StorageError;
+
+/// A field map, as stored by hashes.
+pub type FieldMap = HashMap<Box<[u8]>, Box<[u8]>>;
+
+/// The value a key holds. New types (lists, stream entries) are new variants
+/// with a type code in [`Value::type_code`] and a payload codec below.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Value {
+    /// A byte string.
+    Str(Vec<u8>),
+    /// A map of field to byte string; feature stores keep features as hashes.
+    Hash(Box<FieldMap>),
+}
+
+/// The type a key holds, as `TYPE` names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ValueKind {
+    /// `string`
+    Str,
+    /// `hash`
+    Hash,
+}
+
+impl ValueKind {
+    /// The name Redis's `TYPE` command uses.
+    pub fn name(self) -> &'static str {
+        match self {
+            ValueKind::Str => "string",
+            ValueKind::Hash => "hash",
+        }
+    }
+}
+
+impl Value {
+    /// The kind of this value.
+    pub fn kind(&self) -> ValueKind {
+        match self {
+            Value::Str(_) => ValueKind::Str,
+            Value::Hash(_) => ValueKind::Hash,
+        }
+    }
+
+    fn type_code(&self) -> u8 {
+        match self {
+            Value::Str(_) => 0,
+            Value::Hash(_) => 1,
+        }
+    }
+
+    /// Heap bytes this value holds, counted against `maxmemory`.
+    pub fn heap_size(&self) -> usize {
+        match self {
+            Value::Str(v) => v.capacity(),
+            Value::Hash(map) => {
+                // Per field: two boxed slices (16 bytes each), the table slot
+                // and control byte, and allocator rounding of both buffers.
+                const PER_FIELD: usize = 32 + 1 + 16;
+                std::mem::size_of::<FieldMap>()
+                    + map.capacity() * (32 + 1)
+                    + map
+                        .iter()
+                        .map(|(k, v)| k.len() + v.len() + PER_FIELD - 33)
+                        .sum::<usize>()
+            }
+        }
+    }
+}
+
+/// A cluster version stamp: the coordinator's epoch and a hybrid logical
+/// clock. Single-node stores leave it zero; the storage layer only keeps it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Version {
+    /// Configuration epoch of the writer.
+    pub epoch: u32,
+    /// Hybrid logical clock of the write.
+    pub hlc: u64,
+}
+
+/// Everything stored under one key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Record {
+    /// The value.
+    pub value: Value,
+    /// Absolute expiry in milliseconds since the Unix epoch; `None` never expires.
+    pub expire_at_ms: Option<u64>,
+    /// Version stamp for the replication layer.
+    pub version: Version,
+    /// When the key was last written, in seconds since the Unix epoch (the
+    /// seed's `_ts`; the offloader ages entries by it).
+    pub written_secs: u32,
+}
+
+impl Record {
+    /// A record holding `value` with no expiry, written now.
+    pub fn new(value: Value) -> Record {
+        Record {
+            value,
+            expire_at_ms: None,
+            version: Version::default(),
+            written_secs: now_secs(),
+        }
+    }
+
+    /// Whether the record has expired at `now_ms`.
+    pub fn is_expired(&self, now_ms: u64) -> bool {
+        matches!(self.expire_at_ms, Some(at) if at <= now_ms)
+    }
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// Seconds since the Unix epoch.
+pub fn now_secs() -> u32 {
+    (now_ms() / 1000) as u32
+}
+
+const FORMAT: u8 = 1;
+/// Size of the fixed record header: format, type, expiry, epoch, hlc, written.
+pub const HEADER_LEN: usize = 1 + 1 + 8 + 4 + 8 + 4;
+
+/// Appends the encoding of `rec` to `out`.
+pub fn encode_record(rec: &Record, out: &mut Vec<u8>) {
+    out.push(FORMAT);
+    out.push(rec.value.type_code());
+    out.extend_from_slice(&rec.expire_at_ms.unwrap_or(0).to_le_bytes());
+    out.extend_from_slice(&rec.version.epoch.to_le_bytes());
+    out.extend_from_slice(&rec.version.hlc.to_le_bytes());
+    out.extend_from_slice(&rec.written_secs.to_le_bytes());
+    match &rec.value {
+        Value::Str(v) => out.extend_from_slice(v),
+        Value::Hash(map) => {
+            out.extend_from_slice(&(map.len() as u32).to_le_bytes());
+            for (f, v) in map.iter() {
+                put_bytes(out, f);
+                put_bytes(out, v);
+            }
+        }
+    }
+}
+
+/// Encodes `rec` into a new buffer.
+#[cfg(test)]
+pub fn record_bytes(rec: &Record) -> Vec<u8> {
+    let mut out = Vec::with_capacity(HEADER_LEN + 16);
+    encode_record(rec, &mut out);
+    out
+}
+
+/// Reads only the expiry of an encoded record, without decoding its value.
+pub fn peek_expiry(buf: &[u8]) -> Option<u64> {
+    let raw = u64::from_le_bytes(buf.get(2..10)?.try_into().ok()?);
+    (raw != 0).then_some(raw)
+}
+
+/// Decodes a record produced by [`encode_record`].
+pub fn decode_record(buf: &[u8]) -> Result<Record, StorageError> {
+    let mut r = Reader { buf, pos: 0 };
+    let format = r.u8()?;
+    if format != FORMAT {
+        return Err(StorageError::Corrupt {
+            what: format!("unknown record format {format}"),
+        });
+    }
+    let code = r.u8()?;
+    let expire = r.u64()?;
+    let epoch = r.u32()?;
+    let hlc = r.u64()?;
+    let written_secs = r.u32()?;
+    let value = match code {
+        0 => Value::Str(r.rest().to_vec()),
+        1 => {
+            let n = r.u32()? as usize;
+            let mut map = FieldMap::with_capacity(n.min(1 << 16));
+            for _ in 0..n {
+                let f = r.bytes()?;
+                let v = r.bytes()?;
+                map.insert(f.into(), v.into());
+            }
+            Value::Hash(Box::new(map))
+        }
+        other => {
+            return Err(StorageError::Corrupt {
+                what: format!("unknown value type {other}"),
+            })
+        }
+    };
+    Ok(Record {
+        value,
+        expire_at_ms: (expire != 0).then_some(expire),
+        version: Version { epoch, hlc },
+        written_secs,
+    })
+}
+
+/// Appends a u32-length-prefixed byte string.
+pub fn put_bytes(out: &mut Vec<u8>, b: &[u8]) {
+    out.extend_from_slice(&(b.len() as u32).to_le_bytes());
+    out.extend_from_slice(b);
+}
+
+/// A bounds-checked cursor over an encoded buffer.
+pub struct Reader<'a> {
+    /// The buffer.
+    pub buf: &'a [u8],
+    /// The read position.
+    pub pos: usize,
+}
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], StorageError> {
+        let end = self.pos.checked_add(n).filter(|&e| e <= self.buf.len());
+        match end {
+            Some(end) => {
+                let s = &self.buf[self.pos..end];
+                self.pos = end;
+                Ok(s)
+            }
+            None => Err(StorageError::Corrupt {
+                what: "record truncated".into(),
+            }),
+        }
+    }
+    /// One byte.
+    pub fn u8(&mut self) -> Result<u8, StorageError> {
+        Ok(self.take(1)?[0])
+    }
+    /// A little-endian u32.
+    pub fn u32(&mut self) -> Result<u32, StorageError> {
+        let b = self.take(4)?;
+        Ok(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+    }
+    /// A little-endian u64.
+    pub fn u64(&mut self) -> Result<u64, StorageError> {
+        let mut a = [0u8; 8];
+        a.copy_from_slice(self.take(8)?);
+        Ok(u64::from_le_bytes(a))
+    }
+    /// A u32-length-prefixed byte string.
+    pub fn bytes(&mut self) -> Result<&'a [u8], StorageError> {
+        let n = self.u32()? as usize;
+        self.take(n)
+    }
+    /// Everything not yet read.
+    pub fn rest(&mut self) -> &'a [u8] {
+        let s = &self.buf[self.pos..];
+        self.pos = self.buf.len();
+        s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_round_trip() {
+        let mut map = FieldMap::new();
+        map.insert(b"f"[..].into(), b"v"[..].into());
+        for value in [Value::Str(b"hello".to_vec()), Value::Hash(Box::new(map))] {
+            let rec = Record {
+                value,
+                expire_at_ms: Some(42),
+                version: Version { epoch: 3, hlc: 9 },
+                written_secs: 7,
+            };
+            let buf = record_bytes(&rec);
+            assert_eq!(peek_expiry(&buf), Some(42));
+            assert_eq!(decode_record(&buf).unwrap(), rec);
+        }
+        assert!(decode_record(&[1, 1, 0]).is_err());
+    }
+}
