@@ -9,6 +9,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use fjall::compaction::filter::{CompactionFilter, Context, Factory, ItemAccessor, Verdict};
+use fjall::config::PinningPolicy;
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, KvSeparationOptions, PersistMode};
 
 use super::error::StorageError;
@@ -63,6 +64,10 @@ impl Disk {
                 KeyspaceCreateOptions::default()
                     .manual_journal_persist(true)
                     .max_memtable_size((write_buffer_bytes / 4).max(1 << 20))
+                    // Point reads of cold keys must not re-read and re-checksum
+                    // whole filter or index blocks: keep them resident.
+                    .filter_block_pinning_policy(PinningPolicy::all(true))
+                    .index_block_pinning_policy(PinningPolicy::all(true))
                     .with_kv_separation(Some(
                         KvSeparationOptions::default().separation_threshold(BLOB_THRESHOLD),
                     ))
@@ -144,15 +149,13 @@ impl Disk {
         Ok((out, false))
     }
 
-    /// Counts live (unexpired) keys of `db`.
-    pub fn count_live(&self, db: usize) -> Result<u64, StorageError> {
-        let now = now_ms();
+    /// Counts the keys of `db`, expired-but-unreclaimed ones included (they
+    /// are uncounted when reclaimed).
+    pub fn count(&self, db: usize) -> Result<u64, StorageError> {
         let mut n = 0;
         for guard in self.spaces[db].iter() {
-            let (_, v) = guard.into_inner()?;
-            if !matches!(peek_expiry(&v), Some(at) if at <= now) {
-                n += 1;
-            }
+            guard.key()?;
+            n += 1;
         }
         Ok(n)
     }

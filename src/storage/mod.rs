@@ -210,7 +210,7 @@ impl Store {
         let mut counts = Vec::with_capacity(cfg.databases);
         for db in 0..cfg.databases {
             counts.push(DbCounts {
-                disk: AtomicI64::new(disk.count_live(db)? as i64),
+                disk: AtomicI64::new(disk.count(db)? as i64),
                 mem_only: AtomicI64::new(0),
             });
         }
@@ -707,7 +707,7 @@ impl Store {
             }
             pos = bound;
             slots_visited += 1;
-            if examined >= count || slots_visited >= 4096 {
+            if examined >= count || slots_visited >= usize::from(SLOTS) {
                 break;
             }
             if slot_of_position(pos) >= SLOTS || pos == u64::MAX {
