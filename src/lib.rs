@@ -4,12 +4,26 @@
 //! A request flows top to bottom through these modules, and each depends
 //! only on the ones below it:
 //!
+//! - [`frontend`]: RESP connections ([`frontend::resp`] parses frames and
+//!   encodes replies) and the HTTP API ([`frontend::http`]).
+//! - [`commands`]: one table of commands; each request is checked and
+//!   executed to a reply value, whichever front end it came from.
+//! - [`node`]: what a node shares: the store, live config, metrics, clients.
 //! - [`storage`]: one node's data: the memory tier, the disk tier (fjall),
 //!   the write-ahead log, spilling, offloading, TTLs and snapshots.
 //! - [`slot`]: key -> Redis Cluster slot -> ordering position, shared by all.
+//!
+//! [`server`] assembles a node from a [`config::Config`]; [`metrics`]
+//! exports Prometheus series.
 #![forbid(unsafe_code)]
 #![deny(clippy::unwrap_used)]
 #![warn(missing_docs)]
 
+pub mod commands;
+pub mod config;
+pub mod frontend;
+pub mod metrics;
+pub mod node;
+pub mod server;
 pub mod slot;
 pub mod storage;

@@ -1,1 +1,172 @@
-fn main() {}
+//! The `strata` binary: a node server and its operator tools.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+use strata::config::{parse_size, Config};
+use strata::storage::AppendFsync;
+
+/// strata: a tiered key-value store that speaks the Redis protocol and HTTP.
+/// Hot data stays in memory; colder data moves to disk instead of being lost.
+#[derive(Parser)]
+#[command(version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a node (the default when no subcommand is given).
+    Server(ServerArgs),
+}
+
+#[derive(Args, Default)]
+struct ServerArgs {
+    /// TOML config file; environment variables and flags override it.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Address to listen on (default 127.0.0.1).
+    #[arg(long)]
+    bind: Option<String>,
+    /// RESP port (default 6379; 0 picks a free port).
+    #[arg(long)]
+    port: Option<u16>,
+    /// HTTP port (default 8080; 0 picks a free port).
+    #[arg(long)]
+    http_port: Option<u16>,
+    /// Data directory (default ./data).
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+    /// Memory cap, e.g. 64mb or 2gb (default 1gb). Data beyond it moves to disk.
+    #[arg(long, value_parser = parse_size_arg)]
+    maxmemory: Option<u64>,
+    /// Log fsync policy: always, everysec (default) or no.
+    #[arg(long, value_parser = parse_fsync_arg)]
+    appendfsync: Option<AppendFsync>,
+    /// Password clients must send with AUTH.
+    #[arg(long)]
+    requirepass: Option<String>,
+    /// Key for admin HTTP endpoints (X-API-Key header or ?apiKey=).
+    #[arg(long)]
+    api_key: Option<String>,
+}
+
+fn parse_size_arg(s: &str) -> Result<u64, String> {
+    parse_size(s).ok_or_else(|| format!("{s:?} is not a size like 64mb, 512kb or 2gb"))
+}
+
+fn parse_fsync_arg(s: &str) -> Result<AppendFsync, String> {
+    AppendFsync::parse(s).ok_or_else(|| format!("{s:?} is not always, everysec or no"))
+}
+
+fn load_config(a: &ServerArgs) -> anyhow::Result<Config> {
+    let mut cfg = match &a.config {
+        Some(path) => Config::from_file(path)?,
+        None => Config::default(),
+    };
+    cfg.apply_env(|k| std::env::var(k).ok())?;
+    if let Some(v) = &a.bind {
+        cfg.bind = v.clone();
+    }
+    if let Some(v) = a.port {
+        cfg.port = v;
+    }
+    if let Some(v) = a.http_port {
+        cfg.http_port = v;
+    }
+    if let Some(v) = &a.data_dir {
+        cfg.storage.data_dir = v.clone();
+    }
+    if let Some(v) = a.maxmemory {
+        cfg.storage.maxmemory = v;
+    }
+    if let Some(v) = a.appendfsync {
+        cfg.storage.appendfsync = v;
+    }
+    if let Some(v) = &a.requirepass {
+        cfg.requirepass = Some(v.clone());
+    }
+    if let Some(v) = &a.api_key {
+        cfg.api_key = Some(v.clone());
+    }
+    cfg.validate()?;
+    Ok(cfg)
+}
+
+fn run_server(a: &ServerArgs) -> anyhow::Result<()> {
+    let cfg = load_config(a)?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("strata-rt")
+        .build()?;
+    rt.block_on(async move {
+        let (node, resp, http) = strata::server::bind(cfg.clone()).await?;
+        let (r, h) = (node.resp_addr.get().copied(), node.http_addr.get().copied());
+        tracing::info!(resp = ?r, http = ?h, data_dir = %cfg.storage.data_dir.display(), maxmemory = cfg.storage.maxmemory, "strata is ready");
+        println!(
+            "strata {} ready: RESP on {} (redis-cli -p {}), HTTP on http://{}, data in {}",
+            env!("CARGO_PKG_VERSION"),
+            r.map_or_else(String::new, |a| a.to_string()),
+            r.map_or(0, |a| a.port()),
+            h.map_or_else(String::new, |a| a.to_string()),
+            cfg.storage.data_dir.display()
+        );
+        let stop = node.shutdown.clone();
+        tokio::spawn(async move {
+            wait_for_signal().await;
+            tracing::info!("shutting down: draining connections and checkpointing");
+            stop.cancel();
+        });
+        strata::server::serve(node.clone(), resp, http).await;
+        drop(node);
+        anyhow::Ok(())
+    })?;
+    tracing::info!("stopped cleanly");
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info,fjall=warn,lsm_tree=warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        None => run_server(&ServerArgs::default()),
+        Some(Command::Server(a)) => run_server(&a),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("strata: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

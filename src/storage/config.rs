@@ -46,8 +46,9 @@ impl AppendFsync {
 pub struct StorageConfig {
     /// Directory for the log, the disk tier and nothing else.
     pub data_dir: PathBuf,
-    /// The node's one memory cap, in bytes. The disk tier's block cache and
+    /// The node's one memory cap, in bytes (or a size like `"64mb"`). The disk tier's block cache and
     /// write buffers are carved out of it; the rest holds hot entries.
+    #[serde(deserialize_with = "de_size")]
     pub maxmemory: u64,
     /// Above this fraction of the memory tier's share the spiller starts
     /// moving least recently used entries to disk (`REDIS_MAXMEM_SOFT`).
@@ -171,5 +172,39 @@ impl StorageConfig {
     pub fn memory_budget(&self) -> (u64, u64, u64) {
         let share = (self.maxmemory / 16).clamp(1 << 20, 256 << 20);
         (self.maxmemory - 2 * share, share, share)
+    }
+}
+
+/// Parses a memory size the way Redis does: `100`, `1k` (1000), `1kb`
+/// (1024), `64mb`, `2gb`; case-insensitive.
+pub fn parse_size(s: &str) -> Option<u64> {
+    let s = s.trim().to_ascii_lowercase();
+    let digits = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(digits);
+    let n: u64 = num.parse().ok()?;
+    let mult: u64 = match unit {
+        "" | "b" => 1,
+        "k" => 1000,
+        "kb" | "kib" => 1 << 10,
+        "m" => 1_000_000,
+        "mb" | "mib" => 1 << 20,
+        "g" => 1_000_000_000,
+        "gb" | "gib" => 1 << 30,
+        _ => return None,
+    };
+    n.checked_mul(mult)
+}
+
+fn de_size<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Size {
+        Bytes(u64),
+        Text(String),
+    }
+    match Size::deserialize(d)? {
+        Size::Bytes(n) => Ok(n),
+        Size::Text(t) => parse_size(&t)
+            .ok_or_else(|| serde::de::Error::custom(format!("{t:?} is not a size like 64mb"))),
     }
 }

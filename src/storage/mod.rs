@@ -34,7 +34,7 @@ use std::time::Instant;
 
 use parking_lot::{Mutex, RwLock};
 
-pub use config::{AppendFsync, StorageConfig, MAX_KEY_BYTES, MIN_MAXMEMORY};
+pub use config::{parse_size, AppendFsync, StorageConfig, MAX_KEY_BYTES, MIN_MAXMEMORY};
 pub use error::StorageError;
 pub use pattern::glob_match;
 pub use snapshot::SnapshotInfo;

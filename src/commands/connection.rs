@@ -1,0 +1,335 @@
+//! Connection commands: PING ECHO HELLO AUTH SELECT QUIT RESET CLIENT COMMAND.
+
+use bytes::Bytes;
+
+use super::{err, int_arg, is, lookup, CmdResult, Ctx, COMMANDS};
+use crate::frontend::resp::Reply;
+
+pub fn ping(_: &mut Ctx<'_>, a: &[Bytes]) -> CmdResult {
+    match a.len() {
+        1 => Ok(Reply::Simple("PONG")),
+        2 => Ok(Reply::Bulk(a[1].clone())),
+        _ => Err(err::arity("ping")),
+    }
+}
+
+pub fn echo(_: &mut Ctx<'_>, a: &[Bytes]) -> CmdResult {
+    Ok(Reply::Bulk(a[1].clone()))
+}
+
+fn check_password(ctx: &mut Ctx<'_>, user: Option<&[u8]>, pass: &[u8]) -> Result<(), Reply> {
+    let required = ctx.node.cfg.read().requirepass.clone();
+    let Some(required) = required else {
+        if user.is_none() {
+            return Err(Reply::err(
+                "ERR AUTH <password> called without any password configured for the default user. Are you sure your configuration is correct?",
+            ));
+        }
+        // With no password set, the default user accepts any password.
+        return if user.is_some_and(|u| u == b"default") {
+            Ok(())
+        } else {
+            Err(Reply::err(
+                "WRONGPASS invalid username-password pair or user is disabled.",
+            ))
+        };
+    };
+    let user_ok = user.is_none_or(|u| u == b"default");
+    if user_ok && pass == required.as_bytes() {
+        ctx.s.authed = true;
+        Ok(())
+    } else {
+        Err(Reply::err(
+            "WRONGPASS invalid username-password pair or user is disabled.",
+        ))
+    }
+}
+
+pub fn auth(ctx: &mut Ctx<'_>, a: &[Bytes]) -> CmdResult {
+    match a.len() {
+        2 => check_password(ctx, None, &a[1])?,
+        3 => check_password(ctx, Some(&a[1]), &a[2])?,
+        _ => return Err(err::syntax()),
+    }
+    Ok(Reply::OK)
+}
+
+pub fn hello(ctx: &mut Ctx<'_>, a: &[Bytes]) -> CmdResult {
+    let mut i = 1;
+    let mut proto = if ctx.s.resp3 { 3 } else { 2 };
+    if a.len() > 1 {
+        let v = int_arg(&a[1])
+            .map_err(|_| Reply::err("ERR Protocol version is not an integer or out of range"))?;
+        if v != 2 && v != 3 {
+            return Err(Reply::err("NOPROTO unsupported protocol version"));
+        }
+        proto = v;
+        i = 2;
+    }
+    while i < a.len() {
+        if is(&a[i], "AUTH") && i + 2 < a.len() {
+            check_password(ctx, Some(&a[i + 1]), &a[i + 2])?;
+            i += 3;
+        } else if is(&a[i], "SETNAME") && i + 1 < a.len() {
+            ctx.s.handle.state.lock().name = String::from_utf8_lossy(&a[i + 1]).into_owned();
+            i += 2;
+        } else {
+            return Err(Reply::err(format!(
+                "ERR Syntax error in HELLO option '{}'",
+                String::from_utf8_lossy(&a[i])
+            )));
+        }
+    }
+    if !ctx.s.authed {
+        return Err(Reply::err("NOAUTH HELLO must be called with the client already authenticated, otherwise the HELLO <proto> AUTH <user> <pass> option can be used to authenticate the client and select the RESP protocol version at the same time"));
+    }
+    ctx.s.resp3 = proto == 3;
+    ctx.s.handle.state.lock().resp = proto as u8;
+    Ok(Reply::Map(vec![
+        (Reply::bulk("server"), Reply::bulk("redis")),
+        (Reply::bulk("version"), Reply::bulk("7.0.15")),
+        (Reply::bulk("proto"), Reply::Int(proto)),
+        (Reply::bulk("id"), Reply::Int(ctx.s.handle.id as i64)),
+        (Reply::bulk("mode"), Reply::bulk("standalone")),
+        (Reply::bulk("role"), Reply::bulk("master")),
+        (Reply::bulk("modules"), Reply::Array(vec![])),
+    ]))
+}
+
+pub fn select(ctx: &mut Ctx<'_>, a: &[Bytes]) -> CmdResult {
+    let db = int_arg(&a[1]).map_err(|_| err::not_int())?;
+    if db < 0 || db as usize >= ctx.node.store.databases() {
+        return Err(Reply::err("ERR DB index is out of range"));
+    }
+    ctx.s.db = db as usize;
+    ctx.s.handle.state.lock().db = db as usize;
+    Ok(Reply::OK)
+}
+
+pub fn quit(ctx: &mut Ctx<'_>, _: &[Bytes]) -> CmdResult {
+    ctx.s.quit = true;
+    Ok(Reply::OK)
+}
+
+pub fn reset(ctx: &mut Ctx<'_>, _: &[Bytes]) -> CmdResult {
+    ctx.s.db = 0;
+    ctx.s.resp3 = false;
+    ctx.s.authed = ctx.node.cfg.read().requirepass.is_none();
+    {
+        let mut st = ctx.s.handle.state.lock();
+        st.db = 0;
+        st.name.clear();
+        st.resp = 2;
+    }
+    Ok(Reply::Simple("RESET"))
+}
+
+fn client_line(c: &crate::node::ClientHandle) -> String {
+    let st = c.state.lock().clone();
+    let idle = st.last_active.map_or(0, |t| t.elapsed().as_secs());
+    format!(
+        "id={} addr={} laddr={} fd=0 name={} age={} idle={} flags=N db={} sub=0 psub=0 ssub=0 multi=-1 qbuf=0 qbuf-free=0 argv-mem=0 multi-mem=0 obl=0 oll=0 omem=0 tot-mem=0 events=r cmd={} user=default redir=-1 resp={}",
+        c.id,
+        c.addr,
+        c.laddr,
+        st.name,
+        c.created.elapsed().as_secs(),
+        idle,
+        st.db,
+        if st.last_cmd.is_empty() { "NULL" } else { &st.last_cmd },
+        st.resp.max(2)
+    )
+}
+
+pub fn client(ctx: &mut Ctx<'_>, a: &[Bytes]) -> CmdResult {
+    let sub = &a[1];
+    if is(sub, "ID") && a.len() == 2 {
+        Ok(Reply::Int(ctx.s.handle.id as i64))
+    } else if is(sub, "SETNAME") && a.len() == 3 {
+        if a[2].iter().any(|&b| b <= b' ' || b > b'~') {
+            return Err(Reply::err(
+                "ERR Client names cannot contain spaces, newlines or special characters.",
+            ));
+        }
+        ctx.s.handle.state.lock().name = String::from_utf8_lossy(&a[2]).into_owned();
+        Ok(Reply::OK)
+    } else if is(sub, "GETNAME") && a.len() == 2 {
+        let name = ctx.s.handle.state.lock().name.clone();
+        Ok(if name.is_empty() {
+            Reply::Nil
+        } else {
+            Reply::bulk(name)
+        })
+    } else if is(sub, "INFO") && a.len() == 2 {
+        Ok(Reply::Verbatim(client_line(&ctx.s.handle) + "\n"))
+    } else if is(sub, "LIST") {
+        let clients: Vec<_> = ctx.node.clients.lock().values().cloned().collect();
+        let mut out = String::new();
+        for c in clients {
+            out.push_str(&client_line(&c));
+            out.push('\n');
+        }
+        Ok(Reply::Verbatim(out))
+    } else if is(sub, "KILL") && a.len() >= 3 {
+        let clients: Vec<_> = ctx.node.clients.lock().values().cloned().collect();
+        if a.len() == 3 {
+            // Old form: CLIENT KILL addr:port
+            let target = String::from_utf8_lossy(&a[2]);
+            return match clients.iter().find(|c| c.addr == target) {
+                Some(c) => {
+                    c.kill.cancel();
+                    Ok(Reply::OK)
+                }
+                None => Err(Reply::err("ERR No such client")),
+            };
+        }
+        let mut killed = 0;
+        let mut i = 2;
+        let mut filters: Vec<(String, String)> = Vec::new();
+        while i + 1 < a.len() {
+            filters.push((
+                String::from_utf8_lossy(&a[i]).to_ascii_lowercase(),
+                String::from_utf8_lossy(&a[i + 1]).into_owned(),
+            ));
+            i += 2;
+        }
+        if i != a.len() {
+            return Err(err::syntax());
+        }
+        for c in clients {
+            let mut hit = true;
+            for (k, v) in &filters {
+                hit &= match k.as_str() {
+                    "id" => v.parse::<u64>().map_err(|_| err::syntax())? == c.id,
+                    "addr" => *v == c.addr,
+                    "laddr" => *v == c.laddr,
+                    "skipme" => !(v == "yes" && c.id == ctx.s.handle.id),
+                    "user" => v == "default",
+                    _ => return Err(err::syntax()),
+                };
+            }
+            if hit {
+                c.kill.cancel();
+                killed += 1;
+            }
+        }
+        Ok(Reply::Int(killed))
+    } else if is(sub, "SETINFO") && a.len() == 4 {
+        Ok(Reply::OK)
+    } else if is(sub, "HELP") {
+        Ok(Reply::Array(
+            [
+                "CLIENT ID",
+                "CLIENT SETNAME <name>",
+                "CLIENT GETNAME",
+                "CLIENT INFO",
+                "CLIENT LIST",
+                "CLIENT KILL <filter> <value> ...",
+            ]
+            .into_iter()
+            .map(Reply::Simple)
+            .collect(),
+        ))
+    } else {
+        Err(err::subcommand(sub, "client"))
+    }
+}
+
+fn command_info(s: &super::Spec) -> Reply {
+    let mut flags = vec![Reply::Simple(if s.write { "write" } else { "readonly" })];
+    if s.noauth {
+        flags.push(Reply::Simple("no-auth"));
+    }
+    let keyed = !matches!(
+        s.name,
+        "ping"
+            | "echo"
+            | "hello"
+            | "auth"
+            | "select"
+            | "quit"
+            | "reset"
+            | "client"
+            | "command"
+            | "info"
+            | "config"
+            | "dbsize"
+            | "flushdb"
+            | "flushall"
+            | "time"
+            | "randomkey"
+            | "keys"
+            | "scan"
+    );
+    let (first, last, step) = match s.name {
+        _ if !keyed => (0, 0, 0),
+        "del" | "unlink" | "exists" | "touch" | "mget" => (1, -1, 1),
+        "mset" | "msetnx" => (1, -1, 2),
+        "rename" | "renamenx" => (1, 2, 1),
+        _ => (1, 1, 1),
+    };
+    Reply::Array(vec![
+        Reply::bulk(s.name),
+        Reply::Int(i64::from(s.arity)),
+        Reply::Set(flags),
+        Reply::Int(first),
+        Reply::Int(last),
+        Reply::Int(step),
+    ])
+}
+
+pub fn command(_: &mut Ctx<'_>, a: &[Bytes]) -> CmdResult {
+    if a.len() == 1 {
+        return Ok(Reply::Array(COMMANDS.iter().map(command_info).collect()));
+    }
+    let sub = &a[1];
+    if is(sub, "COUNT") {
+        Ok(Reply::Int(COMMANDS.len() as i64))
+    } else if is(sub, "INFO") {
+        if a.len() == 2 {
+            return Ok(Reply::Array(COMMANDS.iter().map(command_info).collect()));
+        }
+        Ok(Reply::Array(
+            a[2..]
+                .iter()
+                .map(|n| lookup(n).map_or(Reply::NilArray, |(_, s)| command_info(s)))
+                .collect(),
+        ))
+    } else if is(sub, "DOCS") {
+        let names: Vec<&super::Spec> = if a.len() == 2 {
+            COMMANDS.iter().collect()
+        } else {
+            a[2..]
+                .iter()
+                .filter_map(|n| lookup(n).map(|(_, s)| s))
+                .collect()
+        };
+        Ok(Reply::Map(
+            names
+                .into_iter()
+                .map(|s| {
+                    (
+                        Reply::bulk(s.name),
+                        Reply::Map(vec![
+                            (
+                                Reply::bulk("summary"),
+                                Reply::bulk(format!("The {} command", s.name.to_ascii_uppercase())),
+                            ),
+                            (Reply::bulk("since"), Reply::bulk("1.0.0")),
+                            (
+                                Reply::bulk("group"),
+                                Reply::bulk(if s.write { "write" } else { "read" }),
+                            ),
+                        ]),
+                    )
+                })
+                .collect(),
+        ))
+    } else if is(sub, "LIST") {
+        Ok(Reply::Array(
+            COMMANDS.iter().map(|s| Reply::bulk(s.name)).collect(),
+        ))
+    } else {
+        Err(err::subcommand(sub, "command"))
+    }
+}

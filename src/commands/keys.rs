@@ -1,0 +1,368 @@
+//! Generic key commands: deletion, existence, renaming, iteration and TTLs.
+
+use bytes::Bytes;
+
+use super::{err, int_arg, is, storage_error, CmdResult, Ctx};
+use crate::frontend::resp::Reply;
+use crate::storage::{glob_match, now_ms, ReadHint, Value, ValueKind};
+
+pub fn del(ctx: &mut Ctx<'_>, a: &[Bytes]) -> CmdResult {
+    let mut n = 0;
+    for key in &a[1..] {
+        let w = ctx.write(key, |cur| {
+            let existed = cur.take().is_some();
+            (existed, existed)
+        })?;
+        n += i64::from(w.value);
+    }
+    Ok(Reply::Int(n))
+}
+
+pub fn exists(ctx: &mut Ctx<'_>, a: &[Bytes]) -> CmdResult {
+    let mut n = 0;
+    for key in &a[1..] {
+        n += i64::from(ctx.read(key, ReadHint::Peek, |r| r.is_some())?);
+    }
+    Ok(Reply::Int(n))
+}
+
+pub fn touch(ctx: &mut Ctx<'_>, a: &[Bytes]) -> CmdResult {
+    let mut n = 0;
+    for key in &a[1..] {
+        n += i64::from(ctx.read(key, ReadHint::Normal, |r| r.is_some())?);
+    }
+    Ok(Reply::Int(n))
+}
+
+pub fn type_(ctx: &mut Ctx<'_>, a: &[Bytes]) -> CmdResult {
+    let t = ctx.read(&a[1], ReadHint::Peek, |r| {
+        r.map_or("none", |(rec, _)| rec.value.kind().name())
+    })?;
+    Ok(Reply::Simple(t))
+}
+
+fn rename_generic(ctx: &mut Ctx<'_>, a: &[Bytes], nx: bool) -> CmdResult {
+    let (src, dst) = (&a[1], &a[2]);
+    let rec = ctx.read(src, ReadHint::Peek, |r| r.map(|(rec, _)| rec.clone()))?;
+    let Some(rec) = rec else {
+        return Err(Reply::err("ERR no such key"));
+    };
+    if src == dst {
+        return Ok(if nx { Reply::Int(0) } else { Reply::OK });
+    }
+    let w = ctx.write(dst, |cur| {
+        if nx && cur.is_some() {
+            return (false, false);
+        }
+        *cur = Some(rec);
+        (true, true)
+    })?;
+    if !w.value {
+        return Ok(Reply::Int(0));
+    }
+    ctx.write(src, |cur| {
+        let existed = cur.take().is_some();
+        ((), existed)
+    })?;
+    Ok(if nx { Reply::Int(1) } else { Reply::OK })
+}
+
+pub fn rename(ctx: &mut Ctx<'_>, a: &[Bytes]) -> CmdResult {
+    rename_generic(ctx, a, false)
+}
+
+pub fn renamenx(ctx: &mut Ctx<'_>, a: &[Bytes]) -> CmdResult {
+    rename_generic(ctx, a, true)
+}
+
+pub fn randomkey(ctx: &mut Ctx<'_>, _: &[Bytes]) -> CmdResult {
+    let k = ctx.node.store.random_key(ctx.s.db).map_err(storage_error)?;
+    Ok(k.map_or(Reply::Nil, Reply::bulk))
+}
+
+pub fn keys(ctx: &mut Ctx<'_>, a: &[Bytes]) -> CmdResult {
+    let mut out = Vec::new();
+    let mut cursor = 0;
+    loop {
+        let (next, items) = ctx
+            .node
+            .store
+            .scan(ctx.s.db, cursor, 1000, Some(&a[1]), None)
+            .map_err(storage_error)?;
+        out.extend(items.into_iter().map(|i| Reply::bulk(i.key)));
+        if next == 0 {
+            break;
+        }
+        cursor = next;
+    }
+    Ok(Reply::Array(out))
+}
+
+/// Parses `MATCH pattern`, `COUNT n` and (if allowed) `TYPE t` options.
+pub(crate) fn scan_options(
+    a: &[Bytes],
+    allow_type: bool,
+) -> Result<(Option<Bytes>, usize, Option<Option<ValueKind>>), Reply> {
+    let (mut pattern, mut count, mut kind) = (None, 10usize, None);
+    let mut i = 0;
+    while i < a.len() {
+        if i + 1 >= a.len() {
+            return Err(err::syntax());
+        }
+        if is(&a[i], "MATCH") {
+            pattern = Some(a[i + 1].clone());
+        } else if is(&a[i], "COUNT") {
+            let n = int_arg(&a[i + 1])?;
+            if n < 1 {
+                return Err(err::syntax());
+            }
+            count = n as usize;
+        } else if allow_type && is(&a[i], "TYPE") {
+            let t = &a[i + 1];
+            kind = Some(if is(t, "string") {
+                Some(ValueKind::Str)
+            } else if is(t, "hash") {
+                Some(ValueKind::Hash)
+            } else {
+                // A type strata does not store matches nothing.
+                None
+            });
+        } else {
+            return Err(err::syntax());
+        }
+        i += 2;
+    }
+    Ok((pattern, count, kind))
+}
+
+pub fn scan(ctx: &mut Ctx<'_>, a: &[Bytes]) -> CmdResult {
+    let cursor = std::str::from_utf8(&a[1])
+        .ok()
+        .and_then(|s| s.parse::<u64>().ok())
+        .ok_or_else(|| Reply::err("ERR invalid cursor"))?;
+    let (pattern, count, kind) = scan_options(&a[2..], true)?;
+    let (next, items) = match kind {
+        Some(None) => (0, Vec::new()),
+        Some(Some(k)) => ctx
+            .node
+            .store
+            .scan(ctx.s.db, cursor, count, pattern.as_deref(), Some(k))
+            .map_err(storage_error)?,
+        None => ctx
+            .node
+            .store
+            .scan(ctx.s.db, cursor, count, pattern.as_deref(), None)
+            .map_err(storage_error)?,
+    };
+    Ok(Reply::Array(vec![
+        Reply::bulk(next.to_string()),
+        Reply::Array(items.into_iter().map(|i| Reply::bulk(i.key)).collect()),
+    ]))
+}
+
+#[derive(PartialEq, Eq, Clone, Copy)]
+enum ExpireCond {
+    Any,
+    Nx,
+    Xx,
+    Gt,
+    Lt,
+}
+
+fn expire_generic(
+    ctx: &mut Ctx<'_>,
+    a: &[Bytes],
+    unit_ms: i64,
+    absolute: bool,
+    cmd: &str,
+) -> CmdResult {
+    let n = int_arg(&a[2])?;
+    let invalid = || Reply::err(format!("ERR invalid expire time in '{cmd}' command"));
+    let mut cond = ExpireCond::Any;
+    for opt in &a[3..] {
+        let c = if is(opt, "NX") {
+            ExpireCond::Nx
+        } else if is(opt, "XX") {
+            ExpireCond::Xx
+        } else if is(opt, "GT") {
+            ExpireCond::Gt
+        } else if is(opt, "LT") {
+            ExpireCond::Lt
+        } else {
+            return Err(Reply::err(format!(
+                "ERR Unsupported option {}",
+                String::from_utf8_lossy(opt)
+            )));
+        };
+        if cond != ExpireCond::Any && cond != c {
+            let both_gl = matches!(
+                (cond, c),
+                (ExpireCond::Gt, ExpireCond::Lt) | (ExpireCond::Lt, ExpireCond::Gt)
+            );
+            return Err(Reply::err(if both_gl {
+                "ERR GT and LT options at the same time are not compatible"
+            } else {
+                "ERR NX and XX, GT or LT options at the same time are not compatible"
+            }));
+        }
+        cond = c;
+    }
+    let ms = n.checked_mul(unit_ms).ok_or_else(invalid)?;
+    let at = if absolute {
+        ms
+    } else {
+        (now_ms() as i64).checked_add(ms).ok_or_else(invalid)?
+    };
+    let w = ctx.write(&a[1], |cur| {
+        let Some(rec) = cur.as_mut() else {
+            return (0, false);
+        };
+        let current = rec.expire_at_ms;
+        let ok = match cond {
+            ExpireCond::Any => true,
+            ExpireCond::Nx => current.is_none(),
+            ExpireCond::Xx => current.is_some(),
+            ExpireCond::Gt => current.is_some_and(|c| at > c as i64),
+            ExpireCond::Lt => current.is_none_or(|c| at < c as i64),
+        };
+        if !ok {
+            return (0, false);
+        }
+        if at <= now_ms() as i64 {
+            *cur = None;
+        } else {
+            rec.expire_at_ms = Some(at as u64);
+        }
+        (1, true)
+    })?;
+    Ok(Reply::Int(w.value))
+}
+
+pub fn expire(ctx: &mut Ctx<'_>, a: &[Bytes]) -> CmdResult {
+    expire_generic(ctx, a, 1000, false, "expire")
+}
+
+pub fn pexpire(ctx: &mut Ctx<'_>, a: &[Bytes]) -> CmdResult {
+    expire_generic(ctx, a, 1, false, "pexpire")
+}
+
+pub fn expireat(ctx: &mut Ctx<'_>, a: &[Bytes]) -> CmdResult {
+    expire_generic(ctx, a, 1000, true, "expireat")
+}
+
+pub fn pexpireat(ctx: &mut Ctx<'_>, a: &[Bytes]) -> CmdResult {
+    expire_generic(ctx, a, 1, true, "pexpireat")
+}
+
+/// The key's expiry: None if absent, Some(None) if persistent.
+fn expiry_of(ctx: &mut Ctx<'_>, key: &[u8]) -> Result<Option<Option<u64>>, Reply> {
+    ctx.read(key, ReadHint::Peek, |r| r.map(|(rec, _)| rec.expire_at_ms))
+}
+
+fn ttl_generic(ctx: &mut Ctx<'_>, key: &[u8], div: u64, absolute: bool) -> CmdResult {
+    Ok(Reply::Int(match expiry_of(ctx, key)? {
+        None => -2,
+        Some(None) => -1,
+        Some(Some(at)) if absolute => (at / div) as i64,
+        Some(Some(at)) => {
+            let left = at.saturating_sub(now_ms());
+            ((left + div / 2) / div) as i64
+        }
+    }))
+}
+
+pub fn ttl(ctx: &mut Ctx<'_>, a: &[Bytes]) -> CmdResult {
+    ttl_generic(ctx, &a[1], 1000, false)
+}
+
+pub fn pttl(ctx: &mut Ctx<'_>, a: &[Bytes]) -> CmdResult {
+    ttl_generic(ctx, &a[1], 1, false)
+}
+
+pub fn expiretime(ctx: &mut Ctx<'_>, a: &[Bytes]) -> CmdResult {
+    ttl_generic(ctx, &a[1], 1000, true)
+}
+
+pub fn pexpiretime(ctx: &mut Ctx<'_>, a: &[Bytes]) -> CmdResult {
+    ttl_generic(ctx, &a[1], 1, true)
+}
+
+pub fn persist(ctx: &mut Ctx<'_>, a: &[Bytes]) -> CmdResult {
+    let w = ctx.write(&a[1], |cur| match cur.as_mut() {
+        Some(rec) if rec.expire_at_ms.is_some() => {
+            rec.expire_at_ms = None;
+            (1, true)
+        }
+        _ => (0, false),
+    })?;
+    Ok(Reply::Int(w.value))
+}
+
+pub fn object(ctx: &mut Ctx<'_>, a: &[Bytes]) -> CmdResult {
+    let sub = &a[1];
+    if is(sub, "HELP") {
+        return Ok(Reply::Array(
+            [
+                "OBJECT ENCODING <key>",
+                "OBJECT FREQ <key>",
+                "OBJECT IDLETIME <key>",
+                "OBJECT REFCOUNT <key>",
+            ]
+            .into_iter()
+            .map(Reply::Simple)
+            .collect(),
+        ));
+    }
+    if a.len() != 3 {
+        return Err(err::subcommand(sub, "object"));
+    }
+    let key = &a[2];
+    if is(sub, "ENCODING") {
+        let enc = ctx.read(key, ReadHint::Peek, |r| {
+            r.map(|(rec, _)| match &rec.value {
+                Value::Str(v)
+                    if v.len() <= 20
+                        && std::str::from_utf8(v)
+                            .ok()
+                            .and_then(|s| s.parse::<i64>().ok())
+                            .is_some() =>
+                {
+                    "int"
+                }
+                Value::Str(v) if v.len() <= 44 => "embstr",
+                Value::Str(_) => "raw",
+                Value::Hash(m)
+                    if m.len() <= 128 && m.iter().all(|(f, v)| f.len() <= 64 && v.len() <= 64) =>
+                {
+                    "listpack"
+                }
+                Value::Hash(_) => "hashtable",
+            })
+        })?;
+        return Ok(enc.map_or(Reply::Nil, Reply::bulk));
+    }
+    let placement = ctx
+        .node
+        .store
+        .placement(ctx.s.db, key)
+        .map_err(storage_error)?;
+    let Some(p) = placement else {
+        return Ok(Reply::Nil);
+    };
+    if is(sub, "IDLETIME") {
+        Ok(Reply::Int(
+            p.idle_ms.map_or(p.age_secs, |ms| ms / 1000) as i64
+        ))
+    } else if is(sub, "FREQ") {
+        Err(Reply::err("ERR An LFU maxmemory policy is not selected, access frequency not tracked. Please note that when switching between policies at runtime LRU and LFU data will take some time to adjust."))
+    } else if is(sub, "REFCOUNT") {
+        Ok(Reply::Int(1))
+    } else {
+        Err(err::subcommand(sub, "object"))
+    }
+}
+
+/// Whether `key` matches an optional glob.
+pub(crate) fn matches(pattern: Option<&[u8]>, key: &[u8]) -> bool {
+    pattern.is_none_or(|p| glob_match(p, key))
+}

@@ -1,0 +1,376 @@
+//! Server commands: INFO CONFIG DBSIZE FLUSHDB FLUSHALL TIME, and strata's
+//! own TIER.
+
+use std::fmt::Write as _;
+use std::sync::atomic::Ordering;
+
+use bytes::Bytes;
+
+use super::{err, is, storage_error, CmdResult, Ctx};
+use crate::frontend::resp::Reply;
+use crate::storage::{glob_match, parse_size, AppendFsync, StorageConfig};
+
+fn human(bytes: u64) -> String {
+    let b = bytes as f64;
+    if b >= (1u64 << 30) as f64 {
+        format!("{:.2}G", b / (1u64 << 30) as f64)
+    } else if b >= (1u64 << 20) as f64 {
+        format!("{:.2}M", b / (1u64 << 20) as f64)
+    } else if b >= 1024.0 {
+        format!("{:.2}K", b / 1024.0)
+    } else {
+        format!("{bytes}B")
+    }
+}
+
+fn rss_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/statm")
+        .ok()
+        .and_then(|s| {
+            s.split_whitespace()
+                .nth(1)
+                .and_then(|p| p.parse::<u64>().ok())
+        })
+        .map_or(0, |pages| pages * 4096)
+}
+
+/// Renders INFO for the requested sections.
+pub fn info_text(ctx: &Ctx<'_>, sections: &[String]) -> String {
+    let node = ctx.node;
+    let cfg = node.cfg.read().clone();
+    let s = node.store.stats();
+    let want = |name: &str| {
+        sections.is_empty()
+            || sections.iter().any(|x| {
+                x == name
+                    || x == "all"
+                    || x == "everything"
+                    || (x == "default" && name != "commandstats")
+            })
+    };
+    let mut out = String::new();
+    let up = node.started.elapsed().as_secs();
+    if want("server") {
+        let _ = write!(
+            out,
+            "# Server\r\nredis_version:7.0.15\r\nstrata_version:{}\r\nredis_mode:standalone\r\nos:{}\r\narch_bits:64\r\nprocess_id:{}\r\nrun_id:{}\r\ntcp_port:{}\r\nuptime_in_seconds:{up}\r\nuptime_in_days:{}\r\n\r\n",
+            env!("CARGO_PKG_VERSION"),
+            std::env::consts::OS,
+            std::process::id(),
+            node.node_id,
+            node.resp_addr.get().map_or(cfg.port, |a| a.port()),
+            up / 86400
+        );
+    }
+    if want("clients") {
+        let _ = write!(
+            out,
+            "# Clients\r\nconnected_clients:{}\r\nmaxclients:{}\r\nblocked_clients:0\r\n\r\n",
+            node.clients.lock().len(),
+            cfg.maxclients
+        );
+    }
+    if want("memory") {
+        let rss = rss_bytes();
+        let _ = write!(
+            out,
+            "# Memory\r\nused_memory:{}\r\nused_memory_human:{}\r\nused_memory_rss:{rss}\r\nused_memory_rss_human:{}\r\nmaxmemory:{}\r\nmaxmemory_human:{}\r\nmaxmemory_policy:noeviction\r\nmem_tier_cap:{}\r\n\r\n",
+            s.used_bytes,
+            human(s.used_bytes),
+            human(rss),
+            s.maxmemory,
+            human(s.maxmemory),
+            s.tier_cap_bytes
+        );
+    }
+    if want("persistence") {
+        let _ = write!(
+            out,
+            "# Persistence\r\nloading:0\r\naof_enabled:1\r\nappendfsync:{}\r\naof_last_write_status:{}\r\ncheckpoints:{}\r\n\r\n",
+            cfg.storage.appendfsync.as_str(),
+            if s.poisoned.is_some() { "err" } else { "ok" },
+            s.checkpoints
+        );
+    }
+    if want("stats") {
+        let base = node.stat_baseline.lock().clone();
+        let _ = write!(
+            out,
+            "# Stats\r\ntotal_connections_received:{}\r\ntotal_commands_processed:{}\r\nrejected_connections:{}\r\nexpired_keys:{}\r\nevicted_keys:0\r\nkeyspace_hits:{}\r\nkeyspace_misses:{}\r\n\r\n",
+            node.metrics.connections_total.get().saturating_sub(base.connections),
+            node.total_commands.load(Ordering::Relaxed).saturating_sub(base.commands),
+            node.metrics.rejected_connections.get().saturating_sub(base.rejected),
+            s.expired.saturating_sub(base.expired),
+            (s.hits_memory + s.hits_disk).saturating_sub(base.hits),
+            s.misses.saturating_sub(base.misses)
+        );
+    }
+    if want("tiers") {
+        let fsync_avg = if s.wal_fsyncs > 0 {
+            s.wal_fsync_micros / s.wal_fsyncs
+        } else {
+            0
+        };
+        let lo = &s.last_offload;
+        let _ = write!(
+            out,
+            "# Tiers\r\nmemory_used_bytes:{}\r\nmemory_cap_bytes:{}\r\nmemory_ratio:{:.4}\r\noverflow_ratio:{}\r\nmemory_entries:{}\r\ndisk_entries:{}\r\ndisk_bytes:{}\r\nhits_memory:{}\r\nhits_disk:{}\r\nhits_local_cache:{}\r\nmisses:{}\r\nspilled:{}\r\nspilled_bytes:{}\r\ndirect_to_disk:{}\r\npromotions:{}\r\nexpired:{}\r\noffload_runs:{}\r\noffloaded:{}\r\noffload_write_fail:{}\r\nlast_offload:scanned={},old={},moved={},write_fail={},mem_ratio={:.4},force_by_mem={}\r\nwal_bytes:{}\r\nwal_fsyncs:{}\r\nwal_fsync_avg_us:{fsync_avg}\r\nwal_fsync_max_us:{}\r\nwrite_poisoned:{}\r\n\r\n",
+            s.used_bytes,
+            s.tier_cap_bytes,
+            s.used_bytes as f64 / s.tier_cap_bytes.max(1) as f64,
+            cfg.storage.overflow_ratio,
+            s.entries_memory,
+            s.entries_disk,
+            s.disk_bytes,
+            s.hits_memory,
+            s.hits_disk,
+            node.metrics.local_cache_hits.load(Ordering::Relaxed),
+            s.misses,
+            s.spilled,
+            s.spilled_bytes,
+            s.direct_to_disk,
+            s.promotions,
+            s.expired,
+            s.offload_runs,
+            s.offloaded,
+            s.offload_write_fail,
+            lo.scanned,
+            lo.old,
+            lo.moved,
+            lo.write_fail,
+            lo.mem_ratio,
+            u8::from(lo.force_by_mem),
+            s.wal_bytes,
+            s.wal_fsyncs,
+            s.wal_fsync_max_micros,
+            u8::from(s.poisoned.is_some())
+        );
+    }
+    if want("keyspace") {
+        out.push_str("# Keyspace\r\n");
+        for db in 0..node.store.databases() {
+            let n = node.store.dbsize(db);
+            if n > 0 {
+                let _ = write!(out, "db{db}:keys={n},expires=0,avg_ttl=0\r\n");
+            }
+        }
+        out.push_str("\r\n");
+    }
+    out
+}
+
+pub fn info(ctx: &mut Ctx<'_>, a: &[Bytes]) -> CmdResult {
+    let sections: Vec<String> = a[1..]
+        .iter()
+        .map(|s| String::from_utf8_lossy(s).to_ascii_lowercase())
+        .collect();
+    Ok(Reply::Verbatim(info_text(ctx, &sections)))
+}
+
+pub fn dbsize(ctx: &mut Ctx<'_>, _: &[Bytes]) -> CmdResult {
+    Ok(Reply::Int(ctx.node.store.dbsize(ctx.s.db) as i64))
+}
+
+fn flush_mode(a: &[Bytes]) -> Result<(), Reply> {
+    match a.len() {
+        1 => Ok(()),
+        2 if is(&a[1], "ASYNC") || is(&a[1], "SYNC") => Ok(()),
+        _ => Err(err::syntax()),
+    }
+}
+
+pub fn flushdb(ctx: &mut Ctx<'_>, a: &[Bytes]) -> CmdResult {
+    flush_mode(a)?;
+    let lsn = ctx.node.store.flush_db(ctx.s.db).map_err(storage_error)?;
+    ctx.s.pending_lsn = Some(ctx.s.pending_lsn.map_or(lsn, |p| p.max(lsn)));
+    ctx.node.local_cache.clear();
+    Ok(Reply::OK)
+}
+
+pub fn flushall(ctx: &mut Ctx<'_>, a: &[Bytes]) -> CmdResult {
+    flush_mode(a)?;
+    let lsn = ctx.node.store.flush_all().map_err(storage_error)?;
+    ctx.s.pending_lsn = Some(ctx.s.pending_lsn.map_or(lsn, |p| p.max(lsn)));
+    ctx.node.local_cache.clear();
+    Ok(Reply::OK)
+}
+
+pub fn time(_: &mut Ctx<'_>, _: &[Bytes]) -> CmdResult {
+    let d = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    Ok(Reply::Array(vec![
+        Reply::bulk(d.as_secs().to_string()),
+        Reply::bulk(d.subsec_micros().to_string()),
+    ]))
+}
+
+pub fn tier(ctx: &mut Ctx<'_>, a: &[Bytes]) -> CmdResult {
+    let p = ctx
+        .node
+        .store
+        .placement(ctx.s.db, &a[1])
+        .map_err(storage_error)?;
+    let Some(p) = p else { return Ok(Reply::Nil) };
+    let mut fields = vec![
+        (Reply::bulk("tier"), Reply::bulk(p.tier.as_str())),
+        (Reply::bulk("age_secs"), Reply::Int(p.age_secs as i64)),
+        (Reply::bulk("dirty"), Reply::Int(i64::from(p.dirty))),
+    ];
+    if let Some(ms) = p.idle_ms {
+        fields.push((Reply::bulk("idle_ms"), Reply::Int(ms as i64)));
+    }
+    Ok(Reply::Map(fields))
+}
+
+/// Settings CONFIG GET/SET know, with their current values.
+fn params(ctx: &Ctx<'_>) -> Vec<(&'static str, String)> {
+    let c = ctx.node.cfg.read();
+    let s = &c.storage;
+    vec![
+        ("maxmemory", s.maxmemory.to_string()),
+        ("maxmemory-policy", "noeviction".into()),
+        ("appendfsync", s.appendfsync.as_str().into()),
+        ("appendonly", "yes".into()),
+        ("save", String::new()),
+        ("requirepass", c.requirepass.clone().unwrap_or_default()),
+        ("maxclients", c.maxclients.to_string()),
+        ("proto-max-bulk-len", c.proto_max_bulk_len.to_string()),
+        (
+            "client-query-buffer-limit",
+            c.client_query_buffer_limit.to_string(),
+        ),
+        ("overflow-ratio", s.overflow_ratio.to_string()),
+        ("spill-low-ratio", s.spill_low_ratio.to_string()),
+        ("offload-after-seconds", s.offload_after_secs.to_string()),
+        (
+            "offload-interval-seconds",
+            s.offload_interval_secs.to_string(),
+        ),
+        ("offload-force-mem-ratio", s.offload_force_ratio.to_string()),
+        (
+            "offload-force-min-age-seconds",
+            s.offload_force_min_age_secs.to_string(),
+        ),
+        ("databases", s.databases.to_string()),
+        ("dir", s.data_dir.display().to_string()),
+        (
+            "port",
+            ctx.node
+                .resp_addr
+                .get()
+                .map_or(c.port, |a| a.port())
+                .to_string(),
+        ),
+        ("bind", c.bind.clone()),
+    ]
+}
+
+fn apply(cfg: &mut crate::config::Config, name: &str, v: &str) -> Result<(), String> {
+    let s: &mut StorageConfig = &mut cfg.storage;
+    let num = |v: &str| {
+        v.parse::<u64>()
+            .map_err(|_| "argument must be a number".to_string())
+    };
+    let ratio = |v: &str| {
+        v.parse::<f64>()
+            .map_err(|_| "argument must be a number".to_string())
+    };
+    match name {
+        "maxmemory" => s.maxmemory = parse_size(v).ok_or("argument must be a memory value")?,
+        "appendfsync" => {
+            s.appendfsync = AppendFsync::parse(v)
+                .ok_or("argument(s) must be one of the following: always, everysec, no")?
+        }
+        "requirepass" => cfg.requirepass = Some(v.to_string()).filter(|p| !p.is_empty()),
+        "maxclients" => cfg.maxclients = num(v)? as usize,
+        "proto-max-bulk-len" => {
+            cfg.proto_max_bulk_len =
+                parse_size(v).ok_or("argument must be a memory value")? as usize
+        }
+        "client-query-buffer-limit" => {
+            cfg.client_query_buffer_limit =
+                parse_size(v).ok_or("argument must be a memory value")? as usize
+        }
+        "overflow-ratio" => s.overflow_ratio = ratio(v)?,
+        "spill-low-ratio" => s.spill_low_ratio = ratio(v)?,
+        "offload-after-seconds" => s.offload_after_secs = num(v)?,
+        "offload-interval-seconds" => s.offload_interval_secs = num(v)?,
+        "offload-force-mem-ratio" => s.offload_force_ratio = ratio(v)?,
+        "offload-force-min-age-seconds" => s.offload_force_min_age_secs = num(v)?,
+        "save" if v.is_empty() => {}
+        "appendonly" if v == "yes" => {}
+        _ => return Err("unsupported CONFIG parameter".into()),
+    }
+    Ok(())
+}
+
+pub fn config(ctx: &mut Ctx<'_>, a: &[Bytes]) -> CmdResult {
+    let sub = &a[1];
+    if is(sub, "GET") && a.len() >= 3 {
+        let all = params(ctx);
+        let mut out = Vec::new();
+        for (name, value) in &all {
+            if a[2..]
+                .iter()
+                .any(|p| glob_match(&p.to_ascii_lowercase(), name.as_bytes()))
+            {
+                out.push((Reply::bulk(*name), Reply::bulk(value.clone())));
+            }
+        }
+        Ok(Reply::Map(out))
+    } else if is(sub, "SET") && a.len() >= 4 && a.len() % 2 == 0 {
+        // All or nothing: apply to a copy, validate, then swap it in.
+        let mut next = ctx.node.cfg.read().clone();
+        for pair in a[2..].chunks(2) {
+            let name = String::from_utf8_lossy(&pair[0]).to_ascii_lowercase();
+            let value = String::from_utf8_lossy(&pair[1]).into_owned();
+            apply(&mut next, &name, &value).map_err(|why| {
+                Reply::err(format!(
+                    "ERR CONFIG SET failed (possibly related to argument '{name}') - {why}"
+                ))
+            })?;
+        }
+        next.validate()
+            .map_err(|e| Reply::err(format!("ERR CONFIG SET failed - {e}")))?;
+        ctx.node
+            .store
+            .reconfigure(next.storage.clone())
+            .map_err(|e| Reply::err(format!("ERR CONFIG SET failed - {e}")))?;
+        *ctx.node.cfg.write() = next;
+        Ok(Reply::OK)
+    } else if is(sub, "RESETSTAT") && a.len() == 2 {
+        let s = ctx.node.store.stats();
+        *ctx.node.stat_baseline.lock() = crate::node::StatBaseline {
+            connections: ctx.node.metrics.connections_total.get(),
+            commands: ctx.node.total_commands.load(Ordering::Relaxed),
+            rejected: ctx.node.metrics.rejected_connections.get(),
+            expired: s.expired,
+            hits: s.hits_memory + s.hits_disk,
+            misses: s.misses,
+        };
+        Ok(Reply::OK)
+    } else if is(sub, "REWRITE") && a.len() == 2 {
+        Err(Reply::err(
+            "ERR The server is running without a config file",
+        ))
+    } else if is(sub, "HELP") {
+        Ok(Reply::Array(
+            [
+                "CONFIG GET <pattern>",
+                "CONFIG SET <name> <value> ...",
+                "CONFIG RESETSTAT",
+            ]
+            .into_iter()
+            .map(Reply::Simple)
+            .collect(),
+        ))
+    } else if is(sub, "GET") || is(sub, "SET") || is(sub, "RESETSTAT") {
+        Err(Reply::err(format!(
+            "ERR wrong number of arguments for 'config|{}' command",
+            String::from_utf8_lossy(sub).to_ascii_lowercase()
+        )))
+    } else {
+        Err(err::subcommand(sub, "config"))
+    }
+}

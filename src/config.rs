@@ -1,0 +1,290 @@
+//! Node configuration: a TOML file, then environment variables, then
+//! command-line flags, each overriding the one before. Unknown keys and bad
+//! values are rejected with the field's name.
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+pub use crate::storage::parse_size;
+use crate::storage::{AppendFsync, StorageConfig};
+
+/// Everything one node needs to start.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Address both listeners bind to.
+    pub bind: String,
+    /// RESP port (0 picks a free one).
+    pub port: u16,
+    /// HTTP port (0 picks a free one).
+    pub http_port: u16,
+    /// Password for `AUTH` (Redis's `requirepass`); none by default.
+    pub requirepass: Option<String>,
+    /// Key required by admin and monitoring HTTP endpoints (`X-API-Key`
+    /// header or `?apiKey=`); none by default.
+    pub api_key: Option<String>,
+    /// Most simultaneous RESP clients.
+    pub maxclients: usize,
+    /// Longest bulk string a request may carry.
+    pub proto_max_bulk_len: usize,
+    /// Most unparsed bytes buffered for one client.
+    pub client_query_buffer_limit: usize,
+    /// Largest HTTP request body.
+    pub http_body_limit: usize,
+    /// Keep a small LRU of hot keys' values in front of the store for
+    /// the HTTP read path (seed 000's `LOCAL_CACHE_HOTKEYS`).
+    pub local_cache_hotkeys: bool,
+    /// Entries in that cache.
+    pub local_cache_entries: usize,
+    /// Storage settings.
+    pub storage: StorageConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            bind: "127.0.0.1".into(),
+            port: 6379,
+            http_port: 8080,
+            requirepass: None,
+            api_key: None,
+            maxclients: 10_000,
+            proto_max_bulk_len: 512 << 20,
+            client_query_buffer_limit: 1 << 30,
+            http_body_limit: 16 << 20,
+            local_cache_hotkeys: true,
+            local_cache_entries: 10_000,
+            storage: StorageConfig::default(),
+        }
+    }
+}
+
+/// A configuration problem, naming where it came from.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML for this schema.
+    #[error("config file {path}: {message}")]
+    Parse {
+        /// The file.
+        path: String,
+        /// The parser's message, naming the key.
+        message: String,
+    },
+    /// A bad value for a named field or variable.
+    #[error("invalid {field}: {reason}")]
+    Invalid {
+        /// The field or environment variable.
+        field: String,
+        /// Why.
+        reason: String,
+    },
+}
+
+fn invalid(field: &str, reason: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        field: field.into(),
+        reason: reason.into(),
+    }
+}
+
+fn parse_ratio(field: &str, v: &str) -> Result<f64, ConfigError> {
+    v.trim()
+        .parse::<f64>()
+        .map_err(|_| invalid(field, format!("{v:?} is not a number")))
+}
+
+fn parse_secs(field: &str, v: &str) -> Result<u64, ConfigError> {
+    v.trim()
+        .parse::<u64>()
+        .map_err(|_| invalid(field, format!("{v:?} is not a whole number of seconds")))
+}
+
+fn parse_bool(field: &str, v: &str) -> Result<bool, ConfigError> {
+    match v.trim().to_ascii_lowercase().as_str() {
+        "1" | "true" | "yes" | "on" => Ok(true),
+        "0" | "false" | "no" | "off" => Ok(false),
+        _ => Err(invalid(
+            field,
+            format!("{v:?} is not a boolean (1/0, true/false)"),
+        )),
+    }
+}
+
+impl Config {
+    /// Reads a TOML file. Sizes may be written as numbers of bytes.
+    pub fn from_file(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        toml::from_str(&text).map_err(|e| ConfigError::Parse {
+            path: path.display().to_string(),
+            message: e.to_string(),
+        })
+    }
+
+    /// Applies environment variables: `STRATA_*` and the seeds' names.
+    pub fn apply_env(&mut self, get: impl Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
+        let s = &mut self.storage;
+        if let Some(v) = get("STRATA_BIND") {
+            self.bind = v;
+        }
+        for (var, slot) in [
+            ("STRATA_PORT", &mut self.port),
+            ("STRATA_HTTP_PORT", &mut self.http_port),
+        ] {
+            if let Some(v) = get(var) {
+                *slot = v
+                    .trim()
+                    .parse()
+                    .map_err(|_| invalid(var, format!("{v:?} is not a port number")))?;
+            }
+        }
+        if let Some(v) = get("STRATA_DATA_DIR") {
+            s.data_dir = v.into();
+        }
+        if let Some(v) = get("STRATA_MAXMEMORY") {
+            s.maxmemory = parse_size(&v).ok_or_else(|| {
+                invalid("STRATA_MAXMEMORY", format!("{v:?} is not a size like 64mb"))
+            })?;
+        }
+        if let Some(v) = get("STRATA_APPENDFSYNC") {
+            s.appendfsync = AppendFsync::parse(&v).ok_or_else(|| {
+                invalid(
+                    "STRATA_APPENDFSYNC",
+                    format!("{v:?} is not always, everysec or no"),
+                )
+            })?;
+        }
+        if let Some(v) = get("STRATA_REQUIREPASS") {
+            self.requirepass = Some(v).filter(|p| !p.is_empty());
+        }
+        if let Some(v) = get("STRATA_API_KEY") {
+            self.api_key = Some(v).filter(|p| !p.is_empty());
+        }
+        for var in ["STRATA_OVERFLOW_RATIO", "REDIS_MAXMEM_SOFT"] {
+            if let Some(v) = get(var) {
+                s.overflow_ratio = parse_ratio(var, &v)?;
+            }
+        }
+        for var in ["STRATA_OFFLOAD_FORCE_RATIO", "OFFLOAD_FORCE_MEM_RATIO"] {
+            if let Some(v) = get(var) {
+                s.offload_force_ratio = parse_ratio(var, &v)?;
+            }
+        }
+        let secs: [(&str, &str, &mut u64); 3] = [
+            (
+                "STRATA_OFFLOAD_AFTER_SECS",
+                "OFFLOAD_AFTER_SECONDS",
+                &mut s.offload_after_secs,
+            ),
+            (
+                "STRATA_OFFLOAD_INTERVAL_SECS",
+                "OFFLOAD_INTERVAL_SECONDS",
+                &mut s.offload_interval_secs,
+            ),
+            (
+                "STRATA_OFFLOAD_FORCE_MIN_AGE_SECS",
+                "OFFLOAD_FORCE_MIN_AGE_SECONDS",
+                &mut s.offload_force_min_age_secs,
+            ),
+        ];
+        for (ours, seed, slot) in secs {
+            for var in [ours, seed] {
+                if let Some(v) = get(var) {
+                    *slot = parse_secs(var, &v)?;
+                }
+            }
+        }
+        for var in ["STRATA_LOCAL_CACHE_HOTKEYS", "LOCAL_CACHE_HOTKEYS"] {
+            if let Some(v) = get(var) {
+                self.local_cache_hotkeys = parse_bool(var, &v)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Checks the whole configuration.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.storage.validate().map_err(|e| match e {
+            crate::storage::StorageError::Config { field, reason } => {
+                invalid(&format!("storage.{field}"), reason)
+            }
+            other => invalid("storage", other.to_string()),
+        })?;
+        if self.bind.parse::<std::net::IpAddr>().is_err() {
+            return Err(invalid(
+                "bind",
+                format!("{:?} is not an IP address", self.bind),
+            ));
+        }
+        if self.maxclients == 0 {
+            return Err(invalid("maxclients", "must be at least 1"));
+        }
+        if self.proto_max_bulk_len < 1024 {
+            return Err(invalid("proto_max_bulk_len", "must be at least 1024"));
+        }
+        if self.client_query_buffer_limit < 1 << 20 {
+            return Err(invalid("client_query_buffer_limit", "must be at least 1mb"));
+        }
+        if self.http_body_limit < 1024 {
+            return Err(invalid("http_body_limit", "must be at least 1024"));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("64mb"), Some(64 << 20));
+        assert_eq!(parse_size("1k"), Some(1000));
+        assert_eq!(parse_size("2GB"), Some(2 << 30));
+        assert_eq!(parse_size("12"), Some(12));
+        assert_eq!(parse_size("12xb"), None);
+        assert_eq!(parse_size("mb"), None);
+    }
+
+    #[test]
+    fn env_overrides_and_names_bad_values() {
+        let mut c = Config::default();
+        let env = |k: &str| match k {
+            "REDIS_MAXMEM_SOFT" => Some("0.9".to_string()),
+            "OFFLOAD_AFTER_SECONDS" => Some("120".to_string()),
+            "STRATA_MAXMEMORY" => Some("64mb".to_string()),
+            _ => None,
+        };
+        c.apply_env(env).unwrap();
+        assert_eq!(c.storage.overflow_ratio, 0.9);
+        assert_eq!(c.storage.offload_after_secs, 120);
+        assert_eq!(c.storage.maxmemory, 64 << 20);
+        let err = c
+            .apply_env(|k| (k == "OFFLOAD_INTERVAL_SECONDS").then(|| "soon".to_string()))
+            .unwrap_err();
+        assert!(
+            err.to_string().contains("OFFLOAD_INTERVAL_SECONDS"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn toml_rejects_unknown_keys() {
+        let err = toml::from_str::<Config>("port = 1\nbogus = 2\n").unwrap_err();
+        assert!(err.to_string().contains("bogus"), "{err}");
+        let c: Config = toml::from_str("port = 7000\n[storage]\nmaxmemory = 67108864\n").unwrap();
+        assert_eq!(c.port, 7000);
+        assert_eq!(c.storage.maxmemory, 64 << 20);
+    }
+}

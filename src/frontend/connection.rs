@@ -1,0 +1,179 @@
+//! One RESP connection: read, parse every complete request in the buffer
+//! (pipelining), execute each, make the batch's writes durable, reply.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::BytesMut;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::resp::{parse_request, Reply};
+use crate::commands::{execute, storage_error, Ctx, Session};
+use crate::node::{ClientHandle, ClientState, Node};
+
+/// Accepts RESP clients until the node shuts down.
+pub async fn serve(node: Arc<Node>, listener: TcpListener, tracker: TaskTracker) {
+    loop {
+        let accepted = tokio::select! {
+            r = listener.accept() => r,
+            () = node.shutdown.cancelled() => break,
+        };
+        let (stream, peer) = match accepted {
+            Ok(x) => x,
+            Err(e) => {
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let node = node.clone();
+        tracker.spawn(async move {
+            if let Err(e) = handle(node, stream, peer).await {
+                tracing::debug!(error = %e, %peer, "connection ended with an error");
+            }
+        });
+    }
+}
+
+async fn handle(node: Arc<Node>, mut stream: TcpStream, peer: SocketAddr) -> std::io::Result<()> {
+    let (maxclients, needs_auth) = {
+        let c = node.cfg.read();
+        (c.maxclients, c.requirepass.is_some())
+    };
+    if node.clients.lock().len() >= maxclients {
+        node.metrics.rejected_connections.inc();
+        stream
+            .write_all(b"-ERR max number of clients reached\r\n")
+            .await?;
+        return Ok(());
+    }
+    let id = node
+        .next_client_id
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let handle = Arc::new(ClientHandle {
+        id,
+        addr: peer.to_string(),
+        laddr: stream
+            .local_addr()
+            .map(|a| a.to_string())
+            .unwrap_or_default(),
+        created: Instant::now(),
+        state: parking_lot::Mutex::new(ClientState {
+            resp: 2,
+            ..ClientState::default()
+        }),
+        kill: CancellationToken::new(),
+    });
+    node.clients.lock().insert(id, handle.clone());
+    node.metrics.connections.inc();
+    node.metrics.connections_total.inc();
+    let result = session_loop(
+        &node,
+        &mut stream,
+        Session::new(handle.clone(), !needs_auth),
+    )
+    .await;
+    node.clients.lock().remove(&id);
+    node.metrics.connections.dec();
+    result
+}
+
+async fn session_loop(
+    node: &Node,
+    stream: &mut TcpStream,
+    mut session: Session,
+) -> std::io::Result<()> {
+    let mut rbuf = BytesMut::with_capacity(16 * 1024);
+    let mut wbuf = BytesMut::with_capacity(16 * 1024);
+    let kill = session.handle.kill.clone();
+    loop {
+        let n = tokio::select! {
+            r = stream.read_buf(&mut rbuf) => r?,
+            () = kill.cancelled() => return Ok(()),
+            () = node.shutdown.cancelled() => return Ok(()),
+        };
+        if n == 0 {
+            return Ok(());
+        }
+        let (max_bulk, qbuf_limit) = {
+            let c = node.cfg.read();
+            (c.proto_max_bulk_len, c.client_query_buffer_limit)
+        };
+        let mut executed = 0usize;
+        let mut protocol_error = None;
+        loop {
+            match parse_request(&mut rbuf, max_bulk) {
+                Ok(Some(args)) => {
+                    if args.is_empty() {
+                        continue;
+                    }
+                    let mut ctx = Ctx {
+                        node,
+                        s: &mut session,
+                    };
+                    let reply = execute(&mut ctx, &args);
+                    reply.encode(session.resp3, &mut wbuf);
+                    executed += 1;
+                    if session.quit {
+                        break;
+                    }
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    protocol_error = Some(e);
+                    break;
+                }
+            }
+        }
+        // Acknowledge writes only once they are as durable as appendfsync promises.
+        if let Some(lsn) = session.pending_lsn.take() {
+            let store = node.store.clone();
+            let synced = if store.sync_blocks() {
+                tokio::task::spawn_blocking(move || store.sync(lsn))
+                    .await
+                    .unwrap_or_else(|e| {
+                        Err(crate::storage::StorageError::Corrupt {
+                            what: e.to_string(),
+                        })
+                    })
+            } else {
+                store.sync(lsn)
+            };
+            if let Err(e) = synced {
+                // None of this batch's replies may claim success.
+                wbuf.clear();
+                let reply = storage_error(e);
+                for _ in 0..executed {
+                    reply.encode(session.resp3, &mut wbuf);
+                }
+            }
+        }
+        if let Some(e) = protocol_error {
+            Reply::err(format!("ERR Protocol error: {}", e.0)).encode(session.resp3, &mut wbuf);
+            stream.write_all(&wbuf).await?;
+            return Ok(());
+        }
+        if !wbuf.is_empty() {
+            stream.write_all(&wbuf).await?;
+            wbuf.clear();
+        }
+        if session.quit {
+            return Ok(());
+        }
+        if rbuf.len() > qbuf_limit {
+            tracing::warn!(
+                client = session.handle.addr,
+                "closing client: query buffer limit exceeded"
+            );
+            return Ok(());
+        }
+        if wbuf.capacity() > 4 << 20 {
+            wbuf = BytesMut::with_capacity(16 * 1024);
+        }
+    }
+}

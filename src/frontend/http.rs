@@ -1,0 +1,627 @@
+//! The HTTP API: the seeds' endpoints with their paths, fields and response
+//! shapes, plus `/metrics` and `/openapi.json`. Every data operation runs
+//! as a command through [`crate::commands::execute`], exactly as a RESP
+//! client's would.
+//!
+//! - seed 000: `POST /ingest`, `GET /get/{key}`
+//! - seed 002: `/data`, `/health`, `/nodes`, `/backup`, `/restore`, `/rebalance`
+//! - seed 003: `POST /api/write`, `GET /api/read/{key}`, `GET /api/coordinator/topology`
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::body::Bytes as Body;
+use axum::extract::{DefaultBodyLimit, MatchedPath, Path, Query, Request, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use bytes::Bytes;
+use serde_json::{json, Value as Json_};
+use tokio_util::sync::CancellationToken;
+
+use super::resp::Reply;
+use crate::commands::{execute, storage_error, Ctx, Session};
+use crate::metrics::{CmdLabels, HttpLabels};
+use crate::node::{ClientHandle, ClientState, Node};
+use crate::storage::{now_ms, Tier};
+
+type Shared = Arc<Node>;
+
+/// An error response: `{"ok":false,"success":false,"error":"..."}`, so that
+/// clients of every seed find the field they check.
+pub struct ApiError(StatusCode, String);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (
+            self.0,
+            Json(json!({"ok": false, "success": false, "error": self.1})),
+        )
+            .into_response()
+    }
+}
+
+fn bad(msg: impl Into<String>) -> ApiError {
+    ApiError(StatusCode::BAD_REQUEST, msg.into())
+}
+
+fn not_found(msg: impl Into<String>) -> ApiError {
+    ApiError(StatusCode::NOT_FOUND, msg.into())
+}
+
+/// Builds the router for `node`.
+pub fn router(node: Shared) -> Router {
+    let limit = node.cfg.read().http_body_limit;
+    Router::new()
+        .route("/ingest", post(ingest))
+        .route("/get/{*key}", get(get_key))
+        .route("/data", post(data_put))
+        .route("/data/{*key}", get(data_get).delete(data_delete))
+        .route("/health", get(health))
+        .route("/nodes", get(nodes_list).post(nodes_register))
+        .route("/nodes/{id}", get(node_get).delete(node_delete))
+        .route("/backup", post(backup))
+        .route("/restore", post(restore))
+        .route("/rebalance", post(rebalance))
+        .route("/api/write", post(api_write))
+        .route("/api/read/{*key}", get(api_read))
+        .route("/api/coordinator/topology", get(topology))
+        .route("/admin/flush", post(admin_flush))
+        .route("/admin/config", get(admin_config))
+        .route("/metrics", get(metrics))
+        .route("/openapi.json", get(openapi))
+        .layer(middleware::from_fn_with_state(node.clone(), track))
+        .layer(DefaultBodyLimit::max(limit))
+        .with_state(node)
+}
+
+async fn track(State(node): State<Shared>, req: Request, next: Next) -> Response {
+    let path = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_string(), |p| p.as_str().to_string());
+    let method = req.method().to_string();
+    let started = Instant::now();
+    let resp = next.run(req).await;
+    node.metrics
+        .http_seconds
+        .get_or_create(&CmdLabels { cmd: path.clone() })
+        .observe(started.elapsed().as_secs_f64());
+    node.metrics
+        .http_requests
+        .get_or_create(&HttpLabels {
+            path,
+            method,
+            status: resp.status().as_u16(),
+        })
+        .inc();
+    resp
+}
+
+/// Runs one command as the HTTP client and makes its writes durable.
+async fn exec(node: &Shared, args: Vec<Bytes>) -> Result<(Reply, Option<Tier>), ApiError> {
+    let handle = Arc::new(ClientHandle {
+        id: 0,
+        addr: "http".into(),
+        laddr: String::new(),
+        created: Instant::now(),
+        state: parking_lot::Mutex::new(ClientState::default()),
+        kill: CancellationToken::new(),
+    });
+    let mut session = Session::new(handle, true);
+    let reply = execute(
+        &mut Ctx {
+            node,
+            s: &mut session,
+        },
+        &args,
+    );
+    if let Some(lsn) = session.pending_lsn {
+        let store = node.store.clone();
+        let synced = if store.sync_blocks() {
+            tokio::task::spawn_blocking(move || store.sync(lsn))
+                .await
+                .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
+        } else {
+            store.sync(lsn)
+        };
+        if let Err(e) = synced {
+            let Reply::Error(msg) = storage_error(e) else {
+                unreachable!("storage_error returns an error reply")
+            };
+            return Err(ApiError(StatusCode::SERVICE_UNAVAILABLE, msg));
+        }
+    }
+    if let Reply::Error(msg) = &reply {
+        let status = if msg.starts_with("MISCONF") {
+            StatusCode::SERVICE_UNAVAILABLE
+        } else {
+            StatusCode::BAD_REQUEST
+        };
+        return Err(ApiError(status, msg.clone()));
+    }
+    Ok((reply, session.last_tier))
+}
+
+fn args(parts: &[&[u8]]) -> Vec<Bytes> {
+    parts.iter().map(|p| Bytes::copy_from_slice(p)).collect()
+}
+
+fn parse_json(body: &[u8]) -> Result<serde_json::Map<String, Json_>, ApiError> {
+    match serde_json::from_slice::<Json_>(body) {
+        Ok(Json_::Object(m)) => Ok(m),
+        Ok(_) => Err(bad("request body must be a JSON object")),
+        Err(e) => Err(bad(format!("invalid JSON: {e}"))),
+    }
+}
+
+fn str_field<'a>(m: &'a serde_json::Map<String, Json_>, name: &str) -> Result<&'a str, ApiError> {
+    match m.get(name) {
+        Some(Json_::String(s)) if !s.is_empty() => Ok(s),
+        Some(Json_::String(_)) => Err(bad(format!("field '{name}' must not be empty"))),
+        Some(_) => Err(bad(format!("field '{name}' must be a string"))),
+        None => Err(bad(format!("missing field '{name}'"))),
+    }
+}
+
+fn opt_u64(m: &serde_json::Map<String, Json_>, name: &str) -> Result<Option<u64>, ApiError> {
+    match m.get(name) {
+        None | Some(Json_::Null) => Ok(None),
+        Some(v) => v
+            .as_u64()
+            .map(Some)
+            .ok_or_else(|| bad(format!("field '{name}' must be a non-negative integer"))),
+    }
+}
+
+fn mem_ratio(node: &Node) -> f64 {
+    let s = node.store.stats();
+    let r = s.used_bytes as f64 / s.tier_cap_bytes.max(1) as f64;
+    (r * 1000.0).round() / 1000.0
+}
+
+fn check_api_key(
+    node: &Node,
+    headers: &HeaderMap,
+    query: &HashMap<String, String>,
+) -> Result<(), ApiError> {
+    let Some(want) = node.cfg.read().api_key.clone() else {
+        return Ok(());
+    };
+    let given = headers
+        .get("x-api-key")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
+        .or_else(|| query.get("apiKey").cloned());
+    match given {
+        Some(g) if g == want => Ok(()),
+        Some(_) => Err(ApiError(StatusCode::UNAUTHORIZED, "invalid API key".into())),
+        None => Err(ApiError(
+            StatusCode::UNAUTHORIZED,
+            "missing API key (X-API-Key header or ?apiKey=)".into(),
+        )),
+    }
+}
+
+// ---- seed 000: the ingestor ----
+
+async fn ingest(State(node): State<Shared>, body: Body) -> Result<Json<Json_>, ApiError> {
+    let m = parse_json(&body)?;
+    let key = str_field(&m, "key")?;
+    let mut value = match m.get("value") {
+        Some(Json_::Object(v)) => v.clone(),
+        Some(_) => return Err(bad("field 'value' must be a JSON object")),
+        None => return Err(bad("missing field 'value'")),
+    };
+    let ttl = opt_u64(&m, "ttl_sec")?.unwrap_or(3600);
+    let hint = match m.get("cache_hint") {
+        None | Some(Json_::Null) => "none",
+        Some(Json_::String(s)) => s.as_str(),
+        Some(_) => return Err(bad("field 'cache_hint' must be a string")),
+    };
+    value.insert("_ts".into(), json!(now_ms() / 1000));
+    let text = Json_::Object(value).to_string();
+    let mut cmd: Vec<&[u8]> = vec![b"SET", key.as_bytes(), text.as_bytes()];
+    let ttl_s = ttl.to_string();
+    if ttl > 0 {
+        cmd.extend_from_slice(&[b"EX", ttl_s.as_bytes()]);
+    }
+    let (_, tier) = exec(&node, args(&cmd)).await?;
+    if hint == "hot_read" && node.local_cache.enabled() {
+        node.local_cache.put(
+            key.as_bytes(),
+            text,
+            (ttl > 0).then(|| now_ms() + ttl * 1000),
+        );
+    }
+    Ok(Json(
+        json!({"ok": true, "stored": tier.unwrap_or(Tier::Memory).as_str(), "mem_ratio": mem_ratio(&node)}),
+    ))
+}
+
+async fn get_key(
+    State(node): State<Shared>,
+    Path(key): Path<String>,
+) -> Result<Json<Json_>, ApiError> {
+    if let Some(v) = node.local_cache.get(key.as_bytes()) {
+        node.metrics
+            .local_cache_hits
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        return Ok(Json(
+            json!({"ok": true, "source": "local_cache", "value": v}),
+        ));
+    }
+    let (reply, tier) = exec(&node, args(&[b"GET", key.as_bytes()])).await?;
+    match reply {
+        Reply::Bulk(v) => Ok(Json(
+            json!({"ok": true, "source": tier.unwrap_or(Tier::Memory).as_str(), "value": String::from_utf8_lossy(&v)}),
+        )),
+        _ => Err(not_found(format!("key '{key}' not found"))),
+    }
+}
+
+// ---- seed 002: the distributed cache ----
+
+async fn data_put(State(node): State<Shared>, body: Body) -> Result<Json<Json_>, ApiError> {
+    let m = parse_json(&body)?;
+    let key = str_field(&m, "key")?;
+    let value = match m.get("value") {
+        Some(Json_::String(s)) => s.clone(),
+        Some(Json_::Null) | None => return Err(bad("missing field 'value'")),
+        Some(other) => other.to_string(),
+    };
+    let ttl = opt_u64(&m, "ttl")?.filter(|&t| t > 0);
+    let ttl_s = ttl.map(|t| t.to_string()).unwrap_or_default();
+    let mut cmd: Vec<&[u8]> = vec![b"SET", key.as_bytes(), value.as_bytes()];
+    if ttl.is_some() {
+        cmd.extend_from_slice(&[b"EX", ttl_s.as_bytes()]);
+    }
+    let (_, tier) = exec(&node, args(&cmd)).await?;
+    Ok(Json(
+        json!({"key": key, "value": value, "ttl": ttl, "stored": tier.unwrap_or(Tier::Memory).as_str()}),
+    ))
+}
+
+async fn data_get(
+    State(node): State<Shared>,
+    Path(key): Path<String>,
+) -> Result<Json<Json_>, ApiError> {
+    let (reply, tier) = exec(&node, args(&[b"GET", key.as_bytes()])).await?;
+    match reply {
+        Reply::Bulk(v) => Ok(Json(
+            json!({"key": key, "value": String::from_utf8_lossy(&v), "source": tier.unwrap_or(Tier::Memory).as_str()}),
+        )),
+        _ => Err(not_found(format!("key '{key}' not found"))),
+    }
+}
+
+async fn data_delete(
+    State(node): State<Shared>,
+    Path(key): Path<String>,
+) -> Result<Json<Json_>, ApiError> {
+    let (reply, _) = exec(&node, args(&[b"DEL", key.as_bytes()])).await?;
+    match reply {
+        Reply::Int(1) => Ok(Json(json!({"key": key, "deleted": true}))),
+        _ => Err(not_found(format!("key '{key}' not found"))),
+    }
+}
+
+async fn health(State(node): State<Shared>) -> Response {
+    let s = node.store.stats();
+    let keys: u64 = (0..node.store.databases())
+        .map(|db| node.store.dbsize(db))
+        .sum();
+    let healthy = s.poisoned.is_none();
+    let body = json!({
+        "status": if healthy { "healthy" } else { "degraded" },
+        "node_id": node.node_id,
+        "uptime_secs": node.started.elapsed().as_secs(),
+        "keys": keys,
+        "mem_ratio": mem_ratio(&node),
+        "memory_entries": s.entries_memory,
+        "disk_entries": s.entries_disk,
+        "write_poisoned": s.poisoned,
+    });
+    let code = if healthy {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (code, Json(body)).into_response()
+}
+
+fn self_node(node: &Node) -> Json_ {
+    json!({
+        "id": node.node_id,
+        "address": node.resp_addr.get().map(|a| a.to_string()),
+        "http_address": node.http_addr.get().map(|a| a.to_string()),
+        "status": "up",
+        "role": "primary",
+        "slots": [[0, crate::slot::SLOTS - 1]],
+        "keys": (0..node.store.databases()).map(|db| node.store.dbsize(db)).sum::<u64>(),
+    })
+}
+
+async fn nodes_list(State(node): State<Shared>) -> Json<Json_> {
+    Json(json!({"nodes": [self_node(&node)], "mode": "single"}))
+}
+
+async fn nodes_register() -> ApiError {
+    ApiError(
+        StatusCode::NOT_IMPLEMENTED,
+        "this node runs in single-node mode; cluster membership is not available".into(),
+    )
+}
+
+async fn node_get(
+    State(node): State<Shared>,
+    Path(id): Path<String>,
+) -> Result<Json<Json_>, ApiError> {
+    if id == node.node_id {
+        Ok(Json(self_node(&node)))
+    } else {
+        Err(not_found(format!("no node '{id}'")))
+    }
+}
+
+async fn node_delete(State(node): State<Shared>, Path(id): Path<String>) -> ApiError {
+    if id == node.node_id {
+        ApiError(StatusCode::CONFLICT, "can't remove the only node".into())
+    } else {
+        not_found(format!("no node '{id}'"))
+    }
+}
+
+fn backup_dir(node: &Node) -> std::path::PathBuf {
+    node.cfg.read().storage.data_dir.join("backups")
+}
+
+/// Backup file names are plain names inside the backup directory.
+fn backup_name(m: &serde_json::Map<String, Json_>) -> Result<Option<String>, ApiError> {
+    match m.get("file") {
+        None | Some(Json_::Null) => Ok(None),
+        Some(Json_::String(s))
+            if !s.is_empty()
+                && s.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+                && !s.starts_with('.') =>
+        {
+            Ok(Some(s.clone()))
+        }
+        Some(_) => Err(bad(
+            "field 'file' must be a plain file name (letters, digits, '-', '_', '.')",
+        )),
+    }
+}
+
+fn optional_body(body: &[u8]) -> Result<serde_json::Map<String, Json_>, ApiError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        Ok(serde_json::Map::new())
+    } else {
+        parse_json(body)
+    }
+}
+
+async fn backup(
+    State(node): State<Shared>,
+    headers: HeaderMap,
+    Query(q): Query<HashMap<String, String>>,
+    body: Body,
+) -> Result<Json<Json_>, ApiError> {
+    check_api_key(&node, &headers, &q)?;
+    let m = optional_body(&body)?;
+    let name = backup_name(&m)?.unwrap_or_else(|| format!("backup-{}.snap", now_ms()));
+    let dir = backup_dir(&node);
+    let store = node.store.clone();
+    let info = tokio::task::spawn_blocking(move || {
+        std::fs::create_dir_all(&dir)?;
+        store.snapshot_to(&dir.join(name))
+    })
+    .await
+    .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
+    .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    Ok(Json(
+        json!({"success": true, "file": info.path.file_name().map(|f| f.to_string_lossy().into_owned()), "keys": info.keys, "bytes": info.bytes}),
+    ))
+}
+
+async fn restore(
+    State(node): State<Shared>,
+    headers: HeaderMap,
+    Query(q): Query<HashMap<String, String>>,
+    body: Body,
+) -> Result<Json<Json_>, ApiError> {
+    check_api_key(&node, &headers, &q)?;
+    let m = optional_body(&body)?;
+    let dir = backup_dir(&node);
+    let name = match backup_name(&m)? {
+        Some(n) => n,
+        None => {
+            // The newest backup.
+            let mut names: Vec<String> = std::fs::read_dir(&dir)
+                .map(|it| {
+                    it.filter_map(|e| e.ok())
+                        .map(|e| e.file_name().to_string_lossy().into_owned())
+                        .filter(|n| n.ends_with(".snap"))
+                        .collect()
+                })
+                .unwrap_or_default();
+            names.sort();
+            names.pop().ok_or_else(|| not_found("no backups yet"))?
+        }
+    };
+    let path = dir.join(&name);
+    if !path.exists() {
+        return Err(not_found(format!("no backup '{name}'")));
+    }
+    let store = node.store.clone();
+    let info = tokio::task::spawn_blocking(move || store.restore_from(&path))
+        .await
+        .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
+        .map_err(|e| bad(e.to_string()))?;
+    node.local_cache.clear();
+    Ok(Json(
+        json!({"success": true, "file": name, "keys": info.keys}),
+    ))
+}
+
+async fn rebalance(State(node): State<Shared>) -> Json<Json_> {
+    Json(json!({
+        "success": true,
+        "moved_keys": 0,
+        "nodes": 1,
+        "message": format!("single node {} owns all {} slots; nothing to move", node.node_id, crate::slot::SLOTS),
+    }))
+}
+
+// ---- seed 003: the replicated storage cluster ----
+
+fn rfc3339(ms: u64) -> String {
+    let secs = (ms / 1000) as i64;
+    let days = secs.div_euclid(86_400);
+    let rem = secs.rem_euclid(86_400);
+    // Civil-from-days (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+async fn api_write(State(node): State<Shared>, body: Body) -> Result<Json<Json_>, ApiError> {
+    let started = Instant::now();
+    let m = parse_json(&body)?;
+    let key = str_field(&m, "key")?;
+    let content = match m.get("content") {
+        Some(Json_::String(s)) => s.clone(),
+        Some(_) => return Err(bad("field 'content' must be a string")),
+        None => return Err(bad("missing field 'content'")),
+    };
+    let version = now_ms();
+    let (v, ts) = (version.to_string(), rfc3339(version));
+    exec(
+        &node,
+        args(&[
+            b"HSET",
+            key.as_bytes(),
+            b"content",
+            content.as_bytes(),
+            b"version",
+            v.as_bytes(),
+            b"timestamp",
+            ts.as_bytes(),
+        ]),
+    )
+    .await?;
+    Ok(Json(
+        json!({"success": true, "key": key, "latencyMs": started.elapsed().as_millis() as u64, "nodes": [node.node_id]}),
+    ))
+}
+
+async fn api_read(
+    State(node): State<Shared>,
+    Path(key): Path<String>,
+) -> Result<Json<Json_>, ApiError> {
+    let started = Instant::now();
+    let (reply, _) = exec(
+        &node,
+        args(&[
+            b"HMGET",
+            key.as_bytes(),
+            b"content",
+            b"version",
+            b"timestamp",
+        ]),
+    )
+    .await?;
+    let Reply::Array(items) = reply else {
+        return Err(not_found(format!("key '{key}' not found")));
+    };
+    let text = |i: usize| match items.get(i) {
+        Some(Reply::Bulk(b)) => Some(String::from_utf8_lossy(b).into_owned()),
+        _ => None,
+    };
+    let Some(content) = text(0) else {
+        return Err(not_found(format!("key '{key}' not found")));
+    };
+    let version = text(1).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    Ok(Json(json!({
+        "success": true,
+        "key": key,
+        "data": {"key": key, "content": content, "version": version, "timestamp": text(2)},
+        "latencyMs": started.elapsed().as_millis() as u64,
+        "replicas": 1,
+    })))
+}
+
+async fn topology(State(node): State<Shared>) -> Json<Json_> {
+    Json(json!({
+        "nodes": [{"id": node.node_id, "address": node.resp_addr.get().map(|a| a.to_string()), "status": "UP", "role": "LEADER"}],
+        "leader": node.node_id,
+        "replicationFactor": 1,
+        "writeQuorum": 1,
+        "readQuorum": 1,
+        "slots": crate::slot::SLOTS,
+    }))
+}
+
+// ---- admin and monitoring ----
+
+async fn admin_flush(
+    State(node): State<Shared>,
+    headers: HeaderMap,
+    Query(q): Query<HashMap<String, String>>,
+) -> Result<Json<Json_>, ApiError> {
+    check_api_key(&node, &headers, &q)?;
+    exec(&node, args(&[b"FLUSHALL"])).await?;
+    Ok(Json(json!({"success": true})))
+}
+
+async fn admin_config(
+    State(node): State<Shared>,
+    headers: HeaderMap,
+    Query(q): Query<HashMap<String, String>>,
+) -> Result<Json<Json_>, ApiError> {
+    check_api_key(&node, &headers, &q)?;
+    let mut cfg = serde_json::to_value(&*node.cfg.read())
+        .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    for secret in ["requirepass", "api_key"] {
+        if cfg.get(secret).is_some_and(|v| !v.is_null()) {
+            cfg[secret] = json!("********");
+        }
+    }
+    Ok(Json(cfg))
+}
+
+async fn metrics(State(node): State<Shared>) -> Response {
+    let text = node.metrics.render(&node.store.stats());
+    (
+        [(
+            "content-type",
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        text,
+    )
+        .into_response()
+}
+
+async fn openapi() -> Response {
+    (
+        [("content-type", "application/json")],
+        super::openapi::DOCUMENT,
+    )
+        .into_response()
+}

@@ -1,0 +1,304 @@
+//! Prometheus metrics (`strata_` prefix). Request metrics are recorded as
+//! they happen; storage gauges and totals are read from the engine at
+//! scrape time, so there is one source of truth for them.
+
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use prometheus_client::encoding::text::encode;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+
+use crate::storage::StatsSnapshot;
+
+/// Labels of per-command metrics.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CmdLabels {
+    /// Lower-case command name.
+    pub cmd: String,
+}
+
+/// Labels of HTTP metrics.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct HttpLabels {
+    /// Route pattern.
+    pub path: String,
+    /// HTTP method.
+    pub method: String,
+    /// Status code.
+    pub status: u16,
+}
+
+fn latency_histogram() -> Histogram {
+    // 10 µs .. ~5 s
+    Histogram::new(exponential_buckets(0.000_01, 2.5, 15))
+}
+
+/// The node's metrics.
+pub struct Metrics {
+    registry: Registry,
+    /// Commands executed, by name.
+    pub commands: Family<CmdLabels, Counter>,
+    /// Command latency, by name.
+    pub command_seconds: Family<CmdLabels, Histogram, fn() -> Histogram>,
+    /// Commands that returned an error, by name.
+    pub command_errors: Family<CmdLabels, Counter>,
+    /// HTTP requests.
+    pub http_requests: Family<HttpLabels, Counter>,
+    /// HTTP latency by route.
+    pub http_seconds: Family<CmdLabels, Histogram, fn() -> Histogram>,
+    /// Open RESP connections.
+    pub connections: Gauge,
+    /// RESP connections accepted.
+    pub connections_total: Counter,
+    /// Connections refused because of `maxclients`.
+    pub rejected_connections: Counter,
+    /// Reads answered by the HTTP local cache.
+    pub local_cache_hits: AtomicU64,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("strata");
+        let commands = Family::<CmdLabels, Counter>::default();
+        let command_seconds =
+            Family::<CmdLabels, Histogram, fn() -> Histogram>::new_with_constructor(
+                latency_histogram as fn() -> Histogram,
+            );
+        let command_errors = Family::<CmdLabels, Counter>::default();
+        let http_requests = Family::<HttpLabels, Counter>::default();
+        let http_seconds = Family::<CmdLabels, Histogram, fn() -> Histogram>::new_with_constructor(
+            latency_histogram as fn() -> Histogram,
+        );
+        let connections = Gauge::default();
+        let connections_total = Counter::default();
+        let rejected_connections = Counter::default();
+        registry.register("commands", "Commands executed", commands.clone());
+        registry.register(
+            "command_duration_seconds",
+            "Command execution time",
+            command_seconds.clone(),
+        );
+        registry.register(
+            "command_errors",
+            "Commands that returned an error",
+            command_errors.clone(),
+        );
+        registry.register("http_requests", "HTTP requests", http_requests.clone());
+        registry.register(
+            "http_request_duration_seconds",
+            "HTTP request time by route",
+            http_seconds.clone(),
+        );
+        registry.register(
+            "connected_clients",
+            "Open RESP connections",
+            connections.clone(),
+        );
+        registry.register(
+            "connections",
+            "RESP connections accepted",
+            connections_total.clone(),
+        );
+        registry.register(
+            "rejected_connections",
+            "Connections refused because of maxclients",
+            rejected_connections.clone(),
+        );
+        Metrics {
+            registry,
+            commands,
+            command_seconds,
+            command_errors,
+            http_requests,
+            http_seconds,
+            connections,
+            connections_total,
+            rejected_connections,
+            local_cache_hits: AtomicU64::new(0),
+        }
+    }
+}
+
+impl Metrics {
+    /// The text exposition: recorded metrics plus the engine's statistics.
+    pub fn render(&self, s: &StatsSnapshot) -> String {
+        let mut out = String::new();
+        if encode(&mut out, &self.registry).is_err() {
+            out.clear();
+        }
+        // The registry ends the exposition with `# EOF`; storage series go before it.
+        if let Some(stripped) = out.strip_suffix("# EOF\n") {
+            out.truncate(stripped.len());
+        }
+        let mut metric = |name: &str, kind: &str, help: &str, series: &[(&str, f64)]| {
+            let _ = writeln!(out, "# HELP strata_{name} {help}");
+            let _ = writeln!(out, "# TYPE strata_{name} {kind}");
+            for (labels, v) in series {
+                let suffix = if kind == "counter" { "_total" } else { "" };
+                let _ = writeln!(out, "strata_{name}{suffix}{labels} {v}");
+            }
+        };
+        let f = |v: u64| v as f64;
+        metric(
+            "memory_used_bytes",
+            "gauge",
+            "Bytes charged to the memory tier",
+            &[("", f(s.used_bytes))],
+        );
+        metric(
+            "memory_cap_bytes",
+            "gauge",
+            "The memory tier's cap (maxmemory less the disk tier's share)",
+            &[("", f(s.tier_cap_bytes))],
+        );
+        metric(
+            "maxmemory_bytes",
+            "gauge",
+            "Configured maxmemory",
+            &[("", f(s.maxmemory))],
+        );
+        metric(
+            "memory_ratio",
+            "gauge",
+            "Memory tier usage as a fraction of its cap",
+            &[("", s.used_bytes as f64 / s.tier_cap_bytes.max(1) as f64)],
+        );
+        metric(
+            "entries",
+            "gauge",
+            "Keys per tier",
+            &[
+                ("{tier=\"memory\"}", f(s.entries_memory)),
+                ("{tier=\"disk\"}", f(s.entries_disk)),
+            ],
+        );
+        metric(
+            "hits",
+            "counter",
+            "Reads that found their key, by serving tier",
+            &[
+                ("{tier=\"memory\"}", f(s.hits_memory)),
+                ("{tier=\"disk\"}", f(s.hits_disk)),
+                (
+                    "{tier=\"local_cache\"}",
+                    f(self.local_cache_hits.load(Ordering::Relaxed)),
+                ),
+            ],
+        );
+        metric(
+            "misses",
+            "counter",
+            "Reads that found nothing",
+            &[("", f(s.misses))],
+        );
+        metric(
+            "spilled",
+            "counter",
+            "Entries moved to disk by the spiller",
+            &[("", f(s.spilled))],
+        );
+        metric(
+            "spilled_bytes",
+            "counter",
+            "Bytes moved to disk by the spiller",
+            &[("", f(s.spilled_bytes))],
+        );
+        metric(
+            "direct_to_disk",
+            "counter",
+            "Writes stored straight on disk because memory was full",
+            &[("", f(s.direct_to_disk))],
+        );
+        metric(
+            "promotions",
+            "counter",
+            "Disk hits promoted to memory",
+            &[("", f(s.promotions))],
+        );
+        metric(
+            "expired",
+            "counter",
+            "Keys removed because their TTL passed",
+            &[("", f(s.expired))],
+        );
+        metric(
+            "offload_runs",
+            "counter",
+            "Offloader runs",
+            &[("", f(s.offload_runs))],
+        );
+        metric(
+            "offloaded",
+            "counter",
+            "Entries moved to disk by the offloader",
+            &[("", f(s.offloaded))],
+        );
+        metric(
+            "offload_write_fail",
+            "counter",
+            "Offloader moves that failed",
+            &[("", f(s.offload_write_fail))],
+        );
+        metric(
+            "offload_last_scanned",
+            "gauge",
+            "Entries scanned by the last offloader run",
+            &[("", f(s.last_offload.scanned))],
+        );
+        metric(
+            "offload_last_moved",
+            "gauge",
+            "Entries moved by the last offloader run",
+            &[("", f(s.last_offload.moved))],
+        );
+        metric(
+            "checkpoints",
+            "counter",
+            "Checkpoints completed",
+            &[("", f(s.checkpoints))],
+        );
+        metric(
+            "wal_bytes",
+            "counter",
+            "Bytes written to the write-ahead log",
+            &[("", f(s.wal_bytes))],
+        );
+        metric(
+            "wal_fsyncs",
+            "counter",
+            "Write-ahead log fsyncs",
+            &[("", f(s.wal_fsyncs))],
+        );
+        metric(
+            "wal_fsync_seconds",
+            "counter",
+            "Time spent in write-ahead log fsyncs",
+            &[("", s.wal_fsync_micros as f64 / 1e6)],
+        );
+        metric(
+            "wal_fsync_max_seconds",
+            "gauge",
+            "Slowest write-ahead log fsync",
+            &[("", s.wal_fsync_max_micros as f64 / 1e6)],
+        );
+        metric(
+            "disk_bytes",
+            "gauge",
+            "Bytes the disk tier occupies",
+            &[("", f(s.disk_bytes))],
+        );
+        metric(
+            "write_poisoned",
+            "gauge",
+            "1 if a failed log write made the node read-only",
+            &[("", if s.poisoned.is_some() { 1.0 } else { 0.0 })],
+        );
+        out.push_str("# EOF\n");
+        out
+    }
+}

@@ -1,0 +1,229 @@
+//! The state one node shares between its front ends: the store, the live
+//! configuration, metrics, the client registry and the local hot-key cache.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::Instant;
+
+use parking_lot::{Mutex, RwLock};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+use crate::metrics::Metrics;
+use crate::storage::{now_ms, Store};
+
+/// One connected RESP client, as CLIENT LIST shows it.
+pub struct ClientHandle {
+    /// Connection id.
+    pub id: u64,
+    /// Peer address.
+    pub addr: String,
+    /// Local address.
+    pub laddr: String,
+    /// When it connected.
+    pub created: Instant,
+    /// Mutable details.
+    pub state: Mutex<ClientState>,
+    /// Cancelled by CLIENT KILL or shutdown.
+    pub kill: CancellationToken,
+}
+
+/// What a client is doing.
+#[derive(Default, Clone)]
+pub struct ClientState {
+    /// CLIENT SETNAME.
+    pub name: String,
+    /// Selected database.
+    pub db: usize,
+    /// Last command name.
+    pub last_cmd: String,
+    /// When it last ran a command.
+    pub last_active: Option<Instant>,
+    /// RESP version.
+    pub resp: u8,
+}
+
+/// Shared node state.
+pub struct Node {
+    /// The storage engine.
+    pub store: Store,
+    /// Live configuration (CONFIG SET changes it).
+    pub cfg: RwLock<Config>,
+    /// Metrics.
+    pub metrics: Metrics,
+    /// Connected RESP clients by id.
+    pub clients: Mutex<BTreeMap<u64, Arc<ClientHandle>>>,
+    /// Next client id.
+    pub next_client_id: AtomicU64,
+    /// Process start.
+    pub started: Instant,
+    /// Hot values for the HTTP read path.
+    pub local_cache: LocalCache,
+    /// Where RESP listens.
+    pub resp_addr: OnceLock<SocketAddr>,
+    /// Where HTTP listens.
+    pub http_addr: OnceLock<SocketAddr>,
+    /// Cancelled to shut the node down.
+    pub shutdown: CancellationToken,
+    /// Commands processed.
+    pub total_commands: AtomicU64,
+    /// Stable identity of this node.
+    pub node_id: String,
+    /// Counter values at the last CONFIG RESETSTAT.
+    pub stat_baseline: Mutex<StatBaseline>,
+    /// Per-command metric handles, resolved once.
+    pub(crate) cmd_metrics: OnceLock<Vec<crate::commands::CmdMetrics>>,
+}
+
+impl Node {
+    /// Wraps an open store.
+    pub fn new(store: Store, cfg: Config) -> Node {
+        let cache = LocalCache::new(if cfg.local_cache_hotkeys {
+            cfg.local_cache_entries
+        } else {
+            0
+        });
+        let node_id = format!(
+            "{:016x}",
+            xxhash_rust::xxh3::xxh3_64(cfg.storage.data_dir.to_string_lossy().as_bytes())
+                ^ now_ms()
+        );
+        Node {
+            store,
+            cfg: RwLock::new(cfg),
+            metrics: Metrics::default(),
+            clients: Mutex::new(BTreeMap::new()),
+            next_client_id: AtomicU64::new(1),
+            started: Instant::now(),
+            local_cache: cache,
+            resp_addr: OnceLock::new(),
+            http_addr: OnceLock::new(),
+            shutdown: CancellationToken::new(),
+            total_commands: AtomicU64::new(0),
+            node_id,
+            cmd_metrics: OnceLock::new(),
+            stat_baseline: Mutex::new(StatBaseline::default()),
+        }
+    }
+}
+
+/// INFO counters are shown relative to these (CONFIG RESETSTAT);
+/// Prometheus counters never reset.
+#[derive(Default, Clone)]
+pub struct StatBaseline {
+    /// Connections accepted.
+    pub connections: u64,
+    /// Commands processed.
+    pub commands: u64,
+    /// Connections rejected.
+    pub rejected: u64,
+    /// Keys expired.
+    pub expired: u64,
+    /// Keyspace hits.
+    pub hits: u64,
+    /// Keyspace misses.
+    pub misses: u64,
+}
+
+/// An exact LRU of hot values (database 0) for the HTTP read path, as seed
+/// 000's ingestor keeps in front of its cache. Every write to a key
+/// invalidates it, so it never serves a stale value.
+pub struct LocalCache {
+    capacity: usize,
+    nonempty: AtomicBool,
+    inner: Mutex<LruInner>,
+}
+
+#[derive(Default)]
+struct LruInner {
+    map: HashMap<Vec<u8>, (String, Option<u64>, u64)>,
+    order: VecDeque<(Vec<u8>, u64)>,
+    tick: u64,
+}
+
+impl LocalCache {
+    /// A cache of `capacity` entries (0 disables it).
+    pub fn new(capacity: usize) -> LocalCache {
+        LocalCache {
+            capacity,
+            nonempty: AtomicBool::new(false),
+            inner: Mutex::new(LruInner::default()),
+        }
+    }
+
+    /// Whether the cache is on.
+    pub fn enabled(&self) -> bool {
+        self.capacity > 0
+    }
+
+    /// The value of `key` if cached and unexpired.
+    pub fn get(&self, key: &[u8]) -> Option<String> {
+        if !self.nonempty.load(Ordering::Acquire) {
+            return None;
+        }
+        let mut g = self.inner.lock();
+        let now = now_ms();
+        g.tick += 1;
+        let tick = g.tick;
+        let hit = match g.map.get_mut(key) {
+            Some((_, Some(at), _)) if *at <= now => None,
+            Some((v, _, t)) => {
+                *t = tick;
+                Some(v.clone())
+            }
+            None => return None,
+        };
+        match hit {
+            Some(v) => {
+                g.order.push_back((key.to_vec(), tick));
+                Some(v)
+            }
+            None => {
+                g.map.remove(key);
+                None
+            }
+        }
+    }
+
+    /// Caches `value` for `key`.
+    pub fn put(&self, key: &[u8], value: String, expire_at_ms: Option<u64>) {
+        if self.capacity == 0 {
+            return;
+        }
+        let mut g = self.inner.lock();
+        g.tick += 1;
+        let tick = g.tick;
+        g.map.insert(key.to_vec(), (value, expire_at_ms, tick));
+        g.order.push_back((key.to_vec(), tick));
+        while g.map.len() > self.capacity {
+            let Some((k, t)) = g.order.pop_front() else {
+                break;
+            };
+            if g.map.get(&k).is_some_and(|e| e.2 == t) {
+                g.map.remove(&k);
+            }
+        }
+        if g.order.len() > 4 * self.capacity + 16 {
+            let LruInner { map, order, .. } = &mut *g;
+            order.retain(|(k, t)| map.get(k).is_some_and(|e| e.2 == *t));
+        }
+        self.nonempty.store(true, Ordering::Release);
+    }
+
+    /// Drops `key` (called on every write to it).
+    pub fn invalidate(&self, key: &[u8]) {
+        if self.nonempty.load(Ordering::Acquire) {
+            self.inner.lock().map.remove(key);
+        }
+    }
+
+    /// Drops everything.
+    pub fn clear(&self) {
+        let mut g = self.inner.lock();
+        g.map.clear();
+        g.order.clear();
+        self.nonempty.store(false, Ordering::Release);
+    }
+}

@@ -1,0 +1,159 @@
+//! Node assembly: open the store, bind the RESP and HTTP listeners, serve
+//! until told to stop, then drain and close.
+//!
+//! Shutdown is one [`CancellationToken`](tokio_util::sync::CancellationToken)
+//! (`Node::shutdown`): listeners stop accepting, connections finish the
+//! batch in hand and close, a [`TaskTracker`] waits for them (bounded), and
+//! dropping the store takes a final checkpoint.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio_util::task::TaskTracker;
+
+use crate::config::{Config, ConfigError};
+use crate::frontend::{connection, http};
+use crate::node::Node;
+use crate::storage::{StorageError, Store};
+
+/// Why a node could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// Bad configuration.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The store would not open.
+    #[error("opening storage: {0}")]
+    Storage(#[from] StorageError),
+    /// A listener would not bind.
+    #[error("binding {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The runtime could not start.
+    #[error("starting the runtime: {0}")]
+    Runtime(std::io::Error),
+}
+
+/// Opens the store and binds both listeners.
+pub async fn bind(cfg: Config) -> Result<(Arc<Node>, TcpListener, TcpListener), ServerError> {
+    cfg.validate()?;
+    let resp_at = format!("{}:{}", cfg.bind, cfg.port);
+    let http_at = format!("{}:{}", cfg.bind, cfg.http_port);
+    let resp = TcpListener::bind(&resp_at)
+        .await
+        .map_err(|source| ServerError::Bind {
+            addr: resp_at,
+            source,
+        })?;
+    let http = TcpListener::bind(&http_at)
+        .await
+        .map_err(|source| ServerError::Bind {
+            addr: http_at,
+            source,
+        })?;
+    let storage = cfg.storage.clone();
+    let store = tokio::task::spawn_blocking(move || Store::open(storage))
+        .await
+        .map_err(|e| ServerError::Runtime(std::io::Error::other(e)))??;
+    let node = Arc::new(Node::new(store, cfg));
+    if let Ok(a) = resp.local_addr() {
+        let _ = node.resp_addr.set(a);
+    }
+    if let Ok(a) = http.local_addr() {
+        let _ = node.http_addr.set(a);
+    }
+    Ok((node, resp, http))
+}
+
+/// Serves until `node.shutdown` is cancelled, then drains connections.
+pub async fn serve(node: Arc<Node>, resp: TcpListener, http_listener: TcpListener) {
+    let tracker = TaskTracker::new();
+    let resp_task = tokio::spawn(connection::serve(node.clone(), resp, tracker.clone()));
+    let app = http::router(node.clone());
+    let stop = node.shutdown.clone();
+    let http_task = tokio::spawn(async move {
+        let server = axum::serve(http_listener, app)
+            .with_graceful_shutdown(async move { stop.cancelled().await });
+        if let Err(e) = server.await {
+            tracing::error!(error = %e, "HTTP server failed");
+        }
+    });
+    node.shutdown.cancelled().await;
+    let _ = resp_task.await;
+    tracker.close();
+    if tokio::time::timeout(Duration::from_secs(5), tracker.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!("some connections did not finish within 5 s");
+    }
+    let _ = tokio::time::timeout(Duration::from_secs(5), http_task).await;
+}
+
+/// A node running on its own runtime thread (for tests and the local
+/// cluster tool). Stopping it (or dropping the handle) shuts it down
+/// gracefully and waits until the store is closed.
+pub struct ServerHandle {
+    /// The node's shared state.
+    pub node: Arc<Node>,
+    /// RESP address.
+    pub resp_addr: SocketAddr,
+    /// HTTP address.
+    pub http_addr: SocketAddr,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl ServerHandle {
+    /// Starts a node in the background and returns once it listens.
+    pub fn start(cfg: Config) -> Result<ServerHandle, ServerError> {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("strata-rt")
+            .enable_all()
+            .build()
+            .map_err(ServerError::Runtime)?;
+        let (node, resp, http) = rt.block_on(bind(cfg))?;
+        let (resp_addr, http_addr) = (
+            resp.local_addr().map_err(ServerError::Runtime)?,
+            http.local_addr().map_err(ServerError::Runtime)?,
+        );
+        let n = node.clone();
+        let thread = std::thread::Builder::new()
+            .name("strata-node".into())
+            .spawn(move || {
+                rt.block_on(serve(n, resp, http));
+                rt.shutdown_timeout(Duration::from_secs(5));
+            })
+            .map_err(ServerError::Runtime)?;
+        Ok(ServerHandle {
+            node,
+            resp_addr,
+            http_addr,
+            thread: Some(thread),
+        })
+    }
+
+    /// Shuts the node down and waits for it.
+    pub fn stop(mut self) {
+        self.stop_inner();
+    }
+
+    fn stop_inner(&mut self) {
+        self.node.shutdown.cancel();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for ServerHandle {
+    fn drop(&mut self) {
+        self.stop_inner();
+    }
+}
