@@ -37,6 +37,8 @@ pub struct Config {
     pub local_cache_hotkeys: bool,
     /// Entries in that cache.
     pub local_cache_entries: usize,
+    /// Threads serving RESP connections (0 = half the cores, at least one).
+    pub io_threads: usize,
     /// Storage settings.
     pub storage: StorageConfig,
 }
@@ -55,6 +57,7 @@ impl Default for Config {
             http_body_limit: 16 << 20,
             local_cache_hotkeys: true,
             local_cache_entries: 10_000,
+            io_threads: 0,
             storage: StorageConfig::default(),
         }
     }
@@ -148,6 +151,12 @@ impl Config {
                     .parse()
                     .map_err(|_| invalid(var, format!("{v:?} is not a port number")))?;
             }
+        }
+        if let Some(v) = get("STRATA_IO_THREADS") {
+            self.io_threads = v
+                .trim()
+                .parse()
+                .map_err(|_| invalid("STRATA_IO_THREADS", format!("{v:?} is not a number")))?;
         }
         if let Some(v) = get("STRATA_DATA_DIR") {
             s.data_dir = v.into();

@@ -51,6 +51,9 @@ struct ServerArgs {
     /// Key for admin HTTP endpoints (X-API-Key header or ?apiKey=).
     #[arg(long)]
     api_key: Option<String>,
+    /// Threads serving RESP connections (default: half the cores, at least one).
+    #[arg(long)]
+    io_threads: Option<usize>,
 }
 
 fn parse_size_arg(s: &str) -> Result<u64, String> {
@@ -90,6 +93,9 @@ fn load_config(a: &ServerArgs) -> anyhow::Result<Config> {
     }
     if let Some(v) = &a.api_key {
         cfg.api_key = Some(v.clone());
+    }
+    if let Some(v) = a.io_threads {
+        cfg.io_threads = v;
     }
     cfg.validate()?;
     Ok(cfg)

@@ -72,9 +72,36 @@ pub async fn bind(cfg: Config) -> Result<(Arc<Node>, TcpListener, TcpListener), 
 }
 
 /// Serves until `node.shutdown` is cancelled, then drains connections.
+///
+/// RESP connections run thread-per-core: one acceptor hands each new
+/// connection to the next I/O thread, and each I/O thread runs its own
+/// single-threaded runtime, so a connection never migrates. Measured against
+/// one work-stealing runtime, this removes the cross-thread wake-ups that
+/// dominated the profile of pipelined traffic.
 pub async fn serve(node: Arc<Node>, resp: TcpListener, http_listener: TcpListener) {
-    let tracker = TaskTracker::new();
-    let resp_task = tokio::spawn(connection::serve(node.clone(), resp, tracker.clone()));
+    let threads = match node.cfg.read().io_threads {
+        // Half the cores: the rest run the log, the spiller, the LSM's
+        // flushes and compactions, and HTTP.
+        0 => std::thread::available_parallelism().map_or(1, |n| (n.get() / 2).max(1)),
+        n => n,
+    };
+    let mut io = Vec::with_capacity(threads);
+    let mut inboxes = Vec::with_capacity(threads);
+    for i in 0..threads {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let worker = node.clone();
+        match std::thread::Builder::new()
+            .name(format!("strata-io-{i}"))
+            .spawn(move || io_thread(worker, rx))
+        {
+            Ok(t) => {
+                io.push(t);
+                inboxes.push(tx);
+            }
+            Err(e) => tracing::error!(error = %e, "starting an I/O thread failed"),
+        }
+    }
+    let acceptor = tokio::spawn(connection::accept_loop(node.clone(), resp, inboxes));
     let app = http::router(node.clone());
     let stop = node.shutdown.clone();
     let http_task = tokio::spawn(async move {
@@ -85,15 +112,39 @@ pub async fn serve(node: Arc<Node>, resp: TcpListener, http_listener: TcpListene
         }
     });
     node.shutdown.cancelled().await;
-    let _ = resp_task.await;
-    tracker.close();
-    if tokio::time::timeout(Duration::from_secs(5), tracker.wait())
-        .await
-        .is_err()
-    {
-        tracing::warn!("some connections did not finish within 5 s");
-    }
+    let _ = acceptor.await;
+    let _ = tokio::task::spawn_blocking(move || {
+        for t in io {
+            let _ = t.join();
+        }
+    })
+    .await;
     let _ = tokio::time::timeout(Duration::from_secs(5), http_task).await;
+}
+
+fn io_thread(node: Arc<Node>, inbox: tokio::sync::mpsc::UnboundedReceiver<connection::Handoff>) {
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            tracing::error!(error = %e, "starting an I/O runtime failed");
+            node.shutdown.cancel();
+            return;
+        }
+    };
+    rt.block_on(async move {
+        let tracker = TaskTracker::new();
+        connection::worker_loop(node, inbox, tracker.clone()).await;
+        tracker.close();
+        if tokio::time::timeout(Duration::from_secs(5), tracker.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!("some connections did not finish within 5 s");
+        }
+    });
 }
 
 /// A node running on its own runtime thread (for tests and the local

@@ -15,8 +15,17 @@ use super::resp::{parse_request, Reply};
 use crate::commands::{execute, storage_error, Ctx, Session};
 use crate::node::{ClientHandle, ClientState, Node};
 
-/// Accepts RESP clients until the node shuts down.
-pub async fn serve(node: Arc<Node>, listener: TcpListener, tracker: TaskTracker) {
+/// A connection handed to an I/O thread.
+pub type Handoff = (std::net::TcpStream, SocketAddr);
+
+/// Accepts RESP clients until the node shuts down, handing them to the I/O
+/// threads in turn so that load spreads evenly over cores.
+pub async fn accept_loop(
+    node: Arc<Node>,
+    listener: TcpListener,
+    workers: Vec<tokio::sync::mpsc::UnboundedSender<Handoff>>,
+) {
+    let mut next = 0usize;
     loop {
         let accepted = tokio::select! {
             r = listener.accept() => r,
@@ -31,6 +40,34 @@ pub async fn serve(node: Arc<Node>, listener: TcpListener, tracker: TaskTracker)
             }
         };
         let _ = stream.set_nodelay(true);
+        let Ok(stream) = stream.into_std() else {
+            continue;
+        };
+        if workers.is_empty() {
+            break;
+        }
+        next = (next + 1) % workers.len();
+        if workers[next].send((stream, peer)).is_err() {
+            tracing::error!("an I/O thread is gone; refusing the connection");
+        }
+    }
+}
+
+/// Serves the connections handed to this I/O thread until shutdown.
+pub async fn worker_loop(
+    node: Arc<Node>,
+    mut inbox: tokio::sync::mpsc::UnboundedReceiver<Handoff>,
+    tracker: TaskTracker,
+) {
+    loop {
+        let handed = tokio::select! {
+            h = inbox.recv() => h,
+            () = node.shutdown.cancelled() => break,
+        };
+        let Some((stream, peer)) = handed else { break };
+        let Ok(stream) = TcpStream::from_std(stream) else {
+            continue;
+        };
         let node = node.clone();
         tracker.spawn(async move {
             if let Err(e) = handle(node, stream, peer).await {

@@ -114,7 +114,8 @@ fn spawn(name: &str, f: impl FnOnce() + Send + 'static) -> JoinHandle<()> {
 
 fn spill_loop(inner: &Inner, sig: &Signal) {
     let mut last_expiry = Instant::now();
-    while sig.wait(Duration::from_millis(100)) {
+    while sig.wait(Duration::from_millis(20)) {
+        inner.tick_clock();
         if inner.used.load(Ordering::Relaxed) > inner.spill_threshold() {
             if let Err(e) = inner.spill_to(inner.spill_low()) {
                 tracing::warn!(error = %e, "spill failed; retrying");

@@ -107,6 +107,12 @@ impl Record {
         }
     }
 
+    /// Whether the record has expired by now (reads the clock only if it
+    /// has an expiry).
+    pub fn is_expired_now(&self) -> bool {
+        matches!(self.expire_at_ms, Some(at) if at <= now_ms())
+    }
+
     /// Whether the record has expired at `now_ms`.
     pub fn is_expired(&self, now_ms: u64) -> bool {
         matches!(self.expire_at_ms, Some(at) if at <= now_ms)
