@@ -19,6 +19,12 @@
 #![deny(clippy::unwrap_used)]
 #![warn(missing_docs)]
 
+/// mimalloc: measured against glibc malloc it cuts resident memory per key
+/// (no per-allocation header on small objects) and speeds up the many
+/// small allocations of the request path.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 pub mod commands;
 pub mod config;
 pub mod frontend;

@@ -8,7 +8,7 @@ use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
 
 use storage_common::{config, get_str, string};
-use strata::storage::{AppendFsync, Store};
+use strata::storage::{AppendFsync, Change, Record, Store, Value, Version};
 
 const CHILD_ENV: &str = "STRATA_RECOVERY_CHILD_DIR";
 
@@ -31,6 +31,29 @@ fn child_writer() {
         let w = store
             .put(0, format!("k{i}").as_bytes(), string(&value(i), None))
             .expect("put");
+        store.sync(w.lsn.expect("lsn")).expect("sync");
+        // A field of one growing hash, logged as a field delta.
+        let field: Box<[u8]> = format!("f{i}").into_bytes().into();
+        let w = store
+            .write_change(0, b"features", |cur| {
+                let rec = cur.get_or_insert_with(|| Record {
+                    value: Value::Hash(Box::default()),
+                    expire_at_ms: None,
+                    version: Version::default(),
+                    written_secs: 0,
+                });
+                if let Value::Hash(map) = &mut rec.value {
+                    map.insert(field.clone(), value(i).into());
+                }
+                (
+                    (),
+                    Change::HashFields {
+                        set: vec![field],
+                        removed: vec![],
+                    },
+                )
+            })
+            .expect("hash field");
         store.sync(w.lsn.expect("lsn")).expect("sync");
         writeln!(out, "ACK {i}").expect("stdout");
         out.flush().expect("flush");
@@ -74,6 +97,25 @@ fn acknowledged_writes_survive_sigkill() {
                 "acknowledged k{i} lost"
             );
         }
-        assert!(store.dbsize(0) >= acked);
+        assert!(store.dbsize(0) > acked);
+        let fields = store
+            .read(0, b"features", Default::default(), |r| match r {
+                Some((
+                    Record {
+                        value: Value::Hash(map),
+                        ..
+                    },
+                    _,
+                )) => map.clone(),
+                other => panic!("features hash lost: {other:?}"),
+            })
+            .expect("read hash");
+        for i in 0..acked {
+            assert_eq!(
+                fields.get(format!("f{i}").as_bytes()).map(|v| v.to_vec()),
+                Some(value(i)),
+                "field f{i} lost"
+            );
+        }
     }
 }

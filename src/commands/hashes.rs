@@ -6,7 +6,7 @@ use rand::seq::IndexedRandom;
 use super::keys::{matches, scan_options};
 use super::{err, float_arg, int_arg, is, CmdResult, Ctx};
 use crate::frontend::resp::{format_double, Reply};
-use crate::storage::{FieldMap, ReadHint, Record, Value, Version};
+use crate::storage::{Change, FieldMap, ReadHint, Record, Value, Version};
 
 fn with_hash<R>(
     ctx: &mut Ctx<'_>,
@@ -26,14 +26,35 @@ fn with_hash<R>(
     })?
 }
 
+/// Fields a hash command set or removed.
+#[derive(Default)]
+struct Delta {
+    set: Vec<Box<[u8]>>,
+    removed: Vec<Box<[u8]>>,
+}
+
+impl Delta {
+    fn set(field: &[u8]) -> Delta {
+        Delta {
+            set: vec![field.into()],
+            removed: Vec::new(),
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.set.is_empty() && self.removed.is_empty()
+    }
+}
+
 /// Changes the hash at `key` (created empty if absent; removed if left
-/// empty). `f` returns its result and whether it changed the map.
+/// empty). `f` returns its result and the fields it changed, which is all
+/// the log records.
 fn update_hash<R>(
     ctx: &mut Ctx<'_>,
     key: &[u8],
-    f: impl FnOnce(&mut FieldMap) -> Result<(R, bool), Reply>,
+    f: impl FnOnce(&mut FieldMap) -> Result<(R, Delta), Reply>,
 ) -> Result<R, Reply> {
-    let w = ctx.write(key, |cur| {
+    let w = ctx.write_change(key, |cur| {
         let created = cur.is_none();
         if created {
             *cur = Some(Record {
@@ -48,22 +69,31 @@ fn update_hash<R>(
             ..
         }) = cur.as_mut()
         else {
-            return (Err(err::wrongtype()), false);
+            return (Err(err::wrongtype()), Change::None);
         };
         match f(map) {
-            Ok((r, changed)) => {
+            Ok((r, delta)) => {
                 let empty = map.is_empty();
                 if empty {
                     *cur = None;
                 }
-                // A created-then-empty hash is no change at all.
-                (Ok(r), if created { changed && !empty } else { changed })
+                let change = if delta.is_empty() || (created && empty) {
+                    Change::None
+                } else if empty {
+                    Change::Full
+                } else {
+                    Change::HashFields {
+                        set: delta.set,
+                        removed: delta.removed,
+                    }
+                };
+                (Ok(r), change)
             }
             Err(e) => {
                 if created {
                     *cur = None;
                 }
-                (Err(e), false)
+                (Err(e), Change::None)
             }
         }
     })?;
@@ -80,6 +110,7 @@ fn hset_pairs(ctx: &mut Ctx<'_>, a: &[Bytes], cmd: &str) -> Result<i64, Reply> {
     }
     update_hash(ctx, &a[1], |map| {
         let mut added = 0;
+        let mut delta = Delta::default();
         for pair in a[2..].chunks(2) {
             if map
                 .insert(pair[0].to_vec().into(), pair[1].to_vec().into())
@@ -87,8 +118,9 @@ fn hset_pairs(ctx: &mut Ctx<'_>, a: &[Bytes], cmd: &str) -> Result<i64, Reply> {
             {
                 added += 1;
             }
+            delta.set.push(pair[0].to_vec().into());
         }
-        Ok((added, true))
+        Ok((added, delta))
     })
 }
 
@@ -104,10 +136,10 @@ pub fn hmset(ctx: &mut Ctx<'_>, a: &[Bytes]) -> CmdResult {
 pub fn hsetnx(ctx: &mut Ctx<'_>, a: &[Bytes]) -> CmdResult {
     let n = update_hash(ctx, &a[1], |map| {
         if map.contains_key(&a[2][..]) {
-            return Ok((0, false));
+            return Ok((0, Delta::default()));
         }
         map.insert(a[2].to_vec().into(), a[3].to_vec().into());
-        Ok((1, true))
+        Ok((1, Delta::set(&a[2])))
     })?;
     Ok(Reply::Int(n))
 }
@@ -157,11 +189,13 @@ pub fn hdel(ctx: &mut Ctx<'_>, a: &[Bytes]) -> CmdResult {
         return Ok(Reply::Int(0));
     }
     let n = update_hash(ctx, &a[1], |map| {
-        let n = a[2..]
-            .iter()
-            .filter(|f| map.remove(&f[..]).is_some())
-            .count() as i64;
-        Ok((n, n > 0))
+        let mut delta = Delta::default();
+        for f in &a[2..] {
+            if map.remove(&f[..]).is_some() {
+                delta.removed.push(f.to_vec().into());
+            }
+        }
+        Ok((delta.removed.len() as i64, delta))
     })?;
     Ok(Reply::Int(n))
 }
@@ -197,7 +231,7 @@ pub fn hincrby(ctx: &mut Ctx<'_>, a: &[Bytes]) -> CmdResult {
         };
         let new = old.checked_add(delta).ok_or_else(err::overflow)?;
         map.insert(a[2].to_vec().into(), new.to_string().into_bytes().into());
-        Ok((new, true))
+        Ok((new, Delta::set(&a[2])))
     })?;
     Ok(Reply::Int(n))
 }
@@ -215,7 +249,7 @@ pub fn hincrbyfloat(ctx: &mut Ctx<'_>, a: &[Bytes]) -> CmdResult {
         }
         let s = format_double(new);
         map.insert(a[2].to_vec().into(), s.clone().into_bytes().into());
-        Ok((s, true))
+        Ok((s, Delta::set(&a[2])))
     })?;
     Ok(Reply::bulk(s))
 }

@@ -23,7 +23,7 @@ use prometheus_client::metrics::histogram::Histogram;
 use crate::frontend::resp::Reply;
 use crate::metrics::CmdLabels;
 use crate::node::{ClientHandle, Node};
-use crate::storage::{Lsn, ReadHint, Record, StorageError, Tier, Value, Written};
+use crate::storage::{Change, Lsn, ReadHint, Record, StorageError, Tier, Value, Written};
 
 /// A command's outcome: a reply, or an error reply to send instead.
 pub type CmdResult = Result<Reply, Reply>;
@@ -315,10 +315,22 @@ impl Ctx<'_> {
         key: &[u8],
         f: impl FnOnce(&mut Option<Record>) -> (R, bool),
     ) -> Result<Written<R>, Reply> {
+        self.write_change(key, |cur| {
+            let (r, changed) = f(cur);
+            (r, if changed { Change::Full } else { Change::None })
+        })
+    }
+
+    /// Like [`Ctx::write`], saying how the record changed (see [`Change`]).
+    pub fn write_change<R>(
+        &mut self,
+        key: &[u8],
+        f: impl FnOnce(&mut Option<Record>) -> (R, Change),
+    ) -> Result<Written<R>, Reply> {
         let w = self
             .node
             .store
-            .write(self.s.db, key, f)
+            .write_change(self.s.db, key, f)
             .map_err(storage_error)?;
         self.s.last_tier = w.stored;
         if let Some(lsn) = w.lsn {

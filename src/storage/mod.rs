@@ -44,7 +44,7 @@ pub use wal::{FailPoint, Lsn};
 
 use crate::slot::{position_of, slot_end, slot_of_position, slot_start, SLOTS};
 use disk::Disk;
-use memory::{Entry, Shard, ENTRY_OVERHEAD};
+use memory::{charge_of, Entry, Shard};
 use stats::Counters;
 use types::{encode_record, peek_expiry};
 use wal::Wal;
@@ -81,6 +81,23 @@ pub enum ReadHint {
     Hot,
     /// Look without touching recency or moving anything (OBJECT, TTL).
     Peek,
+}
+
+/// How a write changed its key, which decides what the log records.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    /// Nothing changed.
+    None,
+    /// Log the whole new record (or the deletion).
+    Full,
+    /// Only these fields of a hash were set or removed: the log records just
+    /// them, so updating one field of a big hash costs O(1) in the log.
+    HashFields {
+        /// Fields set (their values are read from the new record).
+        set: Vec<Box<[u8]>>,
+        /// Fields removed.
+        removed: Vec<Box<[u8]>>,
+    },
 }
 
 /// The outcome of [`Store::write`].
@@ -161,14 +178,11 @@ fn placeholder() -> Record {
     }
 }
 
-fn charge_of(key: &[u8], rec: &Record) -> usize {
-    key.len() + rec.value.heap_size() + ENTRY_OVERHEAD
-}
-
 const OP_PUT: u8 = 1;
 const OP_DEL: u8 = 2;
 const OP_FLUSHDB: u8 = 3;
 const OP_FLUSHALL: u8 = 4;
+const OP_HASH_DELTA: u8 = 5;
 
 fn wal_put_body(db: usize, key: &[u8], rec: &Record) -> Vec<u8> {
     let mut b = Vec::with_capacity(2 + 4 + key.len() + types::HEADER_LEN + 16);
@@ -176,6 +190,36 @@ fn wal_put_body(db: usize, key: &[u8], rec: &Record) -> Vec<u8> {
     b.push(db as u8);
     types::put_bytes(&mut b, key);
     encode_record(rec, &mut b);
+    b
+}
+
+/// The log body for a stored record: the field delta when a hash changed
+/// only in some fields, else the whole record.
+fn wal_store_body(db: usize, key: &[u8], rec: &Record, change: &Change) -> Vec<u8> {
+    let (Change::HashFields { set, removed }, Value::Hash(map)) = (change, &rec.value) else {
+        return wal_put_body(db, key, rec);
+    };
+    let mut b = Vec::with_capacity(64 + key.len());
+    b.push(OP_HASH_DELTA);
+    b.push(db as u8);
+    types::put_bytes(&mut b, key);
+    b.extend_from_slice(&rec.expire_at_ms.unwrap_or(0).to_le_bytes());
+    b.extend_from_slice(&rec.version.epoch.to_le_bytes());
+    b.extend_from_slice(&rec.version.hlc.to_le_bytes());
+    b.extend_from_slice(&rec.written_secs.to_le_bytes());
+    let present: Vec<(&[u8], &[u8])> = set
+        .iter()
+        .filter_map(|f| map.get(f).map(|v| (&f[..], &v[..])))
+        .collect();
+    b.extend_from_slice(&(present.len() as u32).to_le_bytes());
+    for (f, v) in present {
+        types::put_bytes(&mut b, f);
+        types::put_bytes(&mut b, v);
+    }
+    b.extend_from_slice(&(removed.len() as u32).to_le_bytes());
+    for f in removed {
+        types::put_bytes(&mut b, f);
+    }
     b
 }
 
@@ -291,6 +335,37 @@ impl Store {
                 disk.put_raw(db, key, r.rest())
             }
             OP_DEL => disk.remove(db, r.bytes()?),
+            OP_HASH_DELTA => {
+                let key = r.bytes()?;
+                let expire = r.u64()?;
+                let version = Version {
+                    epoch: r.u32()?,
+                    hlc: r.u64()?,
+                };
+                let written_secs = r.u32()?;
+                let mut map = match disk.get(db, key)? {
+                    Some(Record {
+                        value: Value::Hash(map),
+                        ..
+                    }) => map,
+                    _ => Box::default(),
+                };
+                for _ in 0..r.u32()? {
+                    let f = r.bytes()?;
+                    let v = r.bytes()?;
+                    map.insert(f.into(), v.into());
+                }
+                for _ in 0..r.u32()? {
+                    map.remove(r.bytes()?);
+                }
+                let rec = Record {
+                    value: Value::Hash(map),
+                    expire_at_ms: (expire != 0).then_some(expire),
+                    version,
+                    written_secs,
+                };
+                disk.put(db, key, &rec)
+            }
             OP_FLUSHDB => disk.clear(db),
             other => Err(StorageError::Corrupt {
                 what: format!("unknown log op {other}"),
@@ -420,6 +495,20 @@ impl Store {
         key: &[u8],
         f: impl FnOnce(&mut Option<Record>) -> (R, bool),
     ) -> Result<Written<R>, StorageError> {
+        self.write_change(db, key, |cur| {
+            let (r, changed) = f(cur);
+            (r, if changed { Change::Full } else { Change::None })
+        })
+    }
+
+    /// Like [`Store::write`], with `f` saying how it changed the record so
+    /// the log can record a delta instead of the whole value.
+    pub fn write_change<R>(
+        &self,
+        db: usize,
+        key: &[u8],
+        f: impl FnOnce(&mut Option<Record>) -> (R, Change),
+    ) -> Result<Written<R>, StorageError> {
         let inner = &*self.inner;
         inner.check_db(db)?;
         inner.wal.check()?;
@@ -444,7 +533,8 @@ impl Store {
             (old_charge, live, cur, e.on_disk)
         });
         if let Some((old_charge, live, mut cur, on_disk)) = mem {
-            let (value, modified) = f(&mut cur);
+            let (value, change) = f(&mut cur);
+            let modified = change != Change::None;
             if !modified {
                 match cur {
                     Some(rec) => {
@@ -468,7 +558,7 @@ impl Store {
             return match cur {
                 Some(mut rec) => {
                     rec.written_secs = (now / 1000) as u32;
-                    let lsn = inner.wal.append(&wal_put_body(db, key, &rec));
+                    let lsn = inner.wal.append(&wal_store_body(db, key, &rec, &change));
                     let new_charge = charge_of(key, &rec);
                     let Some(e) = shard.get_mut(db, pos, key) else {
                         unreachable!("entry vanished under its shard lock")
@@ -524,7 +614,8 @@ impl Store {
         let disk_had = from_disk.is_some();
         let mut cur = from_disk.filter(|r| !r.is_expired(now));
         let live = cur.is_some();
-        let (value, modified) = f(&mut cur);
+        let (value, change) = f(&mut cur);
+        let modified = change != Change::None;
         if !modified {
             if disk_had && !live {
                 inner.disk.remove(db, key)?;
@@ -542,7 +633,7 @@ impl Store {
                 rec.written_secs = (now / 1000) as u32;
                 let charge = charge_of(key, &rec);
                 let stored = if inner.try_charge(charge, inner.tier_cap()) {
-                    let lsn = inner.wal.append(&wal_put_body(db, key, &rec));
+                    let lsn = inner.wal.append(&wal_store_body(db, key, &rec, &change));
                     shard.insert(db, pos, Entry::new(key, rec, clock, true, disk_had));
                     if !disk_had {
                         inner.counts[db].mem_only.fetch_add(1, Ordering::Relaxed);
@@ -550,7 +641,7 @@ impl Store {
                     (lsn, Tier::Memory)
                 } else {
                     inner.disk.put(db, key, &rec)?;
-                    let lsn = inner.wal.append(&wal_put_body(db, key, &rec));
+                    let lsn = inner.wal.append(&wal_store_body(db, key, &rec, &change));
                     if !disk_had {
                         inner.counts[db].disk.fetch_add(1, Ordering::Relaxed);
                     }

@@ -5,8 +5,76 @@ use std::collections::HashMap;
 
 use super::error::StorageError;
 
-/// A field map, as stored by hashes.
-pub type FieldMap = HashMap<Box<[u8]>, Box<[u8]>>;
+/// A hash's fields. It keeps a running count of its buffers' bytes, so
+/// charging a hash against `maxmemory` costs O(1) however many fields it has.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FieldMap {
+    map: HashMap<Box<[u8]>, Box<[u8]>>,
+    bytes: usize,
+}
+
+impl FieldMap {
+    /// An empty map.
+    pub fn new() -> FieldMap {
+        FieldMap::default()
+    }
+
+    /// An empty map with room for `n` fields.
+    pub fn with_capacity(n: usize) -> FieldMap {
+        FieldMap {
+            map: HashMap::with_capacity(n),
+            bytes: 0,
+        }
+    }
+
+    /// Sets `field`; returns the previous value.
+    pub fn insert(&mut self, field: Box<[u8]>, value: Box<[u8]>) -> Option<Box<[u8]>> {
+        let (flen, vlen) = (field.len(), value.len());
+        let old = self.map.insert(field, value);
+        match &old {
+            // An overwrite keeps the map's original field buffer.
+            Some(old) => self.bytes = self.bytes + round16(vlen) - round16(old.len()),
+            None => self.bytes += round16(flen) + round16(vlen),
+        }
+        old
+    }
+
+    /// Removes `field`; returns its value.
+    pub fn remove(&mut self, field: &[u8]) -> Option<Box<[u8]>> {
+        let (k, v) = self.map.remove_entry(field)?;
+        self.bytes -= round16(k.len()) + round16(v.len());
+        Some(v)
+    }
+
+    /// The value of `field`.
+    pub fn get(&self, field: &[u8]) -> Option<&Box<[u8]>> {
+        self.map.get(field)
+    }
+
+    /// Whether `field` is set.
+    pub fn contains_key(&self, field: &[u8]) -> bool {
+        self.map.contains_key(field)
+    }
+
+    /// Number of fields.
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    /// Whether there are no fields.
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+
+    /// All fields and values, in no particular order.
+    pub fn iter(&self) -> impl Iterator<Item = (&Box<[u8]>, &Box<[u8]>)> {
+        self.map.iter()
+    }
+
+    fn heap_size(&self) -> usize {
+        round16(self.map.capacity() * (32 + 1)) + self.bytes
+    }
+}
 
 /// The value a key holds. New types (lists, stream entries) are new variants
 /// with a type code in [`Value::type_code`] and a payload codec below.
@@ -56,20 +124,16 @@ impl Value {
     /// Heap bytes this value holds, counted against `maxmemory`.
     pub fn heap_size(&self) -> usize {
         match self {
-            Value::Str(v) => v.capacity(),
-            Value::Hash(map) => {
-                // Per field: two boxed slices (16 bytes each), the table slot
-                // and control byte, and allocator rounding of both buffers.
-                const PER_FIELD: usize = 32 + 1 + 16;
-                std::mem::size_of::<FieldMap>()
-                    + map.capacity() * (32 + 1)
-                    + map
-                        .iter()
-                        .map(|(k, v)| k.len() + v.len() + PER_FIELD - 33)
-                        .sum::<usize>()
-            }
+            Value::Str(v) => round16(v.capacity()),
+            // The boxed map, its table (a slot of two boxed slices and a
+            // control byte per bucket), and each field's two buffers.
+            Value::Hash(map) => round16(std::mem::size_of::<FieldMap>()) + map.heap_size(),
         }
     }
+}
+
+fn round16(n: usize) -> usize {
+    (n + 15) & !15
 }
 
 /// A cluster version stamp: the coordinator's epoch and a hybrid logical

@@ -220,6 +220,10 @@ impl Wal {
             .fetch_add(t.buf.len() as u64, Ordering::Relaxed);
         t.segment_bytes += t.buf.len() as u64;
         t.buf.clear();
+        if t.buf.capacity() > 4 << 20 {
+            // Don't keep a burst's buffer around.
+            t.buf = Vec::with_capacity(1 << 16);
+        }
         self.written.store(t.appended, Ordering::Release);
         Ok(())
     }

@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# Side-by-side throughput: redis-server and strata with the same settings,
+# the same redis-benchmark runs against each in one go, and strata/Redis
+# ratios. Installs redis-server and redis-tools from Debian if missing.
+#
+#   scripts/bench-vs-redis.sh [requests]     (default 300000)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+N="${1:-300000}"
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/strata-target}"
+
+if ! command -v redis-server >/dev/null || ! command -v redis-benchmark >/dev/null; then
+  echo "installing redis-server and redis-tools..." >&2
+  apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server redis-tools >/dev/null
+fi
+cargo build --release -q
+STRATA="$CARGO_TARGET_DIR/release/strata"
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+WORK=$(mktemp -d)
+RP=$(free_port); SP=$(free_port); SH=$(free_port)
+cleanup() { kill "$RPID" "$SPID" 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$WORK"; }
+trap cleanup EXIT
+
+# Same durability and memory settings on both: AOF/WAL with fsync every second, 1 GiB cap.
+redis-server --port "$RP" --dir "$WORK" --save '' --appendonly yes --appendfsync everysec \
+  --maxmemory 1gb --maxmemory-policy noeviction --daemonize no >/dev/null &
+RPID=$!
+"$STRATA" server --port "$SP" --http-port "$SH" --data-dir "$WORK/strata" --maxmemory 1gb --appendfsync everysec 2>/dev/null >/dev/null &
+SPID=$!
+for p in "$RP" "$SP"; do
+  for _ in $(seq 100); do redis-cli -p "$p" ping >/dev/null 2>&1 && break; sleep 0.1; done
+done
+
+run() { # port, extra args -> "TEST rps" lines
+  redis-benchmark -p "$1" -t set,get,incr,hset -c 50 -n "$N" -r 100000 --csv "${@:2}" 2>/dev/null \
+    | awk -F'","' 'NR>1 {gsub(/"/,""); split($0,a,","); print a[1], a[2]}'
+}
+
+printf '%-16s %14s %14s %8s\n' "test" "redis rps" "strata rps" "ratio"
+for mode in "" "-P 16"; do
+  # shellcheck disable=SC2086
+  R=$(run "$RP" $mode); S=$(run "$SP" $mode)
+  while read -r t rr; do
+    sr=$(echo "$S" | awk -v t="$t" '$1==t {print $2}')
+    label="$t${mode:+ $mode}"
+    awk -v l="$label" -v r="$rr" -v s="$sr" 'BEGIN { printf "%-16s %14.0f %14.0f %8.2f\n", l, r, s, s/r }'
+  done <<< "$R"
+done
