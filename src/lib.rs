@@ -14,7 +14,8 @@
 //! - [`slot`]: key -> Redis Cluster slot -> ordering position, shared by all.
 //!
 //! [`server`] assembles a node from a [`config::Config`]; [`metrics`]
-//! exports Prometheus series.
+//! exports Prometheus series; [`tools`] are the load generator and traffic
+//! generator, which are clients of a node like any other.
 #![forbid(unsafe_code)]
 #![deny(clippy::unwrap_used)]
 #![warn(missing_docs)]
@@ -33,3 +34,4 @@ pub mod node;
 pub mod server;
 pub mod slot;
 pub mod storage;
+pub mod tools;

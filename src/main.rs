@@ -20,6 +20,12 @@ struct Cli {
 enum Command {
     /// Run a node (the default when no subcommand is given).
     Server(ServerArgs),
+    /// Load a Redis-protocol server (strata or Redis) or strata's HTTP API and
+    /// report throughput and latency percentiles.
+    Bench(strata::tools::bench::BenchArgs),
+    /// Send the seed's ingest events (or metric events) at a steady rate with
+    /// hot and cold keys, retrying failures with backoff.
+    Generate(strata::tools::generate::GenerateArgs),
 }
 
 #[derive(Args, Default)]
@@ -133,6 +139,42 @@ fn run_server(a: &ServerArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+fn client_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    // One thread, as redis-benchmark uses: the tool must not be the bottleneck
+    // nor steal the server's cores on a small machine.
+    Ok(tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?)
+}
+
+fn run_bench(a: strata::tools::bench::BenchArgs) -> anyhow::Result<()> {
+    a.validate().map_err(anyhow::Error::msg)?;
+    let report = client_runtime()?
+        .block_on(strata::tools::bench::run(a.clone()))
+        .map_err(anyhow::Error::msg)?;
+    println!("{}", strata::tools::bench::render(&a, &report));
+    if a.json {
+        println!("{}", serde_json::to_string(&report)?);
+    }
+    Ok(())
+}
+
+fn run_generate(a: strata::tools::generate::GenerateArgs) -> anyhow::Result<()> {
+    a.validate().map_err(anyhow::Error::msg)?;
+    let json = a.json;
+    let r = client_runtime()?
+        .block_on(strata::tools::generate::run(a))
+        .map_err(anyhow::Error::msg)?;
+    println!(
+        "generate: sent={} ok={} failed={} retried={} hot={} in {:.1} s",
+        r.sent, r.ok, r.failed, r.retried, r.hot, r.seconds
+    );
+    if json {
+        println!("{}", serde_json::to_string(&r)?);
+    }
+    Ok(())
+}
+
 async fn wait_for_signal() {
     #[cfg(unix)]
     {
@@ -167,6 +209,8 @@ fn main() -> ExitCode {
     let result = match cli.command {
         None => run_server(&ServerArgs::default()),
         Some(Command::Server(a)) => run_server(&a),
+        Some(Command::Bench(a)) => run_bench(a),
+        Some(Command::Generate(a)) => run_generate(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,0 +1,9 @@
+//! Operator tools built into the binary: `strata bench` (a load generator
+//! with honest latency for any Redis-protocol server or strata's HTTP API)
+//! and `strata generate` (the seeds' traffic generator). They are clients:
+//! they talk to a server over sockets like any other.
+
+pub mod bench;
+pub mod client;
+pub mod generate;
+pub mod keys;
