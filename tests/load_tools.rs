@@ -43,6 +43,7 @@ fn bad_arguments_are_refused_by_name() {
         (&["bench", "--dist", "gaussian"], "unknown key distribution"),
         (&["bench", "--requests", "0"], "--requests"),
         (&["bench", "--workload", "ingest-get"], "--target http"),
+        (&["bench", "--workload", "api-read-write"], "--target http"),
         (&["bench", "--rate=-5"], "--rate"),
         (&["generate", "--rps", "0"], "--rps"),
         (&["generate", "--hotkey-ratio", "2"], "HOTKEY_RATIO"),

@@ -28,6 +28,8 @@ pub enum Workload {
     HgetHset,
     /// The ingestor's GET /get/{key} / POST /ingest (HTTP only).
     IngestGet,
+    /// The replicated store's GET /api/read/{key} / POST /api/write (HTTP only).
+    ApiReadWrite,
 }
 
 /// Which protocol to load.
@@ -142,6 +144,9 @@ impl BenchArgs {
             (Target::Resp, Workload::IngestGet) => {
                 Err("--workload ingest-get needs --target http".into())
             }
+            (Target::Resp, Workload::ApiReadWrite) => {
+                Err("--workload api-read-write needs --target http".into())
+            }
             _ => KeyGen::new(self.keyspace, self.dist.clone())
                 .map(|_| ())
                 .map_err(|e| format!("--keyspace/--dist: {e}")),
@@ -215,11 +220,12 @@ fn build_batch(sh: &Shared, rng: &mut impl Rng, out: &mut Vec<u8>, n: usize) {
         let (k, _) = sh.keys.next(rng);
         let read = rng.random_bool(a.read_ratio);
         key.clear();
-        // Hash keys get their own prefix so mixed runs never collide on type.
-        key.extend_from_slice(if a.workload == Workload::HgetHset {
-            b"hash:"
-        } else {
-            b"key:"
+        // Each workload has its own key prefix, so mixed runs never
+        // collide on a key's type.
+        key.extend_from_slice(match a.workload {
+            Workload::GetSet | Workload::IngestGet => &b"key:"[..],
+            Workload::HgetHset => &b"hash:"[..],
+            Workload::ApiReadWrite => &b"record:"[..],
         });
         super::client::push_num(&mut key, k);
         field.clear();
@@ -251,6 +257,20 @@ fn build_batch(sh: &Shared, rng: &mut impl Rng, out: &mut Vec<u8>, n: usize) {
                     "POST",
                     host,
                     "/ingest",
+                    Some(body.to_string().as_bytes()),
+                );
+            }
+            (Target::Http, Workload::ApiReadWrite, true) => {
+                encode_http(out, "GET", host, &format!("/api/read/{key}"), None)
+            }
+            (Target::Http, Workload::ApiReadWrite, false) => {
+                let body =
+                    serde_json::json!({"key": key, "content": String::from_utf8_lossy(&sh.value)});
+                encode_http(
+                    out,
+                    "POST",
+                    host,
+                    "/api/write",
                     Some(body.to_string().as_bytes()),
                 );
             }
