@@ -12,17 +12,6 @@ use hdrhistogram::Histogram;
 use rand::Rng;
 use strata::storage::{ReadHint, Record, StorageConfig, Store, Tier, Value, Version};
 
-fn rss_bytes() -> u64 {
-    std::fs::read_to_string("/proc/self/statm")
-        .ok()
-        .and_then(|s| {
-            s.split_whitespace()
-                .nth(1)
-                .and_then(|p| p.parse::<u64>().ok())
-        })
-        .map_or(0, |pages| pages * 4096)
-}
-
 fn open(dir: &Path, maxmemory: u64) -> Store {
     Store::open(StorageConfig {
         data_dir: dir.to_path_buf(),
@@ -155,7 +144,7 @@ fn strata_bytes_per_key(n: u64) -> (f64, f64) {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = open(dir.path(), 8 << 30);
     std::thread::sleep(Duration::from_millis(200));
-    let before = rss_bytes();
+    let before = strata::metrics::process_rss_bytes();
     for i in 0..n {
         let w = store
             .put(0, format!("key:{i:07}").as_bytes(), rec(value(i, 16)))
@@ -166,7 +155,7 @@ fn strata_bytes_per_key(n: u64) -> (f64, f64) {
         }
     }
     std::thread::sleep(Duration::from_millis(500));
-    let rss = (rss_bytes() - before) as f64 / n as f64;
+    let rss = (strata::metrics::process_rss_bytes() - before) as f64 / n as f64;
     let accounted = store.stats().used_bytes as f64 / n as f64;
     (accounted, rss)
 }

@@ -18,6 +18,7 @@
 //! generator, which are clients of a node like any other.
 #![forbid(unsafe_code)]
 #![deny(clippy::unwrap_used)]
+#![cfg_attr(test, allow(clippy::unwrap_used))]
 #![warn(missing_docs)]
 
 /// mimalloc: measured against glibc malloc it cuts resident memory per key

@@ -33,6 +33,18 @@ pub struct HttpLabels {
     pub status: u16,
 }
 
+/// Resident memory of this process, from `/proc/self/statm` (0 elsewhere).
+pub fn process_rss_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/statm")
+        .ok()
+        .and_then(|s| {
+            s.split_whitespace()
+                .nth(1)
+                .and_then(|p| p.parse::<u64>().ok())
+        })
+        .map_or(0, |pages| pages * 4096)
+}
+
 fn latency_histogram() -> Histogram {
     // 10 µs .. ~5 s
     Histogram::new(exponential_buckets(0.000_01, 2.5, 15))

@@ -23,17 +23,6 @@ fn human(bytes: u64) -> String {
     }
 }
 
-fn rss_bytes() -> u64 {
-    std::fs::read_to_string("/proc/self/statm")
-        .ok()
-        .and_then(|s| {
-            s.split_whitespace()
-                .nth(1)
-                .and_then(|p| p.parse::<u64>().ok())
-        })
-        .map_or(0, |pages| pages * 4096)
-}
-
 /// Renders INFO for the requested sections.
 pub fn info_text(ctx: &Ctx<'_>, sections: &[String]) -> String {
     let node = ctx.node;
@@ -71,7 +60,7 @@ pub fn info_text(ctx: &Ctx<'_>, sections: &[String]) -> String {
         );
     }
     if want("memory") {
-        let rss = rss_bytes();
+        let rss = crate::metrics::process_rss_bytes();
         let _ = write!(
             out,
             "# Memory\r\nused_memory:{}\r\nused_memory_human:{}\r\nused_memory_rss:{rss}\r\nused_memory_rss_human:{}\r\nmaxmemory:{}\r\nmaxmemory_human:{}\r\nmaxmemory_policy:noeviction\r\nmem_tier_cap:{}\r\n\r\n",

@@ -47,8 +47,8 @@ impl FieldMap {
     }
 
     /// The value of `field`.
-    pub fn get(&self, field: &[u8]) -> Option<&Box<[u8]>> {
-        self.map.get(field)
+    pub fn get(&self, field: &[u8]) -> Option<&[u8]> {
+        self.map.get(field).map(|v| &v[..])
     }
 
     /// Whether `field` is set.
