@@ -101,7 +101,7 @@ fn update_hash<R>(
 }
 
 fn hset_pairs(ctx: &mut Ctx<'_>, a: &[Bytes], cmd: &str) -> Result<i64, Reply> {
-    if a.len() % 2 != 0 {
+    if !a.len().is_multiple_of(2) {
         return Err(err::arity(cmd));
     }
     let max = ctx.max_bulk();

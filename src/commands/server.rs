@@ -95,11 +95,7 @@ pub fn info_text(ctx: &Ctx<'_>, sections: &[String]) -> String {
         );
     }
     if want("tiers") {
-        let fsync_avg = if s.wal_fsyncs > 0 {
-            s.wal_fsync_micros / s.wal_fsyncs
-        } else {
-            0
-        };
+        let fsync_avg = s.wal_fsync_micros.checked_div(s.wal_fsyncs).unwrap_or(0);
         let lo = &s.last_offload;
         let _ = write!(
             out,
@@ -308,7 +304,7 @@ pub fn config(ctx: &mut Ctx<'_>, a: &[Bytes]) -> CmdResult {
             }
         }
         Ok(Reply::Map(out))
-    } else if is(sub, "SET") && a.len() >= 4 && a.len() % 2 == 0 {
+    } else if is(sub, "SET") && a.len() >= 4 && a.len().is_multiple_of(2) {
         // All or nothing: apply to a copy, validate, then swap it in.
         let mut next = ctx.node.cfg.read().clone();
         for pair in a[2..].chunks(2) {

@@ -209,7 +209,7 @@ fn wal_store_body(db: usize, key: &[u8], rec: &Record, change: &Change) -> Vec<u
     b.extend_from_slice(&rec.written_secs.to_le_bytes());
     let present: Vec<(&[u8], &[u8])> = set
         .iter()
-        .filter_map(|f| map.get(f).map(|v| (&f[..], &v[..])))
+        .filter_map(|f| map.get(f).map(|v| (&f[..], v)))
         .collect();
     b.extend_from_slice(&(present.len() as u32).to_le_bytes());
     for (f, v) in present {
