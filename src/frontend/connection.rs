@@ -169,19 +169,7 @@ async fn session_loop(
         }
         // Acknowledge writes only once they are as durable as appendfsync promises.
         if let Some(lsn) = session.pending_lsn.take() {
-            let store = node.store.clone();
-            let synced = if store.sync_blocks() {
-                tokio::task::spawn_blocking(move || store.sync(lsn))
-                    .await
-                    .unwrap_or_else(|e| {
-                        Err(crate::storage::StorageError::Corrupt {
-                            what: e.to_string(),
-                        })
-                    })
-            } else {
-                store.sync(lsn)
-            };
-            if let Err(e) = synced {
+            if let Err(e) = super::make_durable(&node.store, lsn).await {
                 // None of this batch's replies may claim success.
                 wbuf.clear();
                 let reply = storage_error(e);

@@ -120,15 +120,7 @@ async fn exec(node: &Shared, args: Vec<Bytes>) -> Result<(Reply, Option<Tier>), 
         &args,
     );
     if let Some(lsn) = session.pending_lsn {
-        let store = node.store.clone();
-        let synced = if store.sync_blocks() {
-            tokio::task::spawn_blocking(move || store.sync(lsn))
-                .await
-                .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
-        } else {
-            store.sync(lsn)
-        };
-        if let Err(e) = synced {
+        if let Err(e) = super::make_durable(&node.store, lsn).await {
             let Reply::Error(msg) = storage_error(e) else {
                 unreachable!("storage_error returns an error reply")
             };
