@@ -184,25 +184,22 @@ const OP_FLUSHDB: u8 = 3;
 const OP_FLUSHALL: u8 = 4;
 const OP_HASH_DELTA: u8 = 5;
 
-fn wal_put_body(db: usize, key: &[u8], rec: &Record) -> Vec<u8> {
-    let mut b = Vec::with_capacity(2 + 4 + key.len() + types::HEADER_LEN + 16);
+fn encode_put(b: &mut Vec<u8>, db: usize, key: &[u8], rec: &Record) {
     b.push(OP_PUT);
     b.push(db as u8);
-    types::put_bytes(&mut b, key);
-    encode_record(rec, &mut b);
-    b
+    types::put_bytes(b, key);
+    encode_record(rec, b);
 }
 
 /// The log body for a stored record: the field delta when a hash changed
 /// only in some fields, else the whole record.
-fn wal_store_body(db: usize, key: &[u8], rec: &Record, change: &Change) -> Vec<u8> {
+fn encode_store(b: &mut Vec<u8>, db: usize, key: &[u8], rec: &Record, change: &Change) {
     let (Change::HashFields { set, removed }, Value::Hash(map)) = (change, &rec.value) else {
-        return wal_put_body(db, key, rec);
+        return encode_put(b, db, key, rec);
     };
-    let mut b = Vec::with_capacity(64 + key.len());
     b.push(OP_HASH_DELTA);
     b.push(db as u8);
-    types::put_bytes(&mut b, key);
+    types::put_bytes(b, key);
     b.extend_from_slice(&rec.expire_at_ms.unwrap_or(0).to_le_bytes());
     b.extend_from_slice(&rec.version.epoch.to_le_bytes());
     b.extend_from_slice(&rec.version.hlc.to_le_bytes());
@@ -213,22 +210,19 @@ fn wal_store_body(db: usize, key: &[u8], rec: &Record, change: &Change) -> Vec<u
         .collect();
     b.extend_from_slice(&(present.len() as u32).to_le_bytes());
     for (f, v) in present {
-        types::put_bytes(&mut b, f);
-        types::put_bytes(&mut b, v);
+        types::put_bytes(b, f);
+        types::put_bytes(b, v);
     }
     b.extend_from_slice(&(removed.len() as u32).to_le_bytes());
     for f in removed {
-        types::put_bytes(&mut b, f);
+        types::put_bytes(b, f);
     }
-    b
 }
 
-fn wal_del_body(db: usize, key: &[u8]) -> Vec<u8> {
-    let mut b = Vec::with_capacity(6 + key.len());
+fn encode_del(b: &mut Vec<u8>, db: usize, key: &[u8]) {
     b.push(OP_DEL);
     b.push(db as u8);
-    types::put_bytes(&mut b, key);
-    b
+    types::put_bytes(b, key);
 }
 
 impl Store {
@@ -558,7 +552,9 @@ impl Store {
             return match cur {
                 Some(mut rec) => {
                     rec.written_secs = (now / 1000) as u32;
-                    let lsn = inner.wal.append(&wal_store_body(db, key, &rec, &change));
+                    let lsn = inner
+                        .wal
+                        .append_with(|b| encode_store(b, db, key, &rec, &change));
                     let new_charge = charge_of(key, &rec);
                     let Some(e) = shard.get_mut(db, pos, key) else {
                         unreachable!("entry vanished under its shard lock")
@@ -589,7 +585,7 @@ impl Store {
                     })
                 }
                 None => {
-                    let lsn = inner.wal.append(&wal_del_body(db, key));
+                    let lsn = inner.wal.append_with(|b| encode_del(b, db, key));
                     // The entry holds the placeholder now; charge it as such.
                     shard.recharge(old_charge, charge_of(key, &placeholder()));
                     shard.remove(db, pos, key);
@@ -633,7 +629,9 @@ impl Store {
                 rec.written_secs = (now / 1000) as u32;
                 let charge = charge_of(key, &rec);
                 let stored = if inner.try_charge(charge, inner.tier_cap()) {
-                    let lsn = inner.wal.append(&wal_store_body(db, key, &rec, &change));
+                    let lsn = inner
+                        .wal
+                        .append_with(|b| encode_store(b, db, key, &rec, &change));
                     shard.insert(db, pos, Entry::new(key, rec, clock, true, disk_had));
                     if !disk_had {
                         inner.counts[db].mem_only.fetch_add(1, Ordering::Relaxed);
@@ -641,7 +639,9 @@ impl Store {
                     (lsn, Tier::Memory)
                 } else {
                     inner.disk.put(db, key, &rec)?;
-                    let lsn = inner.wal.append(&wal_store_body(db, key, &rec, &change));
+                    let lsn = inner
+                        .wal
+                        .append_with(|b| encode_store(b, db, key, &rec, &change));
                     if !disk_had {
                         inner.counts[db].disk.fetch_add(1, Ordering::Relaxed);
                     }
@@ -661,7 +661,7 @@ impl Store {
                     inner.disk.remove(db, key)?;
                     inner.counts[db].disk.fetch_sub(1, Ordering::Relaxed);
                 }
-                let lsn = inner.wal.append(&wal_del_body(db, key));
+                let lsn = inner.wal.append_with(|b| encode_del(b, db, key));
                 Ok(Written {
                     value,
                     lsn: Some(lsn),

@@ -201,8 +201,6 @@ pub fn now_secs() -> u32 {
 }
 
 const FORMAT: u8 = 1;
-/// Size of the fixed record header: format, type, expiry, epoch, hlc, written.
-pub const HEADER_LEN: usize = 1 + 1 + 8 + 4 + 8 + 4;
 
 /// Appends the encoding of `rec` to `out`.
 pub fn encode_record(rec: &Record, out: &mut Vec<u8>) {
@@ -227,7 +225,7 @@ pub fn encode_record(rec: &Record, out: &mut Vec<u8>) {
 /// Encodes `rec` into a new buffer.
 #[cfg(test)]
 pub fn record_bytes(rec: &Record) -> Vec<u8> {
-    let mut out = Vec::with_capacity(HEADER_LEN + 16);
+    let mut out = Vec::with_capacity(64);
     encode_record(rec, &mut out);
     out
 }

@@ -176,11 +176,20 @@ impl Wal {
 
     /// Appends one record body; returns its LSN.
     pub fn append(&self, body: &[u8]) -> Lsn {
+        self.append_with(|buf| buf.extend_from_slice(body))
+    }
+
+    /// Appends one record whose body `encode` writes straight into the log
+    /// buffer (no intermediate allocation on the write path); returns its LSN.
+    pub fn append_with(&self, encode: impl FnOnce(&mut Vec<u8>)) -> Lsn {
         let mut t = self.tail.lock();
-        t.buf.extend_from_slice(&(body.len() as u32).to_le_bytes());
-        t.buf
-            .extend_from_slice(&crc32fast::hash(body).to_le_bytes());
-        t.buf.extend_from_slice(body);
+        let start = t.buf.len();
+        t.buf.extend_from_slice(&[0u8; 8]);
+        encode(&mut t.buf);
+        let len = (t.buf.len() - start - 8) as u32;
+        let crc = crc32fast::hash(&t.buf[start + 8..]);
+        t.buf[start..start + 4].copy_from_slice(&len.to_le_bytes());
+        t.buf[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
         t.appended += 1;
         t.appended
     }
