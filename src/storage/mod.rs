@@ -19,6 +19,7 @@
 mod background;
 mod config;
 mod disk;
+mod doorkeeper;
 mod error;
 mod memory;
 mod pattern;
@@ -50,7 +51,6 @@ use types::{encode_record, peek_expiry};
 use wal::Wal;
 
 const SHARDS: usize = 256;
-const DOORKEEPER: usize = 1 << 14;
 
 /// The tier that served a read or took a write.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -153,8 +153,8 @@ pub(crate) struct Inner {
     /// Writers hold it shared; snapshots hold it exclusively for the instant
     /// it takes to make both tiers agree.
     gate: RwLock<()>,
-    /// Positions of recent disk hits: a second hit promotes.
-    doorkeeper: Box<[AtomicU64]>,
+    /// Recent disk hits: a second hit promotes.
+    doorkeeper: doorkeeper::Doorkeeper,
     started: Instant,
     coarse_clock: std::sync::atomic::AtomicU32,
     /// Held while a checkpoint runs, so two never interleave.
@@ -271,7 +271,7 @@ impl Store {
             counters: Counters::default(),
             last_offload: Mutex::new(OffloadReport::default()),
             gate: RwLock::new(()),
-            doorkeeper: (0..DOORKEEPER).map(|_| AtomicU64::new(u64::MAX)).collect(),
+            doorkeeper: doorkeeper::Doorkeeper::new(),
             started: Instant::now(),
             coarse_clock: std::sync::atomic::AtomicU32::new(0),
             checkpointing: Mutex::new(()),
@@ -455,12 +455,18 @@ impl Store {
                     return Ok(f(Some((&rec, Tier::Disk))));
                 }
                 Counters::bump(&inner.counters.hits_disk);
-                let promote = hint == ReadHint::Hot || inner.seen_recently(pos);
+                let promote = hint == ReadHint::Hot || inner.doorkeeper.seen_before(pos);
                 if promote {
+                    // A key read again soon displaces the least recently
+                    // used entries of its shard when the tier is full, so
+                    // the read-hot set ends up in memory, not the newest
+                    // writes.
                     let charge = charge_of(key, &rec);
-                    // Promote only below the spill threshold, so promotion
-                    // never makes the spiller evict something hotter.
-                    if inner.try_charge(charge, inner.spill_threshold()) {
+                    let charged = inner.try_charge(charge, inner.spill_threshold()) || {
+                        inner.make_room(&mut shard, charge)?;
+                        inner.try_charge(charge, inner.tier_cap())
+                    };
+                    if charged {
                         let out = f(Some((&rec, Tier::Disk)));
                         shard.insert(db, pos, Entry::new(key, rec, inner.clock(), false, true));
                         Counters::bump(&inner.counters.promotions);
@@ -974,11 +980,6 @@ impl Inner {
         self.used.fetch_sub(bytes as u64, Ordering::AcqRel);
     }
 
-    fn seen_recently(&self, pos: u64) -> bool {
-        let slot = &self.doorkeeper[(pos as usize) % DOORKEEPER];
-        slot.swap(pos, Ordering::Relaxed) == pos
-    }
-
     /// Removes an expired memory entry (and its disk copy).
     fn expire_in_memory(
         &self,
@@ -1045,6 +1046,30 @@ impl Inner {
         Ok(())
     }
 
+    /// Demotes the least recently used of a few sampled entries of `shard`
+    /// until `bytes` have been freed (or a few rounds found nothing), to
+    /// make room for a promotion into a full tier.
+    fn make_room(&self, shard: &mut Shard, bytes: usize) -> Result<(), StorageError> {
+        let mut rng = rand::rng();
+        let mut freed = 0usize;
+        for _ in 0..4 {
+            let mut sample = shard.sample(8, &mut rng);
+            let now = self.clock();
+            sample.sort_by_key(|(_, _, _, lru)| std::cmp::Reverse(now.wrapping_sub(*lru)));
+            for (db, pos, key, _) in sample.into_iter().take(2) {
+                let before = shard.used;
+                if self.demote(shard, db, pos, &key)? {
+                    freed += before - shard.used;
+                    Counters::bump(&self.counters.spilled);
+                }
+                if freed >= bytes {
+                    return Ok(());
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Spills sampled-LRU entries until usage is at most `target`.
     fn spill_to(&self, target: u64) -> Result<u64, StorageError> {
         let mut rng = rand::rng();
@@ -1063,6 +1088,9 @@ impl Inner {
                 continue;
             }
             idle_rounds = 0;
+            // A long spill must not freeze the access clock, or every entry
+            // written meanwhile looks equally old.
+            self.tick_clock();
             let now = self.clock();
             // Oldest first; demote the older half of the sample.
             sample.sort_by_key(|(_, _, _, lru)| std::cmp::Reverse(now.wrapping_sub(*lru)));
@@ -1092,6 +1120,7 @@ impl Inner {
             cfg.offload_after_secs
         };
         let now = now_secs();
+        let clock = self.clock();
         let mut report = OffloadReport {
             mem_ratio,
             force_by_mem,
@@ -1102,7 +1131,12 @@ impl Inner {
             let mut old = Vec::new();
             s.for_each_mut(|db, e| {
                 report.scanned += 1;
-                if u64::from(now.saturating_sub(e.rec.written_secs)) >= min_age {
+                // Age since the last write makes a key eligible; a recent
+                // read keeps it in memory all the same.
+                let idle_ms = u64::from(clock.wrapping_sub(e.lru));
+                if u64::from(now.saturating_sub(e.rec.written_secs)) >= min_age
+                    && idle_ms >= min_age * 1000
+                {
                     old.push((db, e.key.clone()));
                 }
             });
