@@ -8,6 +8,8 @@
 //!   encodes replies) and the HTTP API ([`frontend::http`]).
 //! - [`commands`]: one table of commands; each request is checked and
 //!   executed to a reply value, whichever front end it came from.
+//! - [`cluster`]: routing, replication and cluster metadata; the
+//!   node-to-node transport.
 //! - [`node`]: what a node shares: the store, live config, metrics, clients.
 //! - [`storage`]: one node's data: the memory tier, the disk tier (fjall),
 //!   the write-ahead log, spilling, offloading, TTLs and snapshots.
@@ -27,6 +29,7 @@
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+pub mod cluster;
 pub mod commands;
 pub mod config;
 pub mod frontend;

@@ -71,6 +71,41 @@ pub struct Metrics {
     pub rejected_connections: Counter,
     /// Reads answered by the HTTP local cache.
     pub local_cache_hits: AtomicU64,
+    /// Per-command handles, resolved once (see [`Metrics::command_handles`]).
+    command_handles: std::sync::OnceLock<Vec<CommandHandles>>,
+}
+
+/// The metric handles of one command, resolved once so the request path
+/// doesn't hash label sets.
+pub struct CommandHandles {
+    /// Executions.
+    pub count: Counter,
+    /// Latency.
+    pub seconds: Histogram,
+    /// Error replies.
+    pub errors: Counter,
+}
+
+impl Metrics {
+    /// Handles for every command of `names`, in that order; the names are
+    /// read on the first call only.
+    pub fn command_handles<'a>(&self, names: impl FnOnce() -> Vec<&'a str>) -> &[CommandHandles] {
+        self.command_handles.get_or_init(|| {
+            names()
+                .into_iter()
+                .map(|name| {
+                    let l = CmdLabels {
+                        cmd: name.to_string(),
+                    };
+                    CommandHandles {
+                        count: self.commands.get_or_create(&l).clone(),
+                        seconds: self.command_seconds.get_or_create(&l).clone(),
+                        errors: self.command_errors.get_or_create(&l).clone(),
+                    }
+                })
+                .collect()
+        })
+    }
 }
 
 impl Default for Metrics {
@@ -132,6 +167,7 @@ impl Default for Metrics {
             connections_total,
             rejected_connections,
             local_cache_hits: AtomicU64::new(0),
+            command_handles: std::sync::OnceLock::new(),
         }
     }
 }

@@ -73,8 +73,6 @@ pub struct Node {
     pub node_id: String,
     /// Counter values at the last CONFIG RESETSTAT.
     pub stat_baseline: Mutex<StatBaseline>,
-    /// Per-command metric handles, resolved once.
-    pub(crate) cmd_metrics: OnceLock<Vec<crate::commands::CmdMetrics>>,
 }
 
 impl Node {
@@ -103,7 +101,6 @@ impl Node {
             shutdown: CancellationToken::new(),
             total_commands: AtomicU64::new(0),
             node_id,
-            cmd_metrics: OnceLock::new(),
             stat_baseline: Mutex::new(StatBaseline::default()),
         }
     }

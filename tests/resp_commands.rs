@@ -915,3 +915,92 @@ fn auth_and_resp3() {
     let bad = redis::Client::open(format!("redis://:nope@{}/", node.h().resp_addr)).unwrap();
     assert!(bad.get_connection().is_err());
 }
+
+#[test]
+fn key_positions_and_cluster_probes() {
+    let node = TestNode::start(|_| {});
+    let mut c = node.client();
+    // What cluster clients and test suites read first.
+    let info: String = cmd("INFO").query(&mut c).unwrap();
+    assert!(info.contains("# Cluster\r\ncluster_enabled:0"), "{info}");
+    assert!(info.contains("# Replication\r\nrole:master"), "{info}");
+    let info: String = cmd("INFO").arg("cluster").query(&mut c).unwrap();
+    assert!(info.contains("cluster_enabled:0") && !info.contains("# Memory"));
+    // Redis's own slot numbers, hash tags included.
+    let slot: i64 = cmd("CLUSTER")
+        .arg("KEYSLOT")
+        .arg("foo")
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(slot, 12182);
+    let a: i64 = cmd("CLUSTER")
+        .arg("KEYSLOT")
+        .arg("{user1000}.following")
+        .query(&mut c)
+        .unwrap();
+    let b: i64 = cmd("CLUSTER")
+        .arg("KEYSLOT")
+        .arg("{user1000}.followers")
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(a, b);
+    let e = cmd("CLUSTER")
+        .arg("NODES")
+        .query::<String>(&mut c)
+        .unwrap_err();
+    assert!(err_text(e).contains("cluster support disabled"));
+    // COMMAND GETKEYS reads the same key positions routing uses.
+    let keys: Vec<String> = cmd("COMMAND")
+        .arg("GETKEYS")
+        .arg("MSET")
+        .arg("a")
+        .arg("1")
+        .arg("b")
+        .arg("2")
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(keys, vec!["a", "b"]);
+    let keys: Vec<String> = cmd("COMMAND")
+        .arg("GETKEYS")
+        .arg("RENAME")
+        .arg("x")
+        .arg("y")
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(keys, vec!["x", "y"]);
+    let keys: Vec<String> = cmd("COMMAND")
+        .arg("GETKEYS")
+        .arg("OBJECT")
+        .arg("ENCODING")
+        .arg("k")
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(keys, vec!["k"]);
+    let e = cmd("COMMAND")
+        .arg("GETKEYS")
+        .arg("PING")
+        .query::<Vec<String>>(&mut c)
+        .unwrap_err();
+    assert!(err_text(e).contains("no key arguments"));
+    let e = cmd("COMMAND")
+        .arg("GETKEYS")
+        .arg("GET")
+        .query::<Vec<String>>(&mut c)
+        .unwrap_err();
+    assert!(err_text(e).contains("Invalid number of arguments"));
+    // COMMAND INFO reports first/last/step.
+    let v: Value = cmd("COMMAND")
+        .arg("INFO")
+        .arg("MSET")
+        .query(&mut c)
+        .unwrap();
+    let Value::Array(items) = v else {
+        panic!("{v:?}")
+    };
+    let Value::Array(info) = &items[0] else {
+        panic!("{items:?}")
+    };
+    assert_eq!(info[3], Value::Int(1));
+    assert_eq!(info[4], Value::Int(-1));
+    assert_eq!(info[5], Value::Int(2));
+}

@@ -2,8 +2,8 @@
 
 use bytes::Bytes;
 
+use super::reply::Reply;
 use super::{err, int_arg, is, lookup, CmdResult, Ctx, COMMANDS};
-use crate::frontend::resp::Reply;
 
 pub fn ping(_: &mut Ctx<'_>, a: &[Bytes]) -> CmdResult {
     match a.len() {
@@ -162,6 +162,22 @@ pub fn client(ctx: &mut Ctx<'_>, a: &[Bytes]) -> CmdResult {
         })
     } else if is(sub, "INFO") && a.len() == 2 {
         Ok(Reply::Verbatim(client_line(&ctx.s.handle) + "\n"))
+    } else if is(sub, "GETKEYS") {
+        let Some((_, spec)) = a.get(2).and_then(|n| lookup(n)) else {
+            return Err(Reply::err("ERR Invalid command specified"));
+        };
+        let args = &a[2..];
+        let n = args.len() as i32;
+        if (spec.arity > 0 && n != spec.arity) || (spec.arity < 0 && n < -spec.arity) {
+            return Err(Reply::err(
+                "ERR Invalid number of arguments specified for command",
+            ));
+        }
+        let keys: Vec<Reply> = spec.keys_of(args).map(|k| Reply::Bulk(k.clone())).collect();
+        if keys.is_empty() {
+            return Err(Reply::err("ERR The command has no key arguments"));
+        }
+        Ok(Reply::Array(keys))
     } else if is(sub, "LIST") {
         let clients: Vec<_> = ctx.node.clients.lock().values().cloned().collect();
         let mut out = String::new();
@@ -240,41 +256,14 @@ fn command_info(s: &super::Spec) -> Reply {
     if s.noauth {
         flags.push(Reply::Simple("no-auth"));
     }
-    let keyed = !matches!(
-        s.name,
-        "ping"
-            | "echo"
-            | "hello"
-            | "auth"
-            | "select"
-            | "quit"
-            | "reset"
-            | "client"
-            | "command"
-            | "info"
-            | "config"
-            | "dbsize"
-            | "flushdb"
-            | "flushall"
-            | "time"
-            | "randomkey"
-            | "keys"
-            | "scan"
-    );
-    let (first, last, step) = match s.name {
-        _ if !keyed => (0, 0, 0),
-        "del" | "unlink" | "exists" | "touch" | "mget" => (1, -1, 1),
-        "mset" | "msetnx" => (1, -1, 2),
-        "rename" | "renamenx" => (1, 2, 1),
-        _ => (1, 1, 1),
-    };
+    let super::KeySpec { first, last, step } = s.keys;
     Reply::Array(vec![
         Reply::bulk(s.name),
         Reply::Int(i64::from(s.arity)),
         Reply::Set(flags),
-        Reply::Int(first),
-        Reply::Int(last),
-        Reply::Int(step),
+        Reply::Int(i64::from(first)),
+        Reply::Int(i64::from(last)),
+        Reply::Int(i64::from(step)),
     ])
 }
 
@@ -325,6 +314,22 @@ pub fn command(_: &mut Ctx<'_>, a: &[Bytes]) -> CmdResult {
                 })
                 .collect(),
         ))
+    } else if is(sub, "GETKEYS") {
+        let Some((_, spec)) = a.get(2).and_then(|n| lookup(n)) else {
+            return Err(Reply::err("ERR Invalid command specified"));
+        };
+        let args = &a[2..];
+        let n = args.len() as i32;
+        if (spec.arity > 0 && n != spec.arity) || (spec.arity < 0 && n < -spec.arity) {
+            return Err(Reply::err(
+                "ERR Invalid number of arguments specified for command",
+            ));
+        }
+        let keys: Vec<Reply> = spec.keys_of(args).map(|k| Reply::Bulk(k.clone())).collect();
+        if keys.is_empty() {
+            return Err(Reply::err("ERR The command has no key arguments"));
+        }
+        Ok(Reply::Array(keys))
     } else if is(sub, "LIST") {
         Ok(Reply::Array(
             COMMANDS.iter().map(|s| Reply::bulk(s.name)).collect(),

@@ -4,8 +4,8 @@ use bytes::Bytes;
 use rand::seq::IndexedRandom;
 
 use super::keys::{matches, scan_options};
+use super::reply::{format_double, Reply};
 use super::{err, float_arg, int_arg, is, CmdResult, Ctx};
-use crate::frontend::resp::{format_double, Reply};
 use crate::storage::{Change, FieldMap, ReadHint, Record, Value, Version};
 
 fn with_hash<R>(

@@ -2,8 +2,8 @@
 
 use bytes::Bytes;
 
+use super::reply::Reply;
 use super::{err, int_arg, is, storage_error, CmdResult, Ctx};
-use crate::frontend::resp::Reply;
 use crate::storage::{glob_match, now_ms, ReadHint, Value, ValueKind};
 
 pub fn del(ctx: &mut Ctx<'_>, a: &[Bytes]) -> CmdResult {

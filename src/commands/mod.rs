@@ -9,6 +9,7 @@
 mod connection;
 mod hashes;
 mod keys;
+pub mod reply;
 mod server;
 mod strings;
 
@@ -17,18 +18,60 @@ use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 use bytes::Bytes;
-use prometheus_client::metrics::counter::Counter;
-use prometheus_client::metrics::histogram::Histogram;
 
-use crate::frontend::resp::Reply;
-use crate::metrics::CmdLabels;
 use crate::node::{ClientHandle, Node};
 use crate::storage::{Change, Lsn, ReadHint, Record, StorageError, Tier, Value, Written};
+pub use reply::Reply;
 
 /// A command's outcome: a reply, or an error reply to send instead.
 pub type CmdResult = Result<Reply, Reply>;
 
 type Handler = fn(&mut Ctx<'_>, &[Bytes]) -> CmdResult;
+
+/// Where a command's keys are among its arguments, as Redis's COMMAND
+/// reports them: the first, the last (negative counts from the end) and
+/// the step. `first == 0` means the command takes no keys. Cluster
+/// routing and COMMAND GETKEYS read this one description.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KeySpec {
+    /// Index of the first key (0 = none).
+    pub first: i32,
+    /// Index of the last key; -1 is the last argument.
+    pub last: i32,
+    /// Distance between keys.
+    pub step: i32,
+}
+
+const NO_KEYS: KeySpec = KeySpec {
+    first: 0,
+    last: 0,
+    step: 0,
+};
+const FIRST_KEY: KeySpec = KeySpec {
+    first: 1,
+    last: 1,
+    step: 1,
+};
+const SECOND_KEY: KeySpec = KeySpec {
+    first: 2,
+    last: 2,
+    step: 1,
+};
+const TWO_KEYS: KeySpec = KeySpec {
+    first: 1,
+    last: 2,
+    step: 1,
+};
+const ALL_KEYS: KeySpec = KeySpec {
+    first: 1,
+    last: -1,
+    step: 1,
+};
+const PAIRS_KEYS: KeySpec = KeySpec {
+    first: 1,
+    last: -1,
+    step: 2,
+};
 
 /// A command's entry in the table.
 pub struct Spec {
@@ -40,25 +83,57 @@ pub struct Spec {
     pub write: bool,
     /// Runs before AUTH.
     pub noauth: bool,
+    /// Where its keys are.
+    pub keys: KeySpec,
     handler: Handler,
 }
 
-const fn spec(name: &'static str, arity: i32, write: bool, handler: Handler) -> Spec {
+impl Spec {
+    /// The keys of one request to this command, in order.
+    pub fn keys_of<'a>(&self, args: &'a [Bytes]) -> impl Iterator<Item = &'a Bytes> + 'a {
+        let KeySpec { first, last, step } = self.keys;
+        let n = args.len() as i32;
+        let (first, last) = if first == 0 {
+            (1, 0)
+        } else if last < 0 {
+            (first, n + last)
+        } else {
+            (first, last.min(n - 1))
+        };
+        let step = step.max(1) as usize;
+        let range = if last >= first {
+            first as usize..last as usize + 1
+        } else {
+            0..0
+        };
+        range.step_by(step).filter_map(move |i| args.get(i))
+    }
+}
+
+const fn spec(
+    name: &'static str,
+    arity: i32,
+    write: bool,
+    handler: Handler,
+    keys: KeySpec,
+) -> Spec {
     Spec {
         name,
         arity,
         write,
         noauth: false,
+        keys,
         handler,
     }
 }
 
-const fn open_spec(name: &'static str, arity: i32, handler: Handler) -> Spec {
+const fn open_spec(name: &'static str, arity: i32, handler: Handler, keys: KeySpec) -> Spec {
     Spec {
         name,
         arity,
         write: false,
         noauth: true,
+        keys,
         handler,
     }
 }
@@ -66,83 +141,84 @@ const fn open_spec(name: &'static str, arity: i32, handler: Handler) -> Spec {
 /// Every command, in one table.
 pub static COMMANDS: &[Spec] = &[
     // connection
-    open_spec("ping", -1, connection::ping),
-    spec("echo", 2, false, connection::echo),
-    open_spec("hello", -1, connection::hello),
-    open_spec("auth", -2, connection::auth),
-    spec("select", 2, false, connection::select),
-    open_spec("quit", -1, connection::quit),
-    open_spec("reset", 1, connection::reset),
-    spec("client", -2, false, connection::client),
-    spec("command", -1, false, connection::command),
+    open_spec("ping", -1, connection::ping, NO_KEYS),
+    spec("echo", 2, false, connection::echo, NO_KEYS),
+    open_spec("hello", -1, connection::hello, NO_KEYS),
+    open_spec("auth", -2, connection::auth, NO_KEYS),
+    spec("select", 2, false, connection::select, NO_KEYS),
+    open_spec("quit", -1, connection::quit, NO_KEYS),
+    open_spec("reset", 1, connection::reset, NO_KEYS),
+    spec("client", -2, false, connection::client, NO_KEYS),
+    spec("command", -1, false, connection::command, NO_KEYS),
     // server
-    spec("info", -1, false, server::info),
-    spec("config", -2, false, server::config),
-    spec("dbsize", 1, false, server::dbsize),
-    spec("flushdb", -1, true, server::flushdb),
-    spec("flushall", -1, true, server::flushall),
-    spec("time", 1, false, server::time),
-    spec("tier", 2, false, server::tier),
+    spec("info", -1, false, server::info, NO_KEYS),
+    spec("config", -2, false, server::config, NO_KEYS),
+    spec("dbsize", 1, false, server::dbsize, NO_KEYS),
+    spec("flushdb", -1, true, server::flushdb, NO_KEYS),
+    spec("flushall", -1, true, server::flushall, NO_KEYS),
+    spec("time", 1, false, server::time, NO_KEYS),
+    spec("tier", 2, false, server::tier, FIRST_KEY),
+    spec("cluster", -2, false, server::cluster, NO_KEYS),
     // keys
-    spec("del", -2, true, keys::del),
-    spec("unlink", -2, true, keys::del),
-    spec("exists", -2, false, keys::exists),
-    spec("type", 2, false, keys::type_),
-    spec("touch", -2, false, keys::touch),
-    spec("rename", 3, true, keys::rename),
-    spec("renamenx", 3, true, keys::renamenx),
-    spec("randomkey", 1, false, keys::randomkey),
-    spec("keys", 2, false, keys::keys),
-    spec("scan", -2, false, keys::scan),
-    spec("expire", -3, true, keys::expire),
-    spec("pexpire", -3, true, keys::pexpire),
-    spec("expireat", -3, true, keys::expireat),
-    spec("pexpireat", -3, true, keys::pexpireat),
-    spec("ttl", 2, false, keys::ttl),
-    spec("pttl", 2, false, keys::pttl),
-    spec("expiretime", 2, false, keys::expiretime),
-    spec("pexpiretime", 2, false, keys::pexpiretime),
-    spec("persist", 2, true, keys::persist),
-    spec("object", -2, false, keys::object),
+    spec("del", -2, true, keys::del, ALL_KEYS),
+    spec("unlink", -2, true, keys::del, ALL_KEYS),
+    spec("exists", -2, false, keys::exists, ALL_KEYS),
+    spec("type", 2, false, keys::type_, FIRST_KEY),
+    spec("touch", -2, false, keys::touch, ALL_KEYS),
+    spec("rename", 3, true, keys::rename, TWO_KEYS),
+    spec("renamenx", 3, true, keys::renamenx, TWO_KEYS),
+    spec("randomkey", 1, false, keys::randomkey, NO_KEYS),
+    spec("keys", 2, false, keys::keys, NO_KEYS),
+    spec("scan", -2, false, keys::scan, NO_KEYS),
+    spec("expire", -3, true, keys::expire, FIRST_KEY),
+    spec("pexpire", -3, true, keys::pexpire, FIRST_KEY),
+    spec("expireat", -3, true, keys::expireat, FIRST_KEY),
+    spec("pexpireat", -3, true, keys::pexpireat, FIRST_KEY),
+    spec("ttl", 2, false, keys::ttl, FIRST_KEY),
+    spec("pttl", 2, false, keys::pttl, FIRST_KEY),
+    spec("expiretime", 2, false, keys::expiretime, FIRST_KEY),
+    spec("pexpiretime", 2, false, keys::pexpiretime, FIRST_KEY),
+    spec("persist", 2, true, keys::persist, FIRST_KEY),
+    spec("object", -2, false, keys::object, SECOND_KEY),
     // strings
-    spec("get", 2, false, strings::get),
-    spec("set", -3, true, strings::set),
-    spec("setnx", 3, true, strings::setnx),
-    spec("setex", 4, true, strings::setex),
-    spec("psetex", 4, true, strings::psetex),
-    spec("getset", 3, true, strings::getset),
-    spec("getdel", 2, true, strings::getdel),
-    spec("getex", -2, true, strings::getex),
-    spec("mget", -2, false, strings::mget),
-    spec("mset", -3, true, strings::mset),
-    spec("msetnx", -3, true, strings::msetnx),
-    spec("incr", 2, true, strings::incr),
-    spec("decr", 2, true, strings::decr),
-    spec("incrby", 3, true, strings::incrby),
-    spec("decrby", 3, true, strings::decrby),
-    spec("incrbyfloat", 3, true, strings::incrbyfloat),
-    spec("append", 3, true, strings::append),
-    spec("strlen", 2, false, strings::strlen),
-    spec("getrange", 4, false, strings::getrange),
-    spec("substr", 4, false, strings::getrange),
-    spec("setrange", 4, true, strings::setrange),
+    spec("get", 2, false, strings::get, FIRST_KEY),
+    spec("set", -3, true, strings::set, FIRST_KEY),
+    spec("setnx", 3, true, strings::setnx, FIRST_KEY),
+    spec("setex", 4, true, strings::setex, FIRST_KEY),
+    spec("psetex", 4, true, strings::psetex, FIRST_KEY),
+    spec("getset", 3, true, strings::getset, FIRST_KEY),
+    spec("getdel", 2, true, strings::getdel, FIRST_KEY),
+    spec("getex", -2, true, strings::getex, FIRST_KEY),
+    spec("mget", -2, false, strings::mget, ALL_KEYS),
+    spec("mset", -3, true, strings::mset, PAIRS_KEYS),
+    spec("msetnx", -3, true, strings::msetnx, PAIRS_KEYS),
+    spec("incr", 2, true, strings::incr, FIRST_KEY),
+    spec("decr", 2, true, strings::decr, FIRST_KEY),
+    spec("incrby", 3, true, strings::incrby, FIRST_KEY),
+    spec("decrby", 3, true, strings::decrby, FIRST_KEY),
+    spec("incrbyfloat", 3, true, strings::incrbyfloat, FIRST_KEY),
+    spec("append", 3, true, strings::append, FIRST_KEY),
+    spec("strlen", 2, false, strings::strlen, FIRST_KEY),
+    spec("getrange", 4, false, strings::getrange, FIRST_KEY),
+    spec("substr", 4, false, strings::getrange, FIRST_KEY),
+    spec("setrange", 4, true, strings::setrange, FIRST_KEY),
     // hashes
-    spec("hset", -4, true, hashes::hset),
-    spec("hmset", -4, true, hashes::hmset),
-    spec("hsetnx", 4, true, hashes::hsetnx),
-    spec("hget", 3, false, hashes::hget),
-    spec("hmget", -3, false, hashes::hmget),
-    spec("hgetall", 2, false, hashes::hgetall),
-    spec("hdel", -3, true, hashes::hdel),
-    spec("hexists", 3, false, hashes::hexists),
-    spec("hlen", 2, false, hashes::hlen),
-    spec("hstrlen", 3, false, hashes::hstrlen),
-    spec("hincrby", 4, true, hashes::hincrby),
-    spec("hincrbyfloat", 4, true, hashes::hincrbyfloat),
-    spec("hkeys", 2, false, hashes::hkeys),
-    spec("hvals", 2, false, hashes::hvals),
-    spec("hrandfield", -2, false, hashes::hrandfield),
-    spec("hscan", -3, false, hashes::hscan),
+    spec("hset", -4, true, hashes::hset, FIRST_KEY),
+    spec("hmset", -4, true, hashes::hmset, FIRST_KEY),
+    spec("hsetnx", 4, true, hashes::hsetnx, FIRST_KEY),
+    spec("hget", 3, false, hashes::hget, FIRST_KEY),
+    spec("hmget", -3, false, hashes::hmget, FIRST_KEY),
+    spec("hgetall", 2, false, hashes::hgetall, FIRST_KEY),
+    spec("hdel", -3, true, hashes::hdel, FIRST_KEY),
+    spec("hexists", 3, false, hashes::hexists, FIRST_KEY),
+    spec("hlen", 2, false, hashes::hlen, FIRST_KEY),
+    spec("hstrlen", 3, false, hashes::hstrlen, FIRST_KEY),
+    spec("hincrby", 4, true, hashes::hincrby, FIRST_KEY),
+    spec("hincrbyfloat", 4, true, hashes::hincrbyfloat, FIRST_KEY),
+    spec("hkeys", 2, false, hashes::hkeys, FIRST_KEY),
+    spec("hvals", 2, false, hashes::hvals, FIRST_KEY),
+    spec("hrandfield", -2, false, hashes::hrandfield, FIRST_KEY),
+    spec("hscan", -3, false, hashes::hscan, FIRST_KEY),
 ];
 
 fn index() -> &'static HashMap<&'static str, usize> {
@@ -363,31 +439,6 @@ impl Ctx<'_> {
     }
 }
 
-/// Metric handles of one command.
-pub struct CmdMetrics {
-    count: Counter,
-    seconds: Histogram,
-    errors: Counter,
-}
-
-fn cmd_metrics(node: &Node) -> &[CmdMetrics] {
-    node.cmd_metrics.get_or_init(|| {
-        COMMANDS
-            .iter()
-            .map(|s| {
-                let l = CmdLabels {
-                    cmd: s.name.to_string(),
-                };
-                CmdMetrics {
-                    count: node.metrics.commands.get_or_create(&l).clone(),
-                    seconds: node.metrics.command_seconds.get_or_create(&l).clone(),
-                    errors: node.metrics.command_errors.get_or_create(&l).clone(),
-                }
-            })
-            .collect()
-    })
-}
-
 /// Executes one request.
 pub fn execute(ctx: &mut Ctx<'_>, args: &[Bytes]) -> Reply {
     let Some(name) = args.first() else {
@@ -414,7 +465,10 @@ pub fn execute(ctx: &mut Ctx<'_>, args: &[Bytes]) -> Reply {
     let reply = match (spec.handler)(ctx, args) {
         Ok(r) | Err(r) => r,
     };
-    let m = &cmd_metrics(ctx.node)[idx];
+    let m = &ctx
+        .node
+        .metrics
+        .command_handles(|| COMMANDS.iter().map(|s| s.name).collect())[idx];
     m.count.inc();
     m.seconds.observe(started.elapsed().as_secs_f64());
     if reply.is_error() {

@@ -6,8 +6,8 @@ use std::sync::atomic::Ordering;
 
 use bytes::Bytes;
 
+use super::reply::Reply;
 use super::{err, is, storage_error, CmdResult, Ctx};
-use crate::frontend::resp::Reply;
 use crate::storage::{glob_match, parse_size, AppendFsync, StorageConfig};
 
 fn human(bytes: u64) -> String {
@@ -130,6 +130,17 @@ pub fn info_text(ctx: &Ctx<'_>, sections: &[String]) -> String {
             s.wal_fsync_max_micros,
             u8::from(s.poisoned.is_some())
         );
+    }
+    if want("replication") {
+        let _ = write!(
+            out,
+            "# Replication\r\nrole:master\r\nconnected_slaves:0\r\nmaster_failover_state:no-failover\r\nmaster_replid:{}\r\nmaster_repl_offset:{}\r\n\r\n",
+            node.node_id,
+            s.wal_bytes
+        );
+    }
+    if want("cluster") {
+        out.push_str("# Cluster\r\ncluster_enabled:0\r\n\r\n");
     }
     if want("keyspace") {
         out.push_str("# Keyspace\r\n");
@@ -358,4 +369,29 @@ pub fn config(ctx: &mut Ctx<'_>, a: &[Bytes]) -> CmdResult {
     } else {
         Err(err::subcommand(sub, "config"))
     }
+}
+
+/// CLUSTER: KEYSLOT answers on any node; the rest need cluster mode.
+pub fn cluster(ctx: &mut Ctx<'_>, a: &[Bytes]) -> CmdResult {
+    let sub = &a[1];
+    if is(sub, "KEYSLOT") {
+        if a.len() != 3 {
+            return Err(err::arity("cluster|keyslot"));
+        }
+        return Ok(Reply::Int(i64::from(crate::slot::slot_of(&a[2]))));
+    }
+    if is(sub, "HELP") {
+        return Ok(Reply::Array(
+            [
+                "CLUSTER <subcommand> [<arg> [value] [opt] ...]. Subcommands are:",
+                "KEYSLOT <key>",
+                "    Return the hash slot for <key>.",
+            ]
+            .iter()
+            .map(|l| Reply::Status((*l).to_string()))
+            .collect(),
+        ));
+    }
+    let _ = ctx;
+    Err(Reply::err("ERR This instance has cluster support disabled"))
 }

@@ -2,8 +2,8 @@
 
 use bytes::Bytes;
 
+use super::reply::{format_double, Reply};
 use super::{err, float_arg, int_arg, is, CmdResult, Ctx};
-use crate::frontend::resp::{format_double, Reply};
 use crate::storage::{now_ms, Record, Value, Version};
 
 fn string_record(v: Vec<u8>, expire_at_ms: Option<u64>) -> Record {
