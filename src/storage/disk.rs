@@ -23,6 +23,9 @@ const BLOB_THRESHOLD: u32 = 4096;
 pub(crate) struct Disk {
     db: Database,
     spaces: Vec<Keyspace>,
+    /// Small records about the store itself (apply marks), persisted with
+    /// the data at every checkpoint.
+    meta: Keyspace,
 }
 
 /// The stored form of a key.
@@ -74,7 +77,10 @@ impl Disk {
             })?;
             spaces.push(ks);
         }
-        Ok(Disk { db, spaces })
+        let meta = db.keyspace("meta", || {
+            KeyspaceCreateOptions::default().manual_journal_persist(true)
+        })?;
+        Ok(Disk { db, spaces, meta })
     }
 
     pub fn get(&self, db: usize, key: &[u8]) -> Result<Option<Record>, StorageError> {
@@ -93,6 +99,15 @@ impl Disk {
 
     pub fn put_raw(&self, db: usize, key: &[u8], encoded: &[u8]) -> Result<(), StorageError> {
         self.spaces[db].insert(disk_key(key), encoded)?;
+        Ok(())
+    }
+
+    pub fn get_meta(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
+        Ok(self.meta.get(key)?.map(|v| v.to_vec()))
+    }
+
+    pub fn put_meta(&self, key: &[u8], value: &[u8]) -> Result<(), StorageError> {
+        self.meta.insert(key, value)?;
         Ok(())
     }
 

@@ -40,7 +40,7 @@ pub use error::StorageError;
 pub use pattern::glob_match;
 pub use snapshot::SnapshotInfo;
 pub use stats::{OffloadReport, StatsSnapshot};
-pub use types::{now_ms, now_secs, FieldMap, Record, Value, ValueKind, Version};
+pub use types::{now_ms, now_secs, with_clock, FieldMap, Record, Value, ValueKind, Version};
 pub use wal::{FailPoint, Lsn};
 
 use crate::slot::{position_of, slot_end, slot_of_position, slot_start, SLOTS};
@@ -159,6 +159,15 @@ pub(crate) struct Inner {
     coarse_clock: std::sync::atomic::AtomicU32,
     /// Held while a checkpoint runs, so two never interleave.
     checkpointing: Mutex<()>,
+    /// The last mark of each apply group, as of the log's tail (see
+    /// [`Store::apply_batch`]). Updated under the log's lock.
+    marks: Mutex<std::collections::BTreeMap<u32, Vec<u8>>>,
+    /// Apply batches hold it shared; a checkpoint takes it exclusively to
+    /// read the marks at a point where no batch is half done.
+    batches: RwLock<()>,
+    /// Expiry is decided by the replication layer: no local clock removes
+    /// an expired key (see [`Store::set_replicated`]).
+    replicated: std::sync::atomic::AtomicBool,
 }
 
 /// A handle to an open store. Clones share it; the last one dropped stops
@@ -183,6 +192,31 @@ const OP_DEL: u8 = 2;
 const OP_FLUSHDB: u8 = 3;
 const OP_FLUSHALL: u8 = 4;
 const OP_HASH_DELTA: u8 = 5;
+/// A batch of records applied as one, with its group's mark.
+const OP_BATCH: u8 = 6;
+
+thread_local! {
+    /// Log records of the apply batch running on this thread, if any.
+    static BATCH: std::cell::RefCell<Option<Vec<u8>>> = const { std::cell::RefCell::new(None) };
+    /// Disk copies the running batch deleted: removed once its log record
+    /// is written, so the disk tier never holds half a batch.
+    static DEFERRED: std::cell::RefCell<Vec<(usize, Box<[u8]>)>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+fn in_batch() -> bool {
+    BATCH.with(|b| b.borrow().is_some())
+}
+
+/// A deleted key whose disk copy is still there: it reads as absent
+/// (expired long ago) until the batch that deleted it is logged.
+fn tombstone() -> Record {
+    Record {
+        value: Value::Str(Vec::new()),
+        expire_at_ms: Some(1),
+        version: Version::default(),
+        written_secs: 0,
+    }
+}
 
 fn encode_put(b: &mut Vec<u8>, db: usize, key: &[u8], rec: &Record) {
     b.push(OP_PUT);
@@ -219,6 +253,27 @@ fn encode_store(b: &mut Vec<u8>, db: usize, key: &[u8], rec: &Record, change: &C
     }
 }
 
+const MARKS_KEY: &[u8] = b"apply-marks";
+
+fn encode_marks(marks: &std::collections::BTreeMap<u32, Vec<u8>>) -> Vec<u8> {
+    let mut b = Vec::new();
+    for (group, mark) in marks {
+        b.extend_from_slice(&group.to_le_bytes());
+        types::put_bytes(&mut b, mark);
+    }
+    b
+}
+
+fn decode_marks(bytes: &[u8]) -> Result<std::collections::BTreeMap<u32, Vec<u8>>, StorageError> {
+    let mut r = types::Reader { buf: bytes, pos: 0 };
+    let mut out = std::collections::BTreeMap::new();
+    while r.pos < bytes.len() {
+        let group = r.u32()?;
+        out.insert(group, r.bytes()?.to_vec());
+    }
+    Ok(out)
+}
+
 fn encode_del(b: &mut Vec<u8>, db: usize, key: &[u8]) {
     b.push(OP_DEL);
     b.push(db as u8);
@@ -239,7 +294,11 @@ impl Store {
             600_000,
         )?;
         let wal_dir = cfg.data_dir.join("wal");
-        let replayed = Self::replay(&disk, &wal_dir, cfg.databases)?;
+        let mut marks = match disk.get_meta(MARKS_KEY)? {
+            Some(bytes) => decode_marks(&bytes)?,
+            None => std::collections::BTreeMap::new(),
+        };
+        let replayed = Self::replay(&disk, &wal_dir, cfg.databases, &mut marks)?;
         disk.persist()?;
         let wal = Wal::create(&wal_dir)?;
         let keep_from = wal::list_segments(&wal_dir)?
@@ -275,6 +334,9 @@ impl Store {
             started: Instant::now(),
             coarse_clock: std::sync::atomic::AtomicU32::new(0),
             checkpointing: Mutex::new(()),
+            marks: Mutex::new(marks),
+            batches: RwLock::new(()),
+            replicated: std::sync::atomic::AtomicBool::new(false),
             cfg: RwLock::new(cfg),
         });
         let workers = Arc::new(background::Workers::start(inner.clone()));
@@ -285,7 +347,12 @@ impl Store {
     }
 
     /// Applies every valid log record to the disk tier; drops a torn tail.
-    fn replay(disk: &Disk, dir: &Path, databases: usize) -> Result<u64, StorageError> {
+    fn replay(
+        disk: &Disk,
+        dir: &Path,
+        databases: usize,
+        marks: &mut std::collections::BTreeMap<u32, Vec<u8>>,
+    ) -> Result<u64, StorageError> {
         let mut applied = 0u64;
         let mut failure: Option<StorageError> = None;
         for (_, path) in wal::list_segments(dir)? {
@@ -293,7 +360,12 @@ impl Store {
                 if failure.is_some() {
                     return;
                 }
-                if let Err(e) = Self::apply_record(disk, body, databases) {
+                let result = if body.first() == Some(&OP_BATCH) {
+                    Self::apply_batch_record(disk, body, databases, marks)
+                } else {
+                    Self::apply_record(disk, body, databases)
+                };
+                if let Err(e) = result {
                     failure = Some(e);
                 }
                 applied += 1;
@@ -306,6 +378,27 @@ impl Store {
             }
         }
         Ok(applied)
+    }
+
+    /// Replays one apply batch: its records, then its group's mark.
+    fn apply_batch_record(
+        disk: &Disk,
+        body: &[u8],
+        databases: usize,
+        marks: &mut std::collections::BTreeMap<u32, Vec<u8>>,
+    ) -> Result<(), StorageError> {
+        let mut r = types::Reader { buf: body, pos: 1 };
+        let group = r.u32()?;
+        let mark = r.bytes()?.to_vec();
+        let mut records = types::Reader {
+            buf: r.rest(),
+            pos: 0,
+        };
+        while records.pos < records.buf.len() {
+            Self::apply_record(disk, records.bytes()?, databases)?;
+        }
+        marks.insert(group, mark);
+        Ok(())
     }
 
     fn apply_record(disk: &Disk, body: &[u8], databases: usize) -> Result<(), StorageError> {
@@ -432,7 +525,9 @@ impl Store {
             }
         }
         if expired_mem {
-            inner.expire_in_memory(&mut shard, db, pos, key)?;
+            if !inner.is_replicated() {
+                inner.expire_in_memory(&mut shard, db, pos, key)?;
+            }
             Counters::bump(&inner.counters.misses);
             return Ok(f(None));
         }
@@ -444,9 +539,11 @@ impl Store {
                 Ok(f(None))
             }
             Some(rec) if rec.is_expired_now() => {
-                inner.disk.remove(db, key)?;
-                inner.counts[db].disk.fetch_sub(1, Ordering::Relaxed);
-                Counters::bump(&inner.counters.expired);
+                if !inner.is_replicated() {
+                    inner.disk.remove(db, key)?;
+                    inner.counts[db].disk.fetch_sub(1, Ordering::Relaxed);
+                    Counters::bump(&inner.counters.expired);
+                }
                 Counters::bump(&inner.counters.misses);
                 Ok(f(None))
             }
@@ -476,6 +573,49 @@ impl Store {
                 Ok(f(Some((&rec, Tier::Disk))))
             }
         }
+    }
+
+    /// Runs `f`, whose writes form one atomic unit in the log together
+    /// with `mark`, an opaque position of `group` (the replication layer
+    /// passes its Raft log id). After a crash, either all of the batch's
+    /// writes and its mark are recovered or none are, so the caller can
+    /// resume applying right after [`Store::mark`] without applying
+    /// anything twice. Batches must not nest; writes inside need no
+    /// [`Store::sync`], because the caller's own log is the durable one.
+    pub fn apply_batch<R>(&self, group: u32, mark: &[u8], f: impl FnOnce() -> R) -> R {
+        let inner = &*self.inner;
+        let _open = inner.batches.read();
+        BATCH.with(|b| *b.borrow_mut() = Some(Vec::new()));
+        let out = f();
+        let records = BATCH.with(|b| b.borrow_mut().take()).unwrap_or_default();
+        inner.wal.append_with(|b| {
+            b.push(OP_BATCH);
+            b.extend_from_slice(&group.to_le_bytes());
+            types::put_bytes(b, mark);
+            b.extend_from_slice(&records);
+            // Under the log's lock: a checkpoint sees the mark and the
+            // batch's records together or neither.
+            inner.marks.lock().insert(group, mark.to_vec());
+        });
+        let deferred = DEFERRED.with(|d| std::mem::take(&mut *d.borrow_mut()));
+        if !deferred.is_empty() {
+            inner.remove_tombstones(deferred);
+        }
+        out
+    }
+
+    /// The mark of the last apply batch of `group` that is in the store.
+    pub fn mark(&self, group: u32) -> Option<Vec<u8>> {
+        self.inner.marks.lock().get(&group).cloned()
+    }
+
+    /// Puts the store under a replication layer that decides expiry: a
+    /// read or background sweep no longer removes expired keys by this
+    /// machine's clock (they read as absent all the same), so replicas
+    /// whose clocks differ never diverge. Writes still see expired keys as
+    /// absent at the time they were stamped with.
+    pub fn set_replicated(&self, on: bool) {
+        self.inner.replicated.store(on, Ordering::Relaxed);
     }
 
     /// Reads a copy of `key`'s record.
@@ -524,6 +664,10 @@ impl Store {
         let mut shard = inner.shard(pos).lock();
         let now = now_ms();
         let clock = inner.clock();
+        // Inside an apply batch nothing reaches the disk tier before the
+        // batch is logged: values stay in memory (over the cap if need be,
+        // for the spiller to move after) and deletions leave tombstones.
+        let batch = in_batch();
 
         // Memory hit: change the entry in place.
         let mem = shard.get_mut(db, pos, key).map(|e| {
@@ -543,7 +687,10 @@ impl Store {
                             e.lru = clock;
                         }
                     }
-                    None if !live => inner.expire_in_memory(&mut shard, db, pos, key)?,
+                    None if !live && !inner.is_replicated() => {
+                        inner.expire_in_memory(&mut shard, db, pos, key)?
+                    }
+                    None if !live => {}
                     None => debug_assert!(
                         false,
                         "write closure dropped a record without reporting a change"
@@ -558,9 +705,7 @@ impl Store {
             return match cur {
                 Some(mut rec) => {
                     rec.written_secs = (now / 1000) as u32;
-                    let lsn = inner
-                        .wal
-                        .append_with(|b| encode_store(b, db, key, &rec, &change));
+                    let lsn = inner.log(|b| encode_store(b, db, key, &rec, &change));
                     let new_charge = charge_of(key, &rec);
                     let Some(e) = shard.get_mut(db, pos, key) else {
                         unreachable!("entry vanished under its shard lock")
@@ -570,7 +715,13 @@ impl Store {
                     e.lru = clock;
                     shard.recharge(old_charge, new_charge);
                     let fits = if new_charge > old_charge {
-                        inner.try_charge(new_charge - old_charge, inner.tier_cap())
+                        let grow = new_charge - old_charge;
+                        inner.try_charge(grow, inner.tier_cap()) || {
+                            if batch {
+                                inner.used.fetch_add(grow as u64, Ordering::Relaxed);
+                            }
+                            batch
+                        }
                     } else {
                         inner.release(old_charge - new_charge);
                         true
@@ -590,8 +741,26 @@ impl Store {
                         stored: Some(if fits { Tier::Memory } else { Tier::Disk }),
                     })
                 }
+                None if batch && on_disk => {
+                    let lsn = inner.log(|b| encode_del(b, db, key));
+                    let stone = tombstone();
+                    let new_charge = charge_of(key, &stone);
+                    shard.recharge(old_charge, new_charge);
+                    if let Some(e) = shard.get_mut(db, pos, key) {
+                        e.rec = stone;
+                        e.dirty = true;
+                    }
+                    inner.release(old_charge);
+                    inner.used.fetch_add(new_charge as u64, Ordering::Relaxed);
+                    DEFERRED.with(|d| d.borrow_mut().push((db, key.into())));
+                    Ok(Written {
+                        value,
+                        lsn: Some(lsn),
+                        stored: None,
+                    })
+                }
                 None => {
-                    let lsn = inner.wal.append_with(|b| encode_del(b, db, key));
+                    let lsn = inner.log(|b| encode_del(b, db, key));
                     // The entry holds the placeholder now; charge it as such.
                     shard.recharge(old_charge, charge_of(key, &placeholder()));
                     shard.remove(db, pos, key);
@@ -619,7 +788,7 @@ impl Store {
         let (value, change) = f(&mut cur);
         let modified = change != Change::None;
         if !modified {
-            if disk_had && !live {
+            if disk_had && !live && !inner.is_replicated() {
                 inner.disk.remove(db, key)?;
                 inner.counts[db].disk.fetch_sub(1, Ordering::Relaxed);
                 Counters::bump(&inner.counters.expired);
@@ -634,10 +803,14 @@ impl Store {
             Some(mut rec) => {
                 rec.written_secs = (now / 1000) as u32;
                 let charge = charge_of(key, &rec);
-                let stored = if inner.try_charge(charge, inner.tier_cap()) {
-                    let lsn = inner
-                        .wal
-                        .append_with(|b| encode_store(b, db, key, &rec, &change));
+                let fits = inner.try_charge(charge, inner.tier_cap()) || {
+                    if batch {
+                        inner.used.fetch_add(charge as u64, Ordering::Relaxed);
+                    }
+                    batch
+                };
+                let stored = if fits {
+                    let lsn = inner.log(|b| encode_store(b, db, key, &rec, &change));
                     shard.insert(db, pos, Entry::new(key, rec, clock, true, disk_had));
                     if !disk_had {
                         inner.counts[db].mem_only.fetch_add(1, Ordering::Relaxed);
@@ -645,9 +818,7 @@ impl Store {
                     (lsn, Tier::Memory)
                 } else {
                     inner.disk.put(db, key, &rec)?;
-                    let lsn = inner
-                        .wal
-                        .append_with(|b| encode_store(b, db, key, &rec, &change));
+                    let lsn = inner.log(|b| encode_store(b, db, key, &rec, &change));
                     if !disk_had {
                         inner.counts[db].disk.fetch_add(1, Ordering::Relaxed);
                     }
@@ -662,12 +833,26 @@ impl Store {
                     stored: Some(stored.1),
                 })
             }
+            None if batch && disk_had => {
+                let lsn = inner.log(|b| encode_del(b, db, key));
+                let stone = Entry::new(key, tombstone(), clock, true, true);
+                inner
+                    .used
+                    .fetch_add(stone.charge() as u64, Ordering::Relaxed);
+                shard.insert(db, pos, stone);
+                DEFERRED.with(|d| d.borrow_mut().push((db, key.into())));
+                Ok(Written {
+                    value,
+                    lsn: Some(lsn),
+                    stored: None,
+                })
+            }
             None => {
                 if disk_had {
                     inner.disk.remove(db, key)?;
                     inner.counts[db].disk.fetch_sub(1, Ordering::Relaxed);
                 }
-                let lsn = inner.wal.append_with(|b| encode_del(b, db, key));
+                let lsn = inner.log(|b| encode_del(b, db, key));
                 Ok(Written {
                     value,
                     lsn: Some(lsn),
@@ -722,7 +907,7 @@ impl Store {
         inner.wal.check()?;
         let _gate = inner.gate.write();
         inner.flush_db_locked(db)?;
-        Ok(inner.wal.append(&[OP_FLUSHDB, db as u8]))
+        Ok(inner.log(|b| b.extend_from_slice(&[OP_FLUSHDB, db as u8])))
     }
 
     /// Removes every key of every database.
@@ -733,7 +918,7 @@ impl Store {
         for db in 0..inner.counts.len() {
             inner.flush_db_locked(db)?;
         }
-        Ok(inner.wal.append(&[OP_FLUSHALL]))
+        Ok(inner.log(|b| b.push(OP_FLUSHALL)))
     }
 
     /// Number of keys in `db` (both tiers; like Redis, keys whose TTL passed
@@ -882,6 +1067,7 @@ impl Store {
         let inner = &*self.inner;
         inner.check_db(db)?;
         let pos = position_of(key);
+        let _quiet = inner.quiesce();
         let mut shard = inner.shard(pos).lock();
         inner.demote(&mut shard, db, pos, key)
     }
@@ -944,6 +1130,71 @@ impl Inner {
     fn tick_clock(&self) {
         self.coarse_clock
             .store(self.started.elapsed().as_millis() as u32, Ordering::Relaxed);
+    }
+
+    /// Appends a log record, or adds it to this thread's apply batch.
+    fn log(&self, encode: impl FnOnce(&mut Vec<u8>)) -> Lsn {
+        if !BATCH.with(|b| b.borrow().is_some()) {
+            return self.wal.append_with(encode);
+        }
+        BATCH.with(|b| {
+            if let Some(buf) = b.borrow_mut().as_mut() {
+                let at = buf.len();
+                buf.extend_from_slice(&[0u8; 4]);
+                encode(buf);
+                let len = (buf.len() - at - 4) as u32;
+                buf[at..at + 4].copy_from_slice(&len.to_le_bytes());
+            }
+        });
+        0
+    }
+
+    /// Removes the disk copies of keys the batch just logged deleted, and
+    /// their tombstones. The batch's record reaches the OS first, so after
+    /// a crash the disk tier never holds a deletion the log lacks.
+    fn remove_tombstones(&self, keys: Vec<(usize, Box<[u8]>)>) {
+        if let Err(e) = self.wal.sync(self.wal.appended(), AppendFsync::No) {
+            tracing::error!(error = %e, "writing the log before removing deleted keys failed");
+            return;
+        }
+        for (db, key) in keys {
+            let pos = position_of(&key);
+            let mut shard = self.shard(pos).lock();
+            let is_stone = shard
+                .get(db, pos, &key)
+                .is_some_and(|e| e.rec.expire_at_ms == Some(1) && e.on_disk);
+            if !is_stone {
+                // Written again later in the same batch: memory is current.
+                continue;
+            }
+            if let Some(e) = shard.remove(db, pos, &key) {
+                self.release(e.charge());
+            }
+            match self.disk.remove(db, &key) {
+                Ok(()) => {
+                    self.counts[db].disk.fetch_sub(1, Ordering::Relaxed);
+                }
+                Err(e) => tracing::error!(error = %e, "removing a deleted key from disk failed"),
+            }
+        }
+    }
+
+    /// Before background work moves dirty entries to the disk tier of a
+    /// replicated store: waits for running apply batches to finish and
+    /// writes the log out, so the disk tier never gets ahead of it.
+    fn quiesce(&self) -> Option<parking_lot::RwLockWriteGuard<'_, ()>> {
+        if !self.is_replicated() {
+            return None;
+        }
+        let guard = self.batches.write();
+        if let Err(e) = self.wal.sync(self.wal.appended(), AppendFsync::No) {
+            tracing::error!(error = %e, "writing the log out failed");
+        }
+        Some(guard)
+    }
+
+    fn is_replicated(&self) -> bool {
+        self.replicated.load(Ordering::Relaxed)
     }
 
     fn check_db(&self, db: usize) -> Result<(), StorageError> {
@@ -1012,7 +1263,7 @@ impl Inner {
         let Some(e) = shard.get(db, pos, key) else {
             return Ok(false);
         };
-        if e.rec.is_expired(now_ms()) {
+        if e.rec.is_expired(now_ms()) && !self.is_replicated() {
             self.expire_in_memory(shard, db, pos, key)?;
             return Ok(true);
         }
@@ -1056,7 +1307,13 @@ impl Inner {
             let mut sample = shard.sample(8, &mut rng);
             let now = self.clock();
             sample.sort_by_key(|(_, _, _, lru)| std::cmp::Reverse(now.wrapping_sub(*lru)));
+            let replicated = self.is_replicated();
             for (db, pos, key, _) in sample.into_iter().take(2) {
+                // A replicated store writes dirty entries out only when
+                // quiesced (see `quiesce`), which a reader can't wait for.
+                if replicated && shard.get(db, pos, &key).is_some_and(|e| e.dirty) {
+                    continue;
+                }
                 let before = shard.used;
                 if self.demote(shard, db, pos, &key)? {
                     freed += before - shard.used;
@@ -1078,6 +1335,7 @@ impl Inner {
         let mut shard_idx = rand::random_range(0..SHARDS);
         while self.used.load(Ordering::Acquire) > target {
             shard_idx = (shard_idx + 1) % SHARDS;
+            let _quiet = self.quiesce();
             let mut shard = self.shards[shard_idx].lock();
             let mut sample = shard.sample(if target == 0 { 64 } else { 16 }, &mut rng);
             if sample.is_empty() {
@@ -1127,6 +1385,7 @@ impl Inner {
             ..Default::default()
         };
         for shard in self.shards.iter() {
+            let _quiet = self.quiesce();
             let mut s = shard.lock();
             let mut old = Vec::new();
             s.for_each_mut(|db, e| {
@@ -1178,6 +1437,7 @@ impl Inner {
         self.wal.check()?;
         let keep_from = self.wal.rotate()?;
         for shard in self.shards.iter() {
+            let _quiet = self.quiesce();
             let mut s = shard.lock();
             let mut dirty: Vec<(usize, Box<[u8]>)> = Vec::new();
             s.for_each_mut(|db, e| {
@@ -1207,6 +1467,17 @@ impl Inner {
                 }
             }
         }
+        // The marks persisted with the data must cover every write the
+        // data holds: read them with no batch in flight, after the flush,
+        // and make the log durable up to that point first.
+        let (marks, upto) = {
+            let _quiet = self.batches.write();
+            (self.marks.lock().clone(), self.wal.appended())
+        };
+        if !marks.is_empty() {
+            self.wal.sync(upto, AppendFsync::Always)?;
+            self.disk.put_meta(MARKS_KEY, &encode_marks(&marks))?;
+        }
         self.disk.persist()?;
         self.wal.remove_before(keep_from)?;
         Counters::bump(&self.counters.checkpoints);
@@ -1215,6 +1486,9 @@ impl Inner {
 
     /// Sweeps up to `budget` memory entries per shard for expired keys.
     fn expire_cycle(&self, budget: usize) -> u64 {
+        if self.is_replicated() {
+            return 0;
+        }
         let now = now_ms();
         let databases = self.counts.len();
         let mut removed = 0;
@@ -1265,6 +1539,9 @@ impl Inner {
         cursor: u64,
         budget: usize,
     ) -> Result<Option<u64>, StorageError> {
+        if self.is_replicated() {
+            return Ok(None);
+        }
         let now = now_ms();
         let (items, more) = self.disk.scan_from(db, cursor, budget)?;
         let next = if more {

@@ -189,10 +189,33 @@ impl Record {
 
 /// Milliseconds since the Unix epoch.
 pub fn now_ms() -> u64 {
+    let fixed = APPLY_CLOCK.with(std::cell::Cell::get);
+    if fixed != 0 {
+        return fixed;
+    }
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0)
+}
+
+thread_local! {
+    /// The time a replicated write was stamped with, while it is applied.
+    static APPLY_CLOCK: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
+
+/// Runs `f` with [`now_ms`] fixed at `at_ms` on this thread. Replicas apply
+/// a write at the time its leader stamped on it, so TTLs, expiry checks and
+/// write ages come out the same on every replica.
+pub fn with_clock<R>(at_ms: u64, f: impl FnOnce() -> R) -> R {
+    struct Restore(u64);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            APPLY_CLOCK.with(|c| c.set(self.0));
+        }
+    }
+    let _restore = Restore(APPLY_CLOCK.with(|c| c.replace(at_ms)));
+    f()
 }
 
 /// Seconds since the Unix epoch.

@@ -174,11 +174,6 @@ impl Wal {
         self.failpoint.store(point as u8, Ordering::SeqCst);
     }
 
-    /// Appends one record body; returns its LSN.
-    pub fn append(&self, body: &[u8]) -> Lsn {
-        self.append_with(|buf| buf.extend_from_slice(body))
-    }
-
     /// Appends one record whose body `encode` writes straight into the log
     /// buffer (no intermediate allocation on the write path); returns its LSN.
     pub fn append_with(&self, encode: impl FnOnce(&mut Vec<u8>)) -> Lsn {
