@@ -39,6 +39,11 @@ pub struct Config {
     pub local_cache_entries: usize,
     /// Threads serving RESP connections (0 = half the cores, at least one).
     pub io_threads: usize,
+    /// Node-to-node port; setting it starts the node in cluster mode.
+    pub cluster_port: Option<u16>,
+    /// Secret every node of the cluster shares (`STRATA_CLUSTER_SECRET`).
+    /// Required unless the node binds to a loopback address.
+    pub cluster_secret: Option<String>,
     /// Storage settings.
     pub storage: StorageConfig,
 }
@@ -58,6 +63,8 @@ impl Default for Config {
             local_cache_hotkeys: true,
             local_cache_entries: 10_000,
             io_threads: 0,
+            cluster_port: None,
+            cluster_secret: None,
             storage: StorageConfig::default(),
         }
     }
@@ -177,6 +184,14 @@ impl Config {
         if let Some(v) = get("STRATA_REQUIREPASS") {
             self.requirepass = Some(v).filter(|p| !p.is_empty());
         }
+        if let Some(v) = get("STRATA_CLUSTER_SECRET") {
+            self.cluster_secret = Some(v).filter(|p| !p.is_empty());
+        }
+        if let Some(v) = get("STRATA_CLUSTER_PORT") {
+            self.cluster_port = Some(v.trim().parse().map_err(|_| {
+                invalid("STRATA_CLUSTER_PORT", format!("{v:?} is not a port number"))
+            })?);
+        }
         if let Some(v) = get("STRATA_API_KEY") {
             self.api_key = Some(v).filter(|p| !p.is_empty());
         }
@@ -235,6 +250,21 @@ impl Config {
                 "bind",
                 format!("{:?} is not an IP address", self.bind),
             ));
+        }
+        if self.cluster_port.is_some() && self.cluster_secret.is_none() {
+            let loopback = self
+                .bind
+                .parse::<std::net::IpAddr>()
+                .is_ok_and(|a| a.is_loopback());
+            if !loopback {
+                return Err(invalid(
+                    "cluster_secret",
+                    "a cluster node that listens beyond loopback needs a shared secret (STRATA_CLUSTER_SECRET)",
+                ));
+            }
+        }
+        if self.cluster_secret.as_deref().is_some_and(|s| s.len() < 8) {
+            return Err(invalid("cluster_secret", "must be at least 8 characters"));
         }
         if self.maxclients == 0 {
             return Err(invalid("maxclients", "must be at least 1"));

@@ -26,6 +26,9 @@ enum Command {
     /// Send the seed's ingest events (or metric events) at a steady rate with
     /// hot and cold keys, retrying failures with backoff.
     Generate(strata::tools::generate::GenerateArgs),
+    /// Form a cluster from running nodes, or run a local one.
+    #[command(subcommand)]
+    Cluster(strata::tools::cluster::ClusterCommand),
 }
 
 #[derive(Args, Default)]
@@ -60,6 +63,13 @@ struct ServerArgs {
     /// Threads serving RESP connections (default: half the cores, at least one).
     #[arg(long)]
     io_threads: Option<usize>,
+    /// Node-to-node port: starts the node in cluster mode (then form the
+    /// cluster with `strata cluster create`).
+    #[arg(long)]
+    cluster_port: Option<u16>,
+    /// Secret shared by the cluster's nodes (or STRATA_CLUSTER_SECRET).
+    #[arg(long)]
+    cluster_secret: Option<String>,
 }
 
 fn parse_size_arg(s: &str) -> Result<u64, String> {
@@ -102,6 +112,12 @@ fn load_config(a: &ServerArgs) -> anyhow::Result<Config> {
     }
     if let Some(v) = a.io_threads {
         cfg.io_threads = v;
+    }
+    if let Some(v) = a.cluster_port {
+        cfg.cluster_port = Some(v);
+    }
+    if let Some(v) = &a.cluster_secret {
+        cfg.cluster_secret = Some(v.clone());
     }
     cfg.validate()?;
     Ok(cfg)
@@ -211,6 +227,7 @@ fn main() -> ExitCode {
         Some(Command::Server(a)) => run_server(&a),
         Some(Command::Bench(a)) => run_bench(a),
         Some(Command::Generate(a)) => run_generate(a),
+        Some(Command::Cluster(c)) => strata::tools::cluster::run(&c).map_err(anyhow::Error::msg),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -71,6 +71,8 @@ pub struct Node {
     pub total_commands: AtomicU64,
     /// Stable identity of this node.
     pub node_id: String,
+    /// This node's place in a cluster (cluster mode only).
+    pub cluster: OnceLock<Arc<crate::cluster::Cluster>>,
     /// Counter values at the last CONFIG RESETSTAT.
     pub stat_baseline: Mutex<StatBaseline>,
 }
@@ -102,6 +104,7 @@ impl Node {
             total_commands: AtomicU64::new(0),
             node_id,
             stat_baseline: Mutex::new(StatBaseline::default()),
+            cluster: OnceLock::new(),
         }
     }
 }

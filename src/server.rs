@@ -13,6 +13,8 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio_util::task::TaskTracker;
 
+use crate::cluster::{Cluster, ClusterConfig, PeerNode};
+use crate::commands::{Applier, Forwarder};
 use crate::config::{Config, ConfigError};
 use crate::frontend::{connection, http};
 use crate::node::Node;
@@ -35,6 +37,9 @@ pub enum ServerError {
         /// Why.
         source: std::io::Error,
     },
+    /// The cluster layer would not start.
+    #[error("starting the cluster layer: {0}")]
+    Cluster(String),
     /// The runtime could not start.
     #[error("starting the runtime: {0}")]
     Runtime(std::io::Error),
@@ -61,14 +66,55 @@ pub async fn bind(cfg: Config) -> Result<(Arc<Node>, TcpListener, TcpListener), 
     let store = tokio::task::spawn_blocking(move || Store::open(storage))
         .await
         .map_err(|e| ServerError::Runtime(std::io::Error::other(e)))??;
-    let node = Arc::new(Node::new(store, cfg));
+    let node = Arc::new(Node::new(store, cfg.clone()));
     if let Ok(a) = resp.local_addr() {
         let _ = node.resp_addr.set(a);
     }
     if let Ok(a) = http.local_addr() {
         let _ = node.http_addr.set(a);
     }
+    if let Some(cport) = cfg.cluster_port {
+        join_cluster(&node, &cfg, cport).await?;
+    }
     Ok((node, resp, http))
+}
+
+/// Starts the node's cluster layer on `cport`.
+async fn join_cluster(node: &Arc<Node>, cfg: &Config, cport: u16) -> Result<(), ServerError> {
+    let at = format!("{}:{cport}", cfg.bind);
+    let listener = TcpListener::bind(&at)
+        .await
+        .map_err(|source| ServerError::Bind { addr: at, source })?;
+    let addr = |a: Option<SocketAddr>| a.map_or_else(String::new, |a| a.to_string());
+    let me = PeerNode {
+        cluster: addr(listener.local_addr().ok()),
+        resp: addr(node.resp_addr.get().copied()),
+        http: addr(node.http_addr.get().copied()),
+    };
+    // Loopback-only clusters may run without a secret (config validation
+    // refuses that anywhere else).
+    let secret = cfg
+        .cluster_secret
+        .clone()
+        .unwrap_or_else(|| "strata-loopback-cluster".into());
+    let cluster = Cluster::start(
+        ClusterConfig {
+            data_dir: cfg.storage.data_dir.clone(),
+            me,
+            secret: Arc::from(secret.as_bytes()),
+            appendfsync: cfg.storage.appendfsync,
+        },
+        node.store.clone(),
+        Arc::new(Applier(Arc::downgrade(node))),
+        listener,
+        node.shutdown.clone(),
+    )
+    .await
+    .map_err(ServerError::Cluster)?;
+    cluster.set_forwarded(Arc::new(Forwarder(Arc::downgrade(node))));
+    tracing::info!(node_id = format!("{:016x}", cluster.id), cluster = %cluster.me.cluster, "cluster mode");
+    let _ = node.cluster.set(cluster);
+    Ok(())
 }
 
 /// Serves until `node.shutdown` is cancelled, then drains connections.
@@ -113,6 +159,9 @@ pub async fn serve(node: Arc<Node>, resp: TcpListener, http_listener: TcpListene
     });
     node.shutdown.cancelled().await;
     let _ = acceptor.await;
+    if let Some(cluster) = node.cluster.get() {
+        cluster.shutdown().await;
+    }
     let _ = tokio::task::spawn_blocking(move || {
         for t in io {
             let _ = t.join();

@@ -1,8 +1,612 @@
-//! The cluster layer, between commands and storage: routing a key to its
-//! shard, replicating the shard's writes through its Raft group, and the
-//! cluster's metadata. Storage knows nothing of it; commands reach peers
-//! only through it.
+//! The cluster layer, between commands and storage: routing a key's slot
+//! to its shard, replicating the shard's writes through its Raft group
+//! (openraft), and the cluster's metadata, itself a Raft group.
 //!
+//! ```text
+//! command ─> route(slot) ─> shard group ─ leader here? ─ yes ─> propose ─> majority has it ─> apply on each replica
+//!                                   │                                     (state machine = the tiered store)
+//!                                   └─ no ─> MOVED (cluster clients) / forward to the leader (simple clients)
+//! ```
+//!
+//! Storage knows nothing of Raft; commands reach peers only through
+//! [`Cluster`]. The pieces:
 //! - [`transport`]: authenticated, multiplexed connections between nodes.
+//! - [`log_store`]: every group's Raft log in one fjall database.
+//! - [`state_machine`]: applying entries to the store, atomically with
+//!   their log position; snapshots.
+//! - [`network`]: Raft RPCs over the transport.
+//! - [`types`]: entries, members, the slot layout.
 
+pub mod log_store;
+pub mod network;
+pub mod state_machine;
 pub mod transport;
+pub mod types;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::future::Future;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::{Arc, OnceLock, Weak};
+use std::time::Duration;
+
+use bytes::Bytes;
+use openraft::error::{ClientWriteError, RaftError};
+use openraft::{Raft, ServerState, SnapshotPolicy};
+use parking_lot::RwLock;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use crate::storage::{AppendFsync, Store};
+use log_store::RaftDb;
+use network::GroupNetwork;
+use state_machine::{Apply, GroupSm};
+use transport::{Peers, Service, TransportConfig};
+pub use types::{ClusterMeta, PeerNode, ShardInfo, META_GROUP};
+use types::{PeerRequest, RaftTypes, Request};
+
+/// How long a client write or read barrier waits for its shard's quorum
+/// before it is refused.
+pub const QUORUM_WAIT: Duration = Duration::from_secs(5);
+
+/// Largest message between nodes.
+const MAX_FRAME: usize = 64 << 20;
+
+/// Why the cluster could not serve a request.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ClusterError {
+    /// No layout yet: the cluster was never created.
+    #[error("CLUSTERDOWN Hash slot not served: the cluster has not been created")]
+    NotCreated,
+    /// This node is not the shard's leader; the leader, if known.
+    #[error("not the leader of shard {group}")]
+    NotLeader {
+        /// The shard's group.
+        group: u32,
+        /// Its leader, as far as this node knows.
+        leader: Option<(u64, PeerNode)>,
+    },
+    /// The shard's leader hasn't heard from a majority: refused before
+    /// anything was proposed, so nothing of it will ever be applied.
+    #[error("NOQUORUM shard {group} can't reach a majority of its replicas; the request was refused and nothing was applied")]
+    NoQuorum {
+        /// The shard's group.
+        group: u32,
+    },
+    /// The majority went away while the write was being replicated: it
+    /// was not acknowledged, and Raft may still commit it if the shard
+    /// recovers.
+    #[error("TRYAGAIN shard {group} lost its majority while the write was in flight; it was not acknowledged and may or may not be applied")]
+    InFlight {
+        /// The shard's group.
+        group: u32,
+    },
+    /// A peer could not be reached.
+    #[error("CLUSTERDOWN {0}")]
+    Peer(String),
+    /// The cluster can't be created as asked.
+    #[error("ERR {0}")]
+    Create(String),
+}
+
+/// Answers commands forwarded by peers (the command layer provides it).
+pub trait Forwarded: Send + Sync + 'static {
+    /// Executes `args` in `db` as the node's own client would, routing
+    /// included; returns the RESP3-encoded reply.
+    fn execute(&self, db: u8, args: Vec<Bytes>) -> Pin<Box<dyn Future<Output = Bytes> + Send>>;
+}
+
+/// What a node needs to join the cluster.
+pub struct ClusterConfig {
+    /// Where this node keeps its Raft log.
+    pub data_dir: PathBuf,
+    /// How this node is reached (announced to peers and clients).
+    pub me: PeerNode,
+    /// The shared secret.
+    pub secret: Arc<[u8]>,
+    /// Log fsync policy.
+    pub appendfsync: AppendFsync,
+}
+
+/// A node's membership in the cluster.
+pub struct Cluster {
+    /// This node's id.
+    pub id: u64,
+    /// How this node is reached.
+    pub me: PeerNode,
+    store: Store,
+    applier: Arc<dyn Apply>,
+    raftdb: Arc<RaftDb>,
+    peers: Arc<Peers>,
+    meta: Raft<RaftTypes>,
+    layout: watch::Receiver<ClusterMeta>,
+    groups: RwLock<HashMap<u32, Raft<RaftTypes>>>,
+    forwarded: OnceLock<Arc<dyn Forwarded>>,
+    stop: CancellationToken,
+}
+
+fn raft_config() -> Result<Arc<openraft::Config>, String> {
+    let cfg = openraft::Config {
+        cluster_name: "strata".into(),
+        heartbeat_interval: 150,
+        election_timeout_min: 700,
+        election_timeout_max: 1400,
+        install_snapshot_timeout: 10_000,
+        max_payload_entries: 2000,
+        snapshot_policy: SnapshotPolicy::LogsSinceLast(100_000),
+        max_in_snapshot_log_to_keep: 10_000,
+        purge_batch_size: 1000,
+        ..Default::default()
+    };
+    cfg.validate().map(Arc::new).map_err(|e| e.to_string())
+}
+
+/// This node's id: made once, kept in the data directory.
+fn node_id(dir: &std::path::Path) -> std::io::Result<u64> {
+    let path = dir.join("node.id");
+    if let Ok(s) = std::fs::read_to_string(&path) {
+        if let Ok(id) = u64::from_str_radix(s.trim(), 16) {
+            return Ok(id);
+        }
+    }
+    std::fs::create_dir_all(dir)?;
+    let id = rand::random::<u64>() | 1;
+    let tmp = dir.join("node.id.tmp");
+    std::fs::write(&tmp, format!("{id:016x}\n"))?;
+    std::fs::rename(&tmp, &path)?;
+    Ok(id)
+}
+
+impl Cluster {
+    /// Starts this node's cluster layer: its Raft groups, the transport on
+    /// `listener`, and the workers that follow the layout.
+    pub async fn start(
+        cfg: ClusterConfig,
+        store: Store,
+        applier: Arc<dyn Apply>,
+        listener: TcpListener,
+        stop: CancellationToken,
+    ) -> Result<Arc<Cluster>, String> {
+        let id = node_id(&cfg.data_dir).map_err(|e| format!("node id: {e}"))?;
+        store.set_replicated(true);
+        let raftdb = RaftDb::open(&cfg.data_dir.join("raft"), cfg.appendfsync)
+            .map_err(|e| format!("opening the Raft log: {e}"))?;
+        let peers = Arc::new(Peers::new(TransportConfig {
+            node_id: id,
+            secret: cfg.secret.clone(),
+            max_frame: MAX_FRAME,
+        }));
+        let (layout_tx, layout_rx) = watch::channel(ClusterMeta::default());
+        let sm = GroupSm::meta(store.clone(), applier.clone(), layout_tx);
+        let meta = Raft::new(
+            id,
+            raft_config()?,
+            GroupNetwork {
+                peers: peers.clone(),
+                group: META_GROUP,
+            },
+            raftdb.group(META_GROUP),
+            sm,
+        )
+        .await
+        .map_err(|e| format!("starting the metadata group: {e}"))?;
+        let cluster = Arc::new(Cluster {
+            id,
+            me: cfg.me.clone(),
+            store,
+            applier,
+            raftdb,
+            peers,
+            meta,
+            layout: layout_rx,
+            groups: RwLock::new(HashMap::new()),
+            forwarded: OnceLock::new(),
+            stop: stop.clone(),
+        });
+        let service: Arc<dyn Service> = Arc::new(NodeService(Arc::downgrade(&cluster)));
+        tokio::spawn(transport::serve(
+            listener,
+            TransportConfig {
+                node_id: id,
+                secret: cfg.secret,
+                max_frame: MAX_FRAME,
+            },
+            service,
+            stop.clone(),
+        ));
+        // Follow the layout: start the groups this node replicates.
+        {
+            let weak = Arc::downgrade(&cluster);
+            let mut rx = cluster.layout.clone();
+            tokio::spawn(async move {
+                loop {
+                    let Some(c) = weak.upgrade() else { return };
+                    c.ensure_groups().await;
+                    drop(c);
+                    tokio::select! {
+                        r = rx.changed() => if r.is_err() { return },
+                        () = stop.cancelled() => return,
+                    }
+                }
+            });
+        }
+        // `everysec`: fsync the Raft log once a second.
+        {
+            let db = cluster.raftdb.clone();
+            let stop = cluster.stop.clone();
+            tokio::spawn(async move {
+                loop {
+                    tokio::select! {
+                        () = tokio::time::sleep(Duration::from_secs(1)) => {}
+                        () = stop.cancelled() => return,
+                    }
+                    let db = db.clone();
+                    if let Ok(Err(e)) = tokio::task::spawn_blocking(move || db.sync()).await {
+                        tracing::error!(error = %e, "fsync of the Raft log failed");
+                    }
+                }
+            });
+        }
+        Ok(cluster)
+    }
+
+    /// Sets who answers forwarded commands.
+    pub fn set_forwarded(&self, f: Arc<dyn Forwarded>) {
+        let _ = self.forwarded.set(f);
+    }
+
+    /// Changes the Raft log's fsync policy.
+    pub fn set_appendfsync(&self, p: AppendFsync) {
+        self.raftdb.set_fsync(p);
+    }
+
+    /// The current layout.
+    pub fn layout(&self) -> watch::Ref<'_, ClusterMeta> {
+        self.layout.borrow()
+    }
+
+    /// Starts a Raft instance for every shard this node replicates, and
+    /// bootstraps the shards it is first replica of.
+    async fn ensure_groups(&self) {
+        let meta = self.layout.borrow().clone();
+        for shard in &meta.shards {
+            if !shard.replicas.contains(&self.id) || self.groups.read().contains_key(&shard.group) {
+                continue;
+            }
+            let sm = GroupSm::shard(
+                shard.group,
+                self.store.clone(),
+                self.applier.clone(),
+                shard.slots.clone(),
+            );
+            let raft = match raft_config() {
+                Ok(cfg) => {
+                    Raft::new(
+                        self.id,
+                        cfg,
+                        GroupNetwork {
+                            peers: self.peers.clone(),
+                            group: shard.group,
+                        },
+                        self.raftdb.group(shard.group),
+                        sm,
+                    )
+                    .await
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "bad Raft configuration");
+                    return;
+                }
+            };
+            let raft = match raft {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::error!(group = shard.group, error = %e, "starting a shard group failed");
+                    continue;
+                }
+            };
+            if shard.replicas.first() == Some(&self.id)
+                && matches!(raft.is_initialized().await, Ok(false))
+            {
+                let members: BTreeMap<u64, PeerNode> = shard
+                    .replicas
+                    .iter()
+                    .filter_map(|id| meta.nodes.get(id).map(|n| (*id, n.clone())))
+                    .collect();
+                if let Err(e) = raft.initialize(members).await {
+                    tracing::warn!(group = shard.group, error = %e, "bootstrapping a shard group failed");
+                }
+            }
+            tracing::info!(group = shard.group, "serving shard group");
+            self.groups.write().insert(shard.group, raft);
+        }
+    }
+
+    fn raft_of(&self, group: u32) -> Option<Raft<RaftTypes>> {
+        if group == META_GROUP {
+            return Some(self.meta.clone());
+        }
+        self.groups.read().get(&group).cloned()
+    }
+
+    /// The shard that owns `slot`.
+    pub fn shard_of(&self, slot: u16) -> Result<ShardInfo, ClusterError> {
+        self.layout
+            .borrow()
+            .shard_of(slot)
+            .cloned()
+            .ok_or(ClusterError::NotCreated)
+    }
+
+    /// Whether this node leads `group` right now.
+    pub fn is_leader(&self, group: u32) -> bool {
+        self.raft_of(group).is_some_and(|r| {
+            let m = r.metrics();
+            let m = m.borrow();
+            m.state == ServerState::Leader && m.current_leader == Some(self.id)
+        })
+    }
+
+    /// Whether this node, as leader of `raft`'s group, heard from a
+    /// majority within an election timeout. A leader cut off from its
+    /// peers refuses at once instead of proposing what it can't commit.
+    fn quorum_fresh(raft: &Raft<RaftTypes>) -> bool {
+        let m = raft.metrics();
+        let m = m.borrow();
+        if m.membership_config.membership().voter_ids().count() <= 1 {
+            return true;
+        }
+        m.millis_since_quorum_ack.is_some_and(|ms| ms <= 1500)
+    }
+
+    /// The leader a group's Raft instance knows of. A node restarted after
+    /// leading still holds its old vote; it is not the leader until elected.
+    fn known_leader(&self, raft: &Raft<RaftTypes>) -> Option<u64> {
+        let m = raft.metrics();
+        let m = m.borrow();
+        match m.current_leader {
+            Some(id) if id == self.id && m.state != ServerState::Leader => None,
+            other => other,
+        }
+    }
+
+    /// Whether this node holds a replica of `group`.
+    pub fn replicates(&self, group: u32) -> bool {
+        self.groups.read().contains_key(&group)
+    }
+
+    /// The leader of `shard` as far as this node knows; a shard this node
+    /// doesn't replicate is presumed led by its first replica, which
+    /// redirects again if that is wrong.
+    pub fn leader_of(&self, shard: &ShardInfo) -> Option<(u64, PeerNode)> {
+        let meta = self.layout.borrow();
+        let id = match self.raft_of(shard.group) {
+            Some(r) => self.known_leader(&r)?,
+            None => *shard.replicas.first()?,
+        };
+        meta.nodes.get(&id).map(|n| (id, n.clone()))
+    }
+
+    /// Replicates a write to `group` and returns its RESP3-encoded reply,
+    /// once a majority has it and this node applied it.
+    pub async fn propose(
+        &self,
+        group: u32,
+        db: u8,
+        args: Vec<Bytes>,
+    ) -> Result<Bytes, ClusterError> {
+        let Some(raft) = self.raft_of(group) else {
+            return Err(ClusterError::NotLeader {
+                group,
+                leader: self.shard_leader_by_group(group),
+            });
+        };
+        if !Self::quorum_fresh(&raft) {
+            return Err(ClusterError::NoQuorum { group });
+        }
+        let req = Request::Command {
+            db,
+            at_ms: crate::storage::now_ms(),
+            args,
+        };
+        match tokio::time::timeout(QUORUM_WAIT, raft.client_write(req)).await {
+            Err(_) => Err(ClusterError::InFlight { group }),
+            Ok(Ok(resp)) => Ok(resp.data),
+            Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))) => {
+                Err(ClusterError::NotLeader {
+                    group,
+                    leader: f.leader_id.zip(f.leader_node),
+                })
+            }
+            Ok(Err(e)) => Err(ClusterError::Peer(e.to_string())),
+        }
+    }
+
+    /// Waits until this node, as leader of `group`, has confirmed its
+    /// leadership with a majority and applied everything committed before
+    /// now: a read after it is linearizable.
+    pub async fn read_barrier(&self, group: u32) -> Result<(), ClusterError> {
+        let Some(raft) = self.raft_of(group) else {
+            return Err(ClusterError::NotLeader {
+                group,
+                leader: self.shard_leader_by_group(group),
+            });
+        };
+        if !Self::quorum_fresh(&raft) {
+            return Err(ClusterError::NoQuorum { group });
+        }
+        match tokio::time::timeout(QUORUM_WAIT, raft.ensure_linearizable()).await {
+            Err(_) => Err(ClusterError::NoQuorum { group }),
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(RaftError::APIError(openraft::error::CheckIsLeaderError::ForwardToLeader(
+                f,
+            )))) => Err(ClusterError::NotLeader {
+                group,
+                leader: f.leader_id.zip(f.leader_node),
+            }),
+            Ok(Err(RaftError::APIError(openraft::error::CheckIsLeaderError::QuorumNotEnough(
+                _,
+            )))) => Err(ClusterError::NoQuorum { group }),
+            Ok(Err(e)) => Err(ClusterError::Peer(e.to_string())),
+        }
+    }
+
+    /// Resolves once this node sees `group` led by someone other than
+    /// `from` (never, for a group this node doesn't replicate).
+    pub async fn leader_changed(&self, group: u32, from: u64) {
+        let Some(raft) = self.raft_of(group) else {
+            return std::future::pending().await;
+        };
+        let mut rx = raft.metrics();
+        loop {
+            let now = {
+                let m = rx.borrow_and_update();
+                m.current_leader
+            };
+            if now.is_some_and(|l| l != from) {
+                return;
+            }
+            if rx.changed().await.is_err() {
+                return std::future::pending().await;
+            }
+        }
+    }
+
+    fn shard_leader_by_group(&self, group: u32) -> Option<(u64, PeerNode)> {
+        let shard = self
+            .layout
+            .borrow()
+            .shards
+            .iter()
+            .find(|s| s.group == group)
+            .cloned()?;
+        self.leader_of(&shard)
+    }
+
+    /// Sends a command to `node`, which executes it as its own client
+    /// would; returns the RESP3-encoded reply.
+    pub async fn forward(
+        &self,
+        node: &PeerNode,
+        db: u8,
+        args: Vec<Bytes>,
+    ) -> Result<Bytes, ClusterError> {
+        let req = bincode::serialize(&PeerRequest::Forward { db, args })
+            .map_err(|e| ClusterError::Peer(e.to_string()))?;
+        self.peers
+            .call(&node.cluster, &req, QUORUM_WAIT + Duration::from_secs(1))
+            .await
+            .map_err(|e| ClusterError::Peer(e.to_string()))
+    }
+
+    /// Forms a new cluster of `nodes` (this node among them) with
+    /// `replicas` copies of every shard. Returns the layout.
+    pub async fn create(
+        &self,
+        replicas: usize,
+        nodes: BTreeMap<u64, PeerNode>,
+    ) -> Result<ClusterMeta, ClusterError> {
+        if !nodes.contains_key(&self.id) {
+            return Err(ClusterError::Create(
+                "this node must be one of the members".into(),
+            ));
+        }
+        if replicas == 0 || replicas > nodes.len() {
+            return Err(ClusterError::Create(format!(
+                "replicas must be between 1 and the number of nodes ({})",
+                nodes.len()
+            )));
+        }
+        if !self.layout.borrow().shards.is_empty() {
+            return Err(ClusterError::Create(
+                "this node is already part of a cluster".into(),
+            ));
+        }
+        match self.meta.initialize(nodes.clone()).await {
+            Ok(()) => {}
+            Err(e) => return Err(ClusterError::Create(format!("initializing metadata: {e}"))),
+        }
+        let layout = ClusterMeta::initial(nodes, replicas);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            match self
+                .meta
+                .client_write(Request::Layout(layout.clone()))
+                .await
+            {
+                Ok(_) => return Ok(layout),
+                Err(e) if tokio::time::Instant::now() < deadline => {
+                    tracing::debug!(error = %e, "waiting for the metadata group's leader");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                Err(e) => return Err(ClusterError::Create(format!("storing the layout: {e}"))),
+            }
+        }
+    }
+
+    /// Shard groups with a known leader, and the total.
+    pub fn shards_served(&self) -> (usize, usize) {
+        let meta = self.layout.borrow().clone();
+        let led = meta
+            .shards
+            .iter()
+            .filter(|s| self.leader_of(s).is_some() && self.replicates(s.group))
+            .count();
+        (led, meta.shards.len())
+    }
+
+    /// The members this node has heard of.
+    pub fn members(&self) -> BTreeSet<u64> {
+        self.layout.borrow().nodes.keys().copied().collect()
+    }
+
+    /// Stops every Raft group.
+    pub async fn shutdown(&self) {
+        self.stop.cancel();
+        let groups: Vec<Raft<RaftTypes>> = self.groups.read().values().cloned().collect();
+        for r in groups {
+            let _ = r.shutdown().await;
+        }
+        let _ = self.meta.shutdown().await;
+    }
+}
+
+/// Serves peers: Raft RPCs for every group, and forwarded commands.
+struct NodeService(Weak<Cluster>);
+
+impl Service for NodeService {
+    fn call(
+        &self,
+        _from: u64,
+        request: Bytes,
+    ) -> Pin<Box<dyn Future<Output = Result<Bytes, String>> + Send + 'static>> {
+        let cluster = self.0.clone();
+        Box::pin(async move {
+            let cluster = cluster.upgrade().ok_or("node is shutting down")?;
+            let req: PeerRequest =
+                bincode::deserialize(&request).map_err(|e| format!("malformed request: {e}"))?;
+            let missing = |g: u32| format!("group {g} is not served here (yet)");
+            let encode =
+                |r: Result<Vec<u8>, bincode::Error>| r.map(Bytes::from).map_err(|e| e.to_string());
+            match req {
+                PeerRequest::Append(g, rpc) => {
+                    let raft = cluster.raft_of(g).ok_or_else(|| missing(g))?;
+                    encode(bincode::serialize(&raft.append_entries(rpc).await))
+                }
+                PeerRequest::Vote(g, rpc) => {
+                    let raft = cluster.raft_of(g).ok_or_else(|| missing(g))?;
+                    encode(bincode::serialize(&raft.vote(rpc).await))
+                }
+                PeerRequest::Snapshot(g, rpc) => {
+                    let raft = cluster.raft_of(g).ok_or_else(|| missing(g))?;
+                    encode(bincode::serialize(&raft.install_snapshot(rpc).await))
+                }
+                PeerRequest::Forward { db, args } => {
+                    let f = cluster.forwarded.get().ok_or("node is starting")?.clone();
+                    Ok(f.execute(db, args).await)
+                }
+            }
+        })
+    }
+}

@@ -294,7 +294,9 @@ struct Conn {
 /// Calls peers, keeping one connection to each.
 pub struct Peers {
     cfg: TransportConfig,
-    conns: tokio::sync::Mutex<HashMap<String, Arc<Conn>>>,
+    /// One slot per peer address; dialing holds only that peer's slot, so
+    /// a peer that hangs in its handshake delays no one else.
+    conns: Mutex<HashMap<String, Arc<tokio::sync::Mutex<Option<Arc<Conn>>>>>>,
     next_id: AtomicU64,
 }
 
@@ -303,7 +305,7 @@ impl Peers {
     pub fn new(cfg: TransportConfig) -> Peers {
         Peers {
             cfg,
-            conns: tokio::sync::Mutex::new(HashMap::new()),
+            conns: Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(1),
         }
     }
@@ -363,24 +365,33 @@ impl Peers {
         }
     }
 
+    fn slot(&self, addr: &str) -> Arc<tokio::sync::Mutex<Option<Arc<Conn>>>> {
+        self.conns
+            .lock()
+            .entry(addr.to_string())
+            .or_default()
+            .clone()
+    }
+
     async fn drop_conn(&self, addr: &str, conn: &Arc<Conn>) {
-        let mut conns = self.conns.lock().await;
-        if conns.get(addr).is_some_and(|c| Arc::ptr_eq(c, conn)) {
-            conns.remove(addr);
-        }
         conn.closed.cancel();
+        let slot = self.slot(addr);
+        let mut current = slot.lock().await;
+        if current.as_ref().is_some_and(|c| Arc::ptr_eq(c, conn)) {
+            *current = None;
+        }
     }
 
     async fn connection(&self, addr: &str) -> Result<Arc<Conn>, TransportError> {
-        let mut conns = self.conns.lock().await;
-        if let Some(c) = conns.get(addr) {
+        let slot = self.slot(addr);
+        let mut current = slot.lock().await;
+        if let Some(c) = current.as_ref() {
             if !c.closed.is_cancelled() {
                 return Ok(c.clone());
             }
-            conns.remove(addr);
         }
         let conn = Arc::new(self.dial(addr).await?);
-        conns.insert(addr.to_string(), conn.clone());
+        *current = Some(conn.clone());
         Ok(conn)
     }
 

@@ -6,6 +6,7 @@
 //! One file per command family: `connection`, `server`, `keys`, `strings`,
 //! `hashes`.
 
+mod cluster;
 mod connection;
 mod hashes;
 mod keys;
@@ -21,6 +22,7 @@ use bytes::Bytes;
 
 use crate::node::{ClientHandle, Node};
 use crate::storage::{Change, Lsn, ReadHint, Record, StorageError, Tier, Value, Written};
+pub use cluster::{dispatch, Applier, Forwarder};
 pub use reply::Reply;
 
 /// A command's outcome: a reply, or an error reply to send instead.
@@ -158,7 +160,9 @@ pub static COMMANDS: &[Spec] = &[
     spec("flushall", -1, true, server::flushall, NO_KEYS),
     spec("time", 1, false, server::time, NO_KEYS),
     spec("tier", 2, false, server::tier, FIRST_KEY),
-    spec("cluster", -2, false, server::cluster, NO_KEYS),
+    spec("cluster", -2, false, cluster::cluster, NO_KEYS),
+    spec("readonly", 1, false, cluster::readonly, NO_KEYS),
+    spec("readwrite", 1, false, cluster::readwrite, NO_KEYS),
     // keys
     spec("del", -2, true, keys::del, ALL_KEYS),
     spec("unlink", -2, true, keys::del, ALL_KEYS),
@@ -261,6 +265,13 @@ pub struct Session {
     pub quit: bool,
     /// The tier that served the last read or took the last write.
     pub last_tier: Option<Tier>,
+    /// The client asked for the cluster's topology (or said READONLY), so
+    /// it routes by itself: send it MOVED rather than forwarding for it.
+    pub cluster_aware: bool,
+    /// READONLY: reads may be served, possibly stale, by any replica.
+    pub readonly: bool,
+    /// A request a peer forwarded: never forwarded again.
+    pub forwarded: bool,
 }
 
 impl Session {
@@ -274,6 +285,9 @@ impl Session {
             pending_lsn: None,
             quit: false,
             last_tier: None,
+            cluster_aware: false,
+            readonly: false,
+            forwarded: false,
         }
     }
 }

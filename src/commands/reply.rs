@@ -1,8 +1,8 @@
-//! The value a command returns: one type for every front end. RESP
-//! encodes it per protocol version (see `frontend::resp`); HTTP and
-//! forwarded requests read it directly.
+//! The value a command returns: one type for every front end, with its
+//! RESP encoding (per protocol version) and the RESP3 decoding that
+//! replies from other nodes and from replicated writes come back through.
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 
 /// A command's reply, before any encoding.
 #[derive(Debug, Clone, PartialEq)]
@@ -70,5 +70,229 @@ pub fn format_double(d: f64) -> String {
             .to_string()
     } else {
         s
+    }
+}
+
+impl Reply {
+    /// Appends the encoding to `out`.
+    pub fn encode(&self, resp3: bool, out: &mut BytesMut) {
+        fn line(out: &mut BytesMut, tag: u8, n: impl itoa_like::Display) {
+            out.extend_from_slice(&[tag]);
+            n.write(out);
+            out.extend_from_slice(b"\r\n");
+        }
+        match self {
+            Reply::Simple(s) => {
+                out.extend_from_slice(b"+");
+                out.extend_from_slice(s.as_bytes());
+                out.extend_from_slice(b"\r\n");
+            }
+            Reply::Status(s) => {
+                out.extend_from_slice(b"+");
+                out.extend_from_slice(s.as_bytes());
+                out.extend_from_slice(b"\r\n");
+            }
+            Reply::Error(s) => {
+                out.extend_from_slice(b"-");
+                // An error line can't contain newlines.
+                for &b in s.as_bytes() {
+                    out.extend_from_slice(&[if b == b'\r' || b == b'\n' { b' ' } else { b }]);
+                }
+                out.extend_from_slice(b"\r\n");
+            }
+            Reply::Int(n) => line(out, b':', *n),
+            Reply::Bulk(b) => {
+                line(out, b'$', b.len() as i64);
+                out.extend_from_slice(b);
+                out.extend_from_slice(b"\r\n");
+            }
+            Reply::Nil => out.extend_from_slice(if resp3 { b"_\r\n" } else { b"$-1\r\n" }),
+            Reply::NilArray => out.extend_from_slice(if resp3 { b"_\r\n" } else { b"*-1\r\n" }),
+            Reply::Array(items) => {
+                line(out, b'*', items.len() as i64);
+                for i in items {
+                    i.encode(resp3, out);
+                }
+            }
+            Reply::Set(items) => {
+                line(out, if resp3 { b'~' } else { b'*' }, items.len() as i64);
+                for i in items {
+                    i.encode(resp3, out);
+                }
+            }
+            Reply::Map(pairs) => {
+                if resp3 {
+                    line(out, b'%', pairs.len() as i64);
+                } else {
+                    line(out, b'*', 2 * pairs.len() as i64);
+                }
+                for (k, v) in pairs {
+                    k.encode(resp3, out);
+                    v.encode(resp3, out);
+                }
+            }
+            Reply::Double(d) => {
+                let s = format_double(*d);
+                if resp3 {
+                    out.extend_from_slice(b",");
+                    out.extend_from_slice(s.as_bytes());
+                    out.extend_from_slice(b"\r\n");
+                } else {
+                    Reply::Bulk(Bytes::from(s)).encode(false, out);
+                }
+            }
+            Reply::Verbatim(s) => {
+                if resp3 {
+                    line(out, b'=', (s.len() + 4) as i64);
+                    out.extend_from_slice(b"txt:");
+                    out.extend_from_slice(s.as_bytes());
+                    out.extend_from_slice(b"\r\n");
+                } else {
+                    Reply::Bulk(Bytes::from(s.clone())).encode(false, out);
+                }
+            }
+        }
+    }
+}
+
+mod itoa_like {
+    use bytes::BytesMut;
+
+    /// Writes an integer in decimal without allocating.
+    pub trait Display {
+        fn write(self, out: &mut BytesMut);
+    }
+
+    impl Display for i64 {
+        fn write(self, out: &mut BytesMut) {
+            let mut buf = [0u8; 20];
+            let mut i = buf.len();
+            let neg = self < 0;
+            let mut n = self.unsigned_abs();
+            loop {
+                i -= 1;
+                buf[i] = b'0' + (n % 10) as u8;
+                n /= 10;
+                if n == 0 {
+                    break;
+                }
+            }
+            if neg {
+                out.extend_from_slice(b"-");
+            }
+            out.extend_from_slice(&buf[i..]);
+        }
+    }
+}
+
+impl Reply {
+    /// The reply encoded as RESP3 bytes.
+    pub fn to_resp3(&self) -> Bytes {
+        let mut out = BytesMut::new();
+        self.encode(true, &mut out);
+        out.freeze()
+    }
+
+    /// Decodes one RESP3 reply as [`Reply::encode`] writes it. Anything
+    /// malformed becomes an error reply naming the problem, never a panic.
+    pub fn from_resp3(buf: &[u8]) -> Reply {
+        let mut pos = 0;
+        match decode(buf, &mut pos, 0) {
+            Some(r) if pos == buf.len() => r,
+            _ => Reply::err("ERR malformed reply from a peer"),
+        }
+    }
+}
+
+fn decode(buf: &[u8], pos: &mut usize, depth: usize) -> Option<Reply> {
+    if depth > 64 {
+        return None;
+    }
+    let tag = *buf.get(*pos)?;
+    let start = *pos + 1;
+    let end = start + buf.get(start..)?.windows(2).position(|w| w == b"\r\n")?;
+    let line = std::str::from_utf8(&buf[start..end]).ok()?;
+    *pos = end + 2;
+    let count = |l: &str| l.parse::<usize>().ok();
+    let items = |n: usize, pos: &mut usize| -> Option<Vec<Reply>> {
+        let mut v = Vec::with_capacity(n.min(1024));
+        for _ in 0..n {
+            v.push(decode(buf, pos, depth + 1)?);
+        }
+        Some(v)
+    };
+    Some(match tag {
+        b'+' => {
+            if line == "OK" {
+                Reply::OK
+            } else {
+                Reply::Status(line.to_string())
+            }
+        }
+        b'-' => Reply::Error(line.to_string()),
+        b':' => Reply::Int(line.parse().ok()?),
+        b'_' => Reply::Nil,
+        b',' => Reply::Double(match line {
+            "inf" => f64::INFINITY,
+            "-inf" => f64::NEG_INFINITY,
+            l => l.parse().ok()?,
+        }),
+        b'$' | b'*' if line == "-1" => {
+            if tag == b'$' {
+                Reply::Nil
+            } else {
+                Reply::NilArray
+            }
+        }
+        b'$' | b'=' => {
+            let n = count(line)?;
+            let body = buf.get(*pos..*pos + n)?;
+            if buf.get(*pos + n..*pos + n + 2)? != b"\r\n" {
+                return None;
+            }
+            *pos += n + 2;
+            if tag == b'=' {
+                let text = std::str::from_utf8(body.get(4..)?).ok()?;
+                Reply::Verbatim(text.to_string())
+            } else {
+                Reply::Bulk(Bytes::copy_from_slice(body))
+            }
+        }
+        b'*' => Reply::Array(items(count(line)?, pos)?),
+        b'~' => Reply::Set(items(count(line)?, pos)?),
+        b'%' => {
+            let flat = items(count(line)?.checked_mul(2)?, pos)?;
+            let mut pairs = Vec::with_capacity(flat.len() / 2);
+            let mut it = flat.into_iter();
+            while let (Some(k), Some(v)) = (it.next(), it.next()) {
+                pairs.push((k, v));
+            }
+            Reply::Map(pairs)
+        }
+        _ => return None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resp3_round_trip() {
+        let r = Reply::Array(vec![
+            Reply::OK,
+            Reply::Status("QUEUED".into()),
+            Reply::err("ERR x"),
+            Reply::Int(-5),
+            Reply::bulk("a\r\nb"),
+            Reply::Nil,
+            Reply::Map(vec![(Reply::bulk("k"), Reply::Double(1.5))]),
+            Reply::Set(vec![Reply::Int(1)]),
+            Reply::Verbatim("text".into()),
+        ]);
+        assert_eq!(Reply::from_resp3(&r.to_resp3()), r);
+        assert!(Reply::from_resp3(b"*3\r\n:1\r\n").is_error());
+        assert!(Reply::from_resp3(b"$5\r\nab").is_error());
+        assert!(Reply::from_resp3(b"").is_error());
     }
 }

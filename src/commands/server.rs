@@ -40,9 +40,14 @@ pub fn info_text(ctx: &Ctx<'_>, sections: &[String]) -> String {
     let mut out = String::new();
     let up = node.started.elapsed().as_secs();
     if want("server") {
+        let mode = if node.cluster.get().is_some() {
+            "cluster"
+        } else {
+            "standalone"
+        };
         let _ = write!(
             out,
-            "# Server\r\nredis_version:7.0.15\r\nstrata_version:{}\r\nredis_mode:standalone\r\nos:{}\r\narch_bits:64\r\nprocess_id:{}\r\nrun_id:{}\r\ntcp_port:{}\r\nuptime_in_seconds:{up}\r\nuptime_in_days:{}\r\n\r\n",
+            "# Server\r\nredis_version:7.0.15\r\nstrata_version:{}\r\nredis_mode:{mode}\r\nos:{}\r\narch_bits:64\r\nprocess_id:{}\r\nrun_id:{}\r\ntcp_port:{}\r\nuptime_in_seconds:{up}\r\nuptime_in_days:{}\r\n\r\n",
             env!("CARGO_PKG_VERSION"),
             std::env::consts::OS,
             std::process::id(),
@@ -140,7 +145,8 @@ pub fn info_text(ctx: &Ctx<'_>, sections: &[String]) -> String {
         );
     }
     if want("cluster") {
-        out.push_str("# Cluster\r\ncluster_enabled:0\r\n\r\n");
+        let enabled = u8::from(node.cluster.get().is_some());
+        let _ = write!(out, "# Cluster\r\ncluster_enabled:{enabled}\r\n\r\n");
     }
     if want("keyspace") {
         out.push_str("# Keyspace\r\n");
@@ -369,29 +375,4 @@ pub fn config(ctx: &mut Ctx<'_>, a: &[Bytes]) -> CmdResult {
     } else {
         Err(err::subcommand(sub, "config"))
     }
-}
-
-/// CLUSTER: KEYSLOT answers on any node; the rest need cluster mode.
-pub fn cluster(ctx: &mut Ctx<'_>, a: &[Bytes]) -> CmdResult {
-    let sub = &a[1];
-    if is(sub, "KEYSLOT") {
-        if a.len() != 3 {
-            return Err(err::arity("cluster|keyslot"));
-        }
-        return Ok(Reply::Int(i64::from(crate::slot::slot_of(&a[2]))));
-    }
-    if is(sub, "HELP") {
-        return Ok(Reply::Array(
-            [
-                "CLUSTER <subcommand> [<arg> [value] [opt] ...]. Subcommands are:",
-                "KEYSLOT <key>",
-                "    Return the hash slot for <key>.",
-            ]
-            .iter()
-            .map(|l| Reply::Status((*l).to_string()))
-            .collect(),
-        ));
-    }
-    let _ = ctx;
-    Err(Reply::err("ERR This instance has cluster support disabled"))
 }

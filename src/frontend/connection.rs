@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::resp::{parse_request, Reply};
-use crate::commands::{execute, storage_error, Ctx, Session};
+use crate::commands::{dispatch, execute, storage_error, Ctx, Session};
 use crate::node::{ClientHandle, ClientState, Node};
 
 /// A connection handed to an I/O thread.
@@ -149,11 +149,15 @@ async fn session_loop(
                     if args.is_empty() {
                         continue;
                     }
-                    let mut ctx = Ctx {
-                        node,
-                        s: &mut session,
+                    let reply = if node.cluster.get().is_some() {
+                        dispatch(node, &mut session, &args).await
+                    } else {
+                        let mut ctx = Ctx {
+                            node,
+                            s: &mut session,
+                        };
+                        execute(&mut ctx, &args)
                     };
-                    let reply = execute(&mut ctx, &args);
                     reply.encode(session.resp3, &mut wbuf);
                     executed += 1;
                     if session.quit {

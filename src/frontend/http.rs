@@ -23,7 +23,7 @@ use serde_json::{json, Value as Json_};
 use tokio_util::sync::CancellationToken;
 
 use super::resp::Reply;
-use crate::commands::{execute, storage_error, Ctx, Session};
+use crate::commands::{dispatch, storage_error, Session};
 use crate::metrics::{CmdLabels, HttpLabels};
 use crate::node::{ClientHandle, ClientState, Node};
 use crate::storage::{now_ms, Tier};
@@ -112,13 +112,9 @@ async fn exec(node: &Shared, args: Vec<Bytes>) -> Result<(Reply, Option<Tier>), 
         kill: CancellationToken::new(),
     });
     let mut session = Session::new(handle, true);
-    let reply = execute(
-        &mut Ctx {
-            node,
-            s: &mut session,
-        },
-        &args,
-    );
+    // The same path as a RESP client's: routed to the key's shard leader
+    // in cluster mode.
+    let reply = dispatch(node, &mut session, &args).await;
     if let Some(lsn) = session.pending_lsn {
         if let Err(e) = super::make_durable(&node.store, lsn).await {
             let Reply::Error(msg) = storage_error(e) else {
@@ -128,7 +124,8 @@ async fn exec(node: &Shared, args: Vec<Bytes>) -> Result<(Reply, Option<Tier>), 
         }
     }
     if let Reply::Error(msg) = &reply {
-        let status = if msg.starts_with("MISCONF") {
+        let unavailable = ["MISCONF", "NOQUORUM", "CLUSTERDOWN", "TRYAGAIN"];
+        let status = if unavailable.iter().any(|p| msg.starts_with(p)) {
             StatusCode::SERVICE_UNAVAILABLE
         } else {
             StatusCode::BAD_REQUEST
@@ -427,6 +424,12 @@ async fn restore(
     body: Body,
 ) -> Result<Json<Json_>, ApiError> {
     check_api_key(&node, &headers, &q)?;
+    if node.cluster.get().is_some() {
+        return Err(ApiError(
+            StatusCode::NOT_IMPLEMENTED,
+            "restoring a backup into a running cluster is not supported yet: it would bypass replication".into(),
+        ));
+    }
     let m = optional_body(&body)?;
     let dir = backup_dir(&node);
     let name = match backup_name(&m)? {

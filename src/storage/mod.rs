@@ -165,6 +165,9 @@ pub(crate) struct Inner {
     /// Apply batches hold it shared; a checkpoint takes it exclusively to
     /// read the marks at a point where no batch is half done.
     batches: RwLock<()>,
+    /// The marks as of the last checkpoint (or open): what a crash can't
+    /// take back.
+    durable_marks: Mutex<std::collections::BTreeMap<u32, Vec<u8>>>,
     /// Expiry is decided by the replication layer: no local clock removes
     /// an expired key (see [`Store::set_replicated`]).
     replicated: std::sync::atomic::AtomicBool,
@@ -334,6 +337,7 @@ impl Store {
             started: Instant::now(),
             coarse_clock: std::sync::atomic::AtomicU32::new(0),
             checkpointing: Mutex::new(()),
+            durable_marks: Mutex::new(marks.clone()),
             marks: Mutex::new(marks),
             batches: RwLock::new(()),
             replicated: std::sync::atomic::AtomicBool::new(false),
@@ -607,6 +611,50 @@ impl Store {
     /// The mark of the last apply batch of `group` that is in the store.
     pub fn mark(&self, group: u32) -> Option<Vec<u8>> {
         self.inner.marks.lock().get(&group).cloned()
+    }
+
+    /// The mark of `group` as of the last checkpoint: everything up to it
+    /// survives any crash, so the caller may discard its own log up to it.
+    pub fn durable_mark(&self, group: u32) -> Option<Vec<u8>> {
+        self.inner.durable_marks.lock().get(&group).cloned()
+    }
+
+    /// Up to `count` records of one slot of `db` from `cursor` (start at 0),
+    /// as (key, encoded record), and the cursor to continue from (0 =
+    /// done). The encoding is the store's own, read back by
+    /// [`Store::import`]; nothing is promoted or touched.
+    pub fn export_slot(
+        &self,
+        db: usize,
+        slot: u16,
+        cursor: u64,
+        count: usize,
+    ) -> Result<(u64, Vec<(Vec<u8>, Vec<u8>)>), StorageError> {
+        let (next, items) = self.scan_slot(db, slot, cursor, count)?;
+        let mut out = Vec::with_capacity(items.len());
+        for item in items {
+            let rec = self.read(db, &item.key, ReadHint::Peek, |r| {
+                r.map(|(rec, _)| {
+                    let mut b = Vec::new();
+                    encode_record(rec, &mut b);
+                    b
+                })
+            })?;
+            if let Some(b) = rec {
+                out.push((item.key, b));
+            }
+        }
+        Ok((next, out))
+    }
+
+    /// Stores a record exported by [`Store::export_slot`].
+    pub fn import(&self, db: usize, key: &[u8], encoded: &[u8]) -> Result<(), StorageError> {
+        let rec = types::decode_record(encoded)?;
+        self.write(db, key, move |cur| {
+            *cur = Some(rec);
+            ((), true)
+        })?;
+        Ok(())
     }
 
     /// Puts the store under a replication layer that decides expiry: a
@@ -1479,6 +1527,7 @@ impl Inner {
             self.disk.put_meta(MARKS_KEY, &encode_marks(&marks))?;
         }
         self.disk.persist()?;
+        *self.durable_marks.lock() = marks;
         self.wal.remove_before(keep_from)?;
         Counters::bump(&self.counters.checkpoints);
         Ok(())

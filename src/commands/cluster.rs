@@ -1,0 +1,475 @@
+//! Commands in cluster mode: the one entry point that routes a request to
+//! its shard ([`dispatch`]), replicated writes applied on every replica
+//! ([`Applier`]), requests forwarded by peers ([`Forwarder`]), and the
+//! CLUSTER / READONLY / READWRITE commands.
+//!
+//! A write goes through its shard's Raft group and is answered with the
+//! reply its application produced on this node. A read on the leader
+//! first confirms leadership with a majority, so it is linearizable;
+//! after READONLY it may be served, possibly stale, by any replica. A
+//! client that asked for the topology gets `-MOVED`; any other client is
+//! served by forwarding to the leader, so simple clients can use any node.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Weak};
+use std::time::Instant;
+
+use bytes::Bytes;
+use tokio_util::sync::CancellationToken;
+
+use super::reply::Reply;
+use super::{err, execute, int_arg, is, lookup, CmdResult, Ctx, Session};
+use crate::cluster::state_machine::Apply;
+use crate::cluster::{Cluster, ClusterError, Forwarded, PeerNode, ShardInfo};
+use crate::node::{ClientHandle, ClientState, Node};
+use crate::slot::{slot_of, SLOTS};
+
+/// A session for work the node does on its own behalf (applying
+/// replicated writes, serving forwarded requests): authenticated, never
+/// listed by CLIENT LIST.
+fn internal_session(db: u8) -> Session {
+    let handle = Arc::new(ClientHandle {
+        id: 0,
+        addr: "internal".into(),
+        laddr: String::new(),
+        created: Instant::now(),
+        state: parking_lot::Mutex::new(ClientState {
+            resp: 3,
+            ..ClientState::default()
+        }),
+        kill: CancellationToken::new(),
+    });
+    let mut s = Session::new(handle, true);
+    s.db = usize::from(db);
+    s.resp3 = true;
+    s
+}
+
+/// Applies replicated writes through the ordinary command path.
+pub struct Applier(pub Weak<Node>);
+
+impl Apply for Applier {
+    fn apply(&self, db: u8, args: &[Bytes]) -> Bytes {
+        let Some(node) = self.0.upgrade() else {
+            return Reply::err("ERR node is shutting down").to_resp3();
+        };
+        let mut s = internal_session(db);
+        let mut ctx = Ctx {
+            node: &node,
+            s: &mut s,
+        };
+        execute(&mut ctx, args).to_resp3()
+    }
+}
+
+/// Serves requests that peers forward to this node.
+pub struct Forwarder(pub Weak<Node>);
+
+impl Forwarded for Forwarder {
+    fn execute(&self, db: u8, args: Vec<Bytes>) -> Pin<Box<dyn Future<Output = Bytes> + Send>> {
+        let node = self.0.clone();
+        Box::pin(async move {
+            let Some(node) = node.upgrade() else {
+                return Reply::err("ERR node is shutting down").to_resp3();
+            };
+            let mut s = internal_session(db);
+            s.forwarded = true;
+            dispatch(&node, &mut s, &args).await.to_resp3()
+        })
+    }
+}
+
+fn cluster_error(e: &ClusterError) -> Reply {
+    match e {
+        ClusterError::NotLeader { group, .. } => Reply::err(format!(
+            "CLUSTERDOWN shard {group} has no leader right now; retry shortly"
+        )),
+        other => Reply::err(other.to_string()),
+    }
+}
+
+/// Executes one request, routing it to its shard in cluster mode.
+pub async fn dispatch(node: &Node, s: &mut Session, args: &[Bytes]) -> Reply {
+    let local = |s: &mut Session| {
+        let mut ctx = Ctx { node, s };
+        execute(&mut ctx, args)
+    };
+    let Some(cluster) = node.cluster.get() else {
+        return local(s);
+    };
+    let Some((_, spec)) = args.first().and_then(|n| lookup(n)) else {
+        return local(s);
+    };
+    let n = args.len() as i32;
+    if (!s.authed && !spec.noauth)
+        || (spec.arity > 0 && n != spec.arity)
+        || (spec.arity < 0 && n < -spec.arity)
+    {
+        // Refused the same way as anywhere else.
+        return local(s);
+    }
+    if spec.name == "cluster" && args.get(1).is_some_and(|a| is(a, "STRATA-CREATE")) {
+        return create(cluster, &args[2..]).await;
+    }
+    if matches!(spec.name, "flushdb" | "flushall") {
+        return Reply::err(
+            "ERR FLUSHDB and FLUSHALL are not supported in cluster mode yet: delete keys by slot instead",
+        );
+    }
+    let mut keys = spec.keys_of(args);
+    let Some(first) = keys.next() else {
+        return local(s);
+    };
+    let slot = slot_of(first);
+    if keys.any(|k| slot_of(k) != slot) {
+        return Reply::err("CROSSSLOT Keys in request don't hash to the same slot");
+    }
+    let shard = match cluster.shard_of(slot) {
+        Ok(shard) => shard,
+        Err(e) => return cluster_error(&e),
+    };
+    let group = shard.group;
+    if !spec.write {
+        if s.readonly && cluster.replicates(group) {
+            return local(s);
+        }
+        if cluster.is_leader(group) {
+            return match cluster.read_barrier(group).await {
+                Ok(()) => local(s),
+                Err(ClusterError::NotLeader { leader, .. }) => {
+                    elsewhere(cluster, s, slot, &shard, leader, args).await
+                }
+                Err(e) => cluster_error(&e),
+            };
+        }
+        return elsewhere(cluster, s, slot, &shard, None, args).await;
+    }
+    if !cluster.is_leader(group) {
+        return elsewhere(cluster, s, slot, &shard, None, args).await;
+    }
+    let db = s.db as u8;
+    match cluster.propose(group, db, args.to_vec()).await {
+        Ok(reply) => Reply::from_resp3(&reply),
+        Err(ClusterError::NotLeader { leader, .. }) => {
+            elsewhere(cluster, s, slot, &shard, leader, args).await
+        }
+        Err(e) => cluster_error(&e),
+    }
+}
+
+/// The request belongs to another node: redirect a cluster-aware client,
+/// forward for any other.
+async fn elsewhere(
+    cluster: &Cluster,
+    s: &mut Session,
+    slot: u16,
+    shard: &ShardInfo,
+    leader: Option<(u64, PeerNode)>,
+    args: &[Bytes],
+) -> Reply {
+    let Some((id, peer)) = leader.or_else(|| cluster.leader_of(shard)) else {
+        return Reply::err(format!(
+            "CLUSTERDOWN shard {} has no leader right now (an election is running or a majority of its replicas is down); retry shortly",
+            shard.group
+        ));
+    };
+    if id == cluster.id {
+        return Reply::err(format!(
+            "TRYAGAIN leadership of shard {} is changing; retry shortly",
+            shard.group
+        ));
+    }
+    if s.cluster_aware || s.forwarded {
+        return Reply::err(format!("MOVED {slot} {}", peer.resp));
+    }
+    // A leader that stops answering (paused, partitioned) is replaced by
+    // an election; don't wait out the timeout on it. Whether it applied
+    // the request is unknown, so the client is told to retry rather than
+    // the request being sent twice.
+    tokio::select! {
+        r = cluster.forward(&peer, s.db as u8, args.to_vec()) => match r {
+            Ok(bytes) => Reply::from_resp3(&bytes),
+            Err(e) => cluster_error(&e),
+        },
+        () = cluster.leader_changed(shard.group, id) => Reply::err(format!(
+            "TRYAGAIN the leader of shard {} changed while the request was in flight; it may or may not have been applied",
+            shard.group
+        )),
+    }
+}
+
+/// CLUSTER STRATA-CREATE replicas (id cluster resp http)...: forms the
+/// cluster (sent by `strata cluster create` to one of the nodes).
+async fn create(cluster: &Cluster, a: &[Bytes]) -> Reply {
+    let Some(replicas) = a
+        .first()
+        .and_then(|r| std::str::from_utf8(r).ok()?.parse::<usize>().ok())
+    else {
+        return err::syntax();
+    };
+    let rest = &a[1..];
+    if rest.is_empty() || rest.len() % 4 != 0 {
+        return err::syntax();
+    }
+    let mut nodes = BTreeMap::new();
+    for m in rest.chunks(4) {
+        let text = |b: &Bytes| String::from_utf8_lossy(b).into_owned();
+        let Ok(id) = u64::from_str_radix(&text(&m[0]), 16) else {
+            return Reply::err("ERR bad node id");
+        };
+        nodes.insert(
+            id,
+            PeerNode {
+                cluster: text(&m[1]),
+                resp: text(&m[2]),
+                http: text(&m[3]),
+            },
+        );
+    }
+    match cluster.create(replicas, nodes).await {
+        Ok(layout) => Reply::Status(format!(
+            "OK epoch {} shards {}",
+            layout.epoch,
+            layout.shards.len()
+        )),
+        Err(e) => Reply::err(e.to_string()),
+    }
+}
+
+fn node_name(id: u64) -> String {
+    format!("{id:040x}")
+}
+
+fn host_port(addr: &str) -> (String, i64) {
+    match addr.rsplit_once(':') {
+        Some((h, p)) => (h.to_string(), p.parse().unwrap_or(0)),
+        None => (addr.to_string(), 0),
+    }
+}
+
+/// Shards in slot order with their leader (if known) first.
+fn shard_view(cluster: &Cluster) -> Vec<(ShardInfo, Vec<(u64, PeerNode)>)> {
+    let meta = cluster.layout().clone();
+    meta.shards
+        .iter()
+        .map(|shard| {
+            let leader = cluster.leader_of(shard).map(|(id, _)| id);
+            let mut ids: Vec<u64> = shard.replicas.clone();
+            if let Some(l) = leader {
+                ids.retain(|&i| i != l);
+                ids.insert(0, l);
+            }
+            let nodes = ids
+                .into_iter()
+                .filter_map(|id| meta.nodes.get(&id).map(|n| (id, n.clone())))
+                .collect();
+            (shard.clone(), nodes)
+        })
+        .collect()
+}
+
+/// CLUSTER subcommands.
+pub fn cluster(ctx: &mut Ctx<'_>, a: &[Bytes]) -> CmdResult {
+    let sub = &a[1];
+    if is(sub, "KEYSLOT") {
+        if a.len() != 3 {
+            return Err(err::arity("cluster|keyslot"));
+        }
+        return Ok(Reply::Int(i64::from(slot_of(&a[2]))));
+    }
+    if is(sub, "HELP") {
+        return Ok(Reply::Array(
+            [
+                "CLUSTER <subcommand> [<arg> [value] [opt] ...]. Subcommands are:",
+                "INFO, MYID, NODES, SLOTS, SHARDS, KEYSLOT <key>,",
+                "COUNTKEYSINSLOT <slot>, GETKEYSINSLOT <slot> <count>",
+            ]
+            .iter()
+            .map(|l| Reply::Status((*l).to_string()))
+            .collect(),
+        ));
+    }
+    let Some(cluster) = ctx.node.cluster.get() else {
+        return Err(Reply::err("ERR This instance has cluster support disabled"));
+    };
+    if is(sub, "STRATA-NODE") {
+        return Ok(Reply::bulk(format!(
+            "{:016x} {} {} {}",
+            cluster.id, cluster.me.cluster, cluster.me.resp, cluster.me.http
+        )));
+    }
+    if is(sub, "MYID") {
+        return Ok(Reply::bulk(node_name(cluster.id)));
+    }
+    if is(sub, "INFO") {
+        let meta = cluster.layout().clone();
+        let (served, total) = cluster.shards_served();
+        let all_led = total > 0 && meta.shards.iter().all(|s| cluster.leader_of(s).is_some());
+        let state = if all_led { "ok" } else { "fail" };
+        let assigned = if total > 0 { SLOTS } else { 0 };
+        let mut out = String::new();
+        let _ = write!(
+            out,
+            "cluster_enabled:1\r\ncluster_state:{state}\r\ncluster_slots_assigned:{assigned}\r\ncluster_slots_ok:{}\r\ncluster_slots_pfail:0\r\ncluster_slots_fail:{}\r\ncluster_known_nodes:{}\r\ncluster_size:{total}\r\ncluster_current_epoch:{}\r\ncluster_my_epoch:{}\r\nstrata_shards_replicated_here:{served}\r\nstrata_replicas:{}\r\n",
+            if all_led { assigned } else { 0 },
+            if all_led { 0 } else { assigned },
+            meta.nodes.len(),
+            meta.epoch,
+            meta.epoch,
+            meta.replicas
+        );
+        return Ok(Reply::Verbatim(out));
+    }
+    if is(sub, "SLOTS") {
+        ctx.s.cluster_aware = true;
+        let mut out = Vec::new();
+        for (shard, nodes) in shard_view(cluster) {
+            for &(a, b) in &shard.slots {
+                let mut entry = vec![Reply::Int(i64::from(a)), Reply::Int(i64::from(b))];
+                for (id, n) in &nodes {
+                    let (host, port) = host_port(&n.resp);
+                    entry.push(Reply::Array(vec![
+                        Reply::bulk(host),
+                        Reply::Int(port),
+                        Reply::bulk(node_name(*id)),
+                    ]));
+                }
+                out.push(Reply::Array(entry));
+            }
+        }
+        return Ok(Reply::Array(out));
+    }
+    if is(sub, "SHARDS") {
+        ctx.s.cluster_aware = true;
+        let mut out = Vec::new();
+        for (shard, nodes) in shard_view(cluster) {
+            let slots = shard
+                .slots
+                .iter()
+                .flat_map(|&(a, b)| [Reply::Int(i64::from(a)), Reply::Int(i64::from(b))])
+                .collect();
+            let members = nodes
+                .iter()
+                .enumerate()
+                .map(|(i, (id, n))| {
+                    let (host, port) = host_port(&n.resp);
+                    Reply::Map(vec![
+                        (Reply::bulk("id"), Reply::bulk(node_name(*id))),
+                        (Reply::bulk("port"), Reply::Int(port)),
+                        (Reply::bulk("ip"), Reply::bulk(host.clone())),
+                        (Reply::bulk("endpoint"), Reply::bulk(host)),
+                        (
+                            Reply::bulk("role"),
+                            Reply::bulk(if i == 0 { "master" } else { "replica" }),
+                        ),
+                        (Reply::bulk("replication-offset"), Reply::Int(0)),
+                        (Reply::bulk("health"), Reply::bulk("online")),
+                    ])
+                })
+                .collect();
+            out.push(Reply::Map(vec![
+                (Reply::bulk("slots"), Reply::Array(slots)),
+                (Reply::bulk("nodes"), Reply::Array(members)),
+            ]));
+        }
+        return Ok(Reply::Array(out));
+    }
+    if is(sub, "NODES") {
+        ctx.s.cluster_aware = true;
+        let meta = cluster.layout().clone();
+        let view = shard_view(cluster);
+        let mut out = String::new();
+        for (id, n) in &meta.nodes {
+            let led: Vec<String> = view
+                .iter()
+                .filter(|(_, nodes)| nodes.first().is_some_and(|(l, _)| l == id))
+                .flat_map(|(s, _)| {
+                    s.slots.iter().map(|&(a, b)| {
+                        if a == b {
+                            a.to_string()
+                        } else {
+                            format!("{a}-{b}")
+                        }
+                    })
+                })
+                .collect();
+            let cport = host_port(&n.cluster).1;
+            let flags = if *id == cluster.id {
+                "myself,master"
+            } else {
+                "master"
+            };
+            let _ = writeln!(
+                out,
+                "{} {}@{cport} {flags} - 0 0 {} connected{}{}",
+                node_name(*id),
+                n.resp,
+                meta.epoch,
+                if led.is_empty() { "" } else { " " },
+                led.join(" ")
+            );
+        }
+        return Ok(Reply::Verbatim(out));
+    }
+    if is(sub, "COUNTKEYSINSLOT") || is(sub, "GETKEYSINSLOT") {
+        let count_only = is(sub, "COUNTKEYSINSLOT");
+        if a.len() != if count_only { 3 } else { 4 } {
+            return Err(err::syntax());
+        }
+        let slot = int_arg(&a[2])?;
+        if !(0..i64::from(SLOTS)).contains(&slot) {
+            return Err(Reply::err("ERR Invalid slot"));
+        }
+        let limit = if count_only {
+            usize::MAX
+        } else {
+            let n = int_arg(&a[3])?;
+            if n < 0 {
+                return Err(Reply::err("ERR Invalid number of keys"));
+            }
+            n as usize
+        };
+        let mut keys = Vec::new();
+        let mut cursor = 0;
+        loop {
+            let (next, items) = ctx
+                .node
+                .store
+                .scan_slot(ctx.s.db, slot as u16, cursor, 1000)
+                .map_err(super::storage_error)?;
+            keys.extend(items.into_iter().map(|i| i.key));
+            if next == 0 || keys.len() >= limit {
+                break;
+            }
+            cursor = next;
+        }
+        if count_only {
+            return Ok(Reply::Int(keys.len() as i64));
+        }
+        keys.truncate(limit);
+        return Ok(Reply::Array(keys.into_iter().map(Reply::bulk).collect()));
+    }
+    Err(err::subcommand(sub, "cluster"))
+}
+
+/// READONLY: this connection's reads may be served by any replica.
+pub fn readonly(ctx: &mut Ctx<'_>, _: &[Bytes]) -> CmdResult {
+    if ctx.node.cluster.get().is_none() {
+        return Err(Reply::err("ERR This instance has cluster support disabled"));
+    }
+    ctx.s.readonly = true;
+    ctx.s.cluster_aware = true;
+    Ok(Reply::OK)
+}
+
+/// READWRITE: back to reads from the leader only.
+pub fn readwrite(ctx: &mut Ctx<'_>, _: &[Bytes]) -> CmdResult {
+    if ctx.node.cluster.get().is_none() {
+        return Err(Reply::err("ERR This instance has cluster support disabled"));
+    }
+    ctx.s.readonly = false;
+    Ok(Reply::OK)
+}
