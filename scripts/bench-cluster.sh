@@ -42,8 +42,8 @@ start_redis_cluster() {
   for i in 0 1 2 3 4 5; do
     for _ in $(seq 100); do redis-cli -p $((RBASE + i)) ping >/dev/null 2>&1 && break; sleep 0.1; done
   done
-  yes yes | redis-cli --cluster create $(for i in 0 1 2 3 4 5; do printf '127.0.0.1:%d ' $((RBASE + i)); done) \
-    --cluster-replicas 1 >/dev/null
+  redis-cli --cluster create $(for i in 0 1 2 3 4 5; do printf '127.0.0.1:%d ' $((RBASE + i)); done) \
+    --cluster-replicas 1 --cluster-yes >/dev/null
   for _ in $(seq 100); do
     redis-cli -p "$RBASE" cluster info | grep -q cluster_state:ok && break; sleep 0.2
   done

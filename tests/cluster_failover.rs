@@ -324,6 +324,27 @@ fn writes_route_and_survive_leader_kill_and_pause() {
             }
         }
     }
+    // A pipeline: runs of writes to one shard travel as one Raft entry;
+    // replies come back in order, errors included.
+    let mut c = nodes[0].client();
+    let mut pipe = redis::pipe();
+    for k in 0..64 {
+        pipe.cmd("SET").arg(format!("{{p}}:{k}")).arg(k).ignore();
+    }
+    pipe.cmd("INCR").arg("{p}:3");
+    pipe.cmd("GET").arg("{p}:3");
+    pipe.cmd("SET").arg("elsewhere").arg("x");
+    let (incr, get, other): (i64, String, String) = pipe.query(&mut c).expect("pipeline");
+    assert_eq!((incr, get.as_str(), other.as_str()), (4, "4", "OK"));
+    let e = cmd("HSET").arg("{p}:3").arg("f").arg("v").query::<i64>(&mut c).unwrap_err();
+    assert_eq!(e.code(), Some("WRONGTYPE"));
+    for p in &nodes {
+        let mut c = p.client();
+        for k in 0..64 {
+            let v: i64 = c.get(format!("{{p}}:{k}")).expect("get pipelined");
+            assert_eq!(v, if k == 3 { 4 } else { k });
+        }
+    }
     // The HTTP API works from any node too.
     for (i, p) in nodes.iter().enumerate() {
         let body = format!(r#"{{"key":"http-{i}","content":"via node {i}"}}"#);

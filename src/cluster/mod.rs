@@ -50,6 +50,10 @@ use types::{PeerRequest, RaftTypes, Request};
 /// before it is refused.
 pub const QUORUM_WAIT: Duration = Duration::from_secs(5);
 
+/// How long a majority's confirmation of leadership serves reads without
+/// another round trip: well under the 700 ms minimum election timeout.
+const LEASE: Duration = Duration::from_millis(400);
+
 /// Largest message between nodes.
 const MAX_FRAME: usize = 64 << 20;
 
@@ -122,6 +126,10 @@ pub struct Cluster {
     meta: Raft<RaftTypes>,
     layout: watch::Receiver<ClusterMeta>,
     groups: RwLock<HashMap<u32, Raft<RaftTypes>>>,
+    /// When each group this node leads was last acknowledged by a majority
+    /// (the send time of the acknowledged heartbeat or append, on this
+    /// node's monotonic clock); None when not leading.
+    leases: RwLock<HashMap<u32, Arc<parking_lot::Mutex<Option<std::time::Instant>>>>>,
     forwarded: OnceLock<Arc<dyn Forwarded>>,
     stop: CancellationToken,
 }
@@ -201,9 +209,11 @@ impl Cluster {
             meta,
             layout: layout_rx,
             groups: RwLock::new(HashMap::new()),
+            leases: RwLock::new(HashMap::new()),
             forwarded: OnceLock::new(),
             stop: stop.clone(),
         });
+        cluster.watch_lease(META_GROUP, &cluster.meta);
         let service: Arc<dyn Service> = Arc::new(NodeService(Arc::downgrade(&cluster)));
         tokio::spawn(transport::serve(
             listener,
@@ -319,8 +329,47 @@ impl Cluster {
                 }
             }
             tracing::info!(group = shard.group, "serving shard group");
+            self.watch_lease(shard.group, &raft);
             self.groups.write().insert(shard.group, raft);
         }
+    }
+
+    /// Follows `raft`'s metrics to know when its leadership was last
+    /// confirmed by a majority. Metrics arrive only when something
+    /// changes, so the age they report is turned into an instant here;
+    /// a leader cut off from its peers stops getting fresh ones and its
+    /// lease simply runs out.
+    fn watch_lease(&self, group: u32, raft: &Raft<RaftTypes>) {
+        let slot = Arc::new(parking_lot::Mutex::new(None));
+        self.leases.write().insert(group, slot.clone());
+        let mut rx = raft.metrics();
+        let stop = self.stop.clone();
+        tokio::spawn(async move {
+            loop {
+                {
+                    let m = rx.borrow_and_update();
+                    let acked = match (m.state, m.millis_since_quorum_ack) {
+                        (ServerState::Leader, Some(ms)) => {
+                            std::time::Instant::now().checked_sub(Duration::from_millis(ms))
+                        }
+                        _ => None,
+                    };
+                    *slot.lock() = acked;
+                }
+                tokio::select! {
+                    r = rx.changed() => if r.is_err() { return },
+                    () = stop.cancelled() => return,
+                }
+            }
+        });
+    }
+
+    /// Time since a majority last confirmed this node's leadership of
+    /// `group` (None if it doesn't lead it).
+    fn lease_age(&self, group: u32) -> Option<Duration> {
+        let slot = self.leases.read().get(&group)?.clone();
+        let at = (*slot.lock())?;
+        Some(at.elapsed())
     }
 
     fn raft_of(&self, group: u32) -> Option<Raft<RaftTypes>> {
@@ -351,13 +400,40 @@ impl Cluster {
     /// Whether this node, as leader of `raft`'s group, heard from a
     /// majority within an election timeout. A leader cut off from its
     /// peers refuses at once instead of proposing what it can't commit.
-    fn quorum_fresh(raft: &Raft<RaftTypes>) -> bool {
-        let m = raft.metrics();
-        let m = m.borrow();
-        if m.membership_config.membership().voter_ids().count() <= 1 {
+    fn quorum_fresh(&self, group: u32, raft: &Raft<RaftTypes>) -> bool {
+        if Self::single_voter(raft) {
             return true;
         }
-        m.millis_since_quorum_ack.is_some_and(|ms| ms <= 1500)
+        self.lease_age(group)
+            .is_some_and(|age| age <= Duration::from_millis(1500))
+    }
+
+    fn single_voter(raft: &Raft<RaftTypes>) -> bool {
+        raft.metrics()
+            .borrow()
+            .membership_config
+            .membership()
+            .voter_ids()
+            .count()
+            <= 1
+    }
+
+    /// Whether a read on this leader may skip the round trip to a
+    /// majority: a majority confirmed its leadership less than
+    /// [`LEASE`] ago (no other leader can be elected before their
+    /// election timeout, at least 700 ms, runs out), and it has applied
+    /// an entry of its own term, so it has every committed write.
+    fn lease_valid(&self, group: u32, raft: &Raft<RaftTypes>) -> bool {
+        let fresh =
+            Self::single_voter(raft) || self.lease_age(group).is_some_and(|age| age < LEASE);
+        if !fresh {
+            return false;
+        }
+        let m = raft.metrics();
+        let m = m.borrow();
+        m.state == ServerState::Leader
+            && m.last_applied
+                .is_some_and(|l| l.leader_id.term == m.current_term)
     }
 
     /// The leader a group's Raft instance knows of. A node restarted after
@@ -396,20 +472,37 @@ impl Cluster {
         db: u8,
         args: Vec<Bytes>,
     ) -> Result<Bytes, ClusterError> {
+        self.replicate(group, |at_ms| Request::Command { db, at_ms, args })
+            .await
+    }
+
+    /// Replicates several writes to `group` as one entry, applied in order;
+    /// returns a RESP3 array of their replies.
+    pub async fn propose_batch(
+        &self,
+        group: u32,
+        db: u8,
+        cmds: Vec<Vec<Bytes>>,
+    ) -> Result<Bytes, ClusterError> {
+        self.replicate(group, |at_ms| Request::Batch { db, at_ms, cmds })
+            .await
+    }
+
+    async fn replicate(
+        &self,
+        group: u32,
+        make: impl FnOnce(u64) -> Request,
+    ) -> Result<Bytes, ClusterError> {
         let Some(raft) = self.raft_of(group) else {
             return Err(ClusterError::NotLeader {
                 group,
                 leader: self.shard_leader_by_group(group),
             });
         };
-        if !Self::quorum_fresh(&raft) {
+        if !self.quorum_fresh(group, &raft) {
             return Err(ClusterError::NoQuorum { group });
         }
-        let req = Request::Command {
-            db,
-            at_ms: crate::storage::now_ms(),
-            args,
-        };
+        let req = make(crate::storage::now_ms());
         match tokio::time::timeout(QUORUM_WAIT, raft.client_write(req)).await {
             Err(_) => Err(ClusterError::InFlight { group }),
             Ok(Ok(resp)) => Ok(resp.data),
@@ -433,7 +526,10 @@ impl Cluster {
                 leader: self.shard_leader_by_group(group),
             });
         };
-        if !Self::quorum_fresh(&raft) {
+        if self.lease_valid(group, &raft) {
+            return Ok(());
+        }
+        if !self.quorum_fresh(group, &raft) {
             return Err(ClusterError::NoQuorum { group });
         }
         match tokio::time::timeout(QUORUM_WAIT, raft.ensure_linearizable()).await {

@@ -248,12 +248,26 @@ impl RaftStateMachine<RaftTypes> for GroupSm {
                         None
                     }
                     EntryPayload::Normal(Request::Command { db, at_ms, args }) => {
-                        Some((db, at_ms, args))
+                        Some((db, at_ms, vec![args], false))
+                    }
+                    EntryPayload::Normal(Request::Batch { db, at_ms, cmds }) => {
+                        Some((db, at_ms, cmds, true))
                     }
                 };
                 let bytes = bincode::serialize(&mark).map_err(sm_err)?;
                 let reply = store.apply_batch(group, &bytes, || match &command {
-                    Some((db, at_ms, args)) => with_clock(*at_ms, || applier.apply(*db, args)),
+                    Some((db, at_ms, cmds, as_array)) => with_clock(*at_ms, || {
+                        if !as_array {
+                            return cmds
+                                .first()
+                                .map_or_else(Bytes::new, |a| applier.apply(*db, a));
+                        }
+                        let mut out = format!("*{}\r\n", cmds.len()).into_bytes();
+                        for args in cmds {
+                            out.extend_from_slice(&applier.apply(*db, args));
+                        }
+                        Bytes::from(out)
+                    }),
                     None => Bytes::new(),
                 });
                 replies.push(reply);

@@ -61,6 +61,16 @@ pub enum Request {
         /// The command and its arguments.
         args: Vec<Bytes>,
     },
+    /// Several write commands of one client's pipeline, applied in order
+    /// as one entry; the reply is a RESP3 array of their replies.
+    Batch {
+        /// Logical database.
+        db: u8,
+        /// Leader's clock, milliseconds since the epoch.
+        at_ms: u64,
+        /// The commands.
+        cmds: Vec<Vec<Bytes>>,
+    },
     /// A new cluster layout (metadata group only).
     Layout(ClusterMeta),
 }
@@ -74,6 +84,7 @@ impl fmt::Display for Request {
                 args.first()
                     .map_or_else(String::new, |a| String::from_utf8_lossy(a).into_owned())
             ),
+            Request::Batch { cmds, .. } => write!(f, "{} pipelined commands", cmds.len()),
             Request::Layout(m) => write!(f, "layout epoch {}", m.epoch),
         }
     }

@@ -160,6 +160,92 @@ pub async fn dispatch(node: &Node, s: &mut Session, args: &[Bytes]) -> Reply {
     }
 }
 
+/// The shard group a request would be replicated through as part of a
+/// pipeline batch: a well-formed keyed write to one slot of a shard this
+/// node leads.
+fn batch_group(node: &Node, cluster: &Cluster, s: &Session, args: &[Bytes]) -> Option<u32> {
+    let (_, spec) = lookup(args.first()?)?;
+    let n = args.len() as i32;
+    if !spec.write
+        || (!s.authed && !spec.noauth)
+        || (spec.arity > 0 && n != spec.arity)
+        || (spec.arity < 0 && n < -spec.arity)
+        || matches!(spec.name, "flushdb" | "flushall")
+    {
+        return None;
+    }
+    let mut keys = spec.keys_of(args);
+    let slot = slot_of(keys.next()?);
+    if keys.any(|k| slot_of(k) != slot) {
+        return None;
+    }
+    let group = cluster.shard_of(slot).ok()?.group;
+    let _ = node;
+    cluster.is_leader(group).then_some(group)
+}
+
+/// Executes a client's pipeline in order, appending one reply per request
+/// to `out`. Consecutive writes to a shard this node leads travel as one
+/// Raft entry, so a pipeline costs one replication round trip per run of
+/// writes instead of one per command. Stops after QUIT.
+pub async fn dispatch_pipeline(
+    node: &Node,
+    s: &mut Session,
+    reqs: &[Vec<Bytes>],
+    out: &mut Vec<Reply>,
+) {
+    let Some(cluster) = node.cluster.get() else {
+        for args in reqs {
+            out.push(dispatch(node, s, args).await);
+            if s.quit {
+                return;
+            }
+        }
+        return;
+    };
+    let mut i = 0;
+    while i < reqs.len() {
+        let group = batch_group(node, cluster, s, &reqs[i]);
+        let mut j = i + 1;
+        if let Some(g) = group {
+            while j < reqs.len() && batch_group(node, cluster, s, &reqs[j]) == Some(g) {
+                j += 1;
+            }
+        }
+        if let (Some(g), true) = (group, j - i > 1) {
+            let cmds: Vec<Vec<Bytes>> = reqs[i..j].to_vec();
+            if let Ok(bytes) = cluster.propose_batch(g, s.db as u8, cmds).await {
+                match Reply::from_resp3(&bytes) {
+                    Reply::Array(items) if items.len() == j - i => {
+                        out.extend(items);
+                        i = j;
+                        continue;
+                    }
+                    other => {
+                        // Applied, but the answer is unreadable: say so for each.
+                        let e = match other {
+                            Reply::Error(e) => e,
+                            _ => "ERR malformed pipeline reply".into(),
+                        };
+                        out.extend((i..j).map(|_| Reply::err(e.clone())));
+                        i = j;
+                        continue;
+                    }
+                }
+            }
+            // Not replicated as a batch (leadership moved, no quorum): each
+            // request takes the ordinary path, which redirects or refuses.
+        }
+        for args in &reqs[i..j] {
+            out.push(dispatch(node, s, args).await);
+            if s.quit {
+                return;
+            }
+        }
+        i = j;
+    }
+}
+
 /// The request belongs to another node: redirect a cluster-aware client,
 /// forward for any other.
 async fn elsewhere(

@@ -22,7 +22,7 @@ use bytes::Bytes;
 
 use crate::node::{ClientHandle, Node};
 use crate::storage::{Change, Lsn, ReadHint, Record, StorageError, Tier, Value, Written};
-pub use cluster::{dispatch, Applier, Forwarder};
+pub use cluster::{dispatch, dispatch_pipeline, Applier, Forwarder};
 pub use reply::Reply;
 
 /// A command's outcome: a reply, or an error reply to send instead.

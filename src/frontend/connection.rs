@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::resp::{parse_request, Reply};
-use crate::commands::{dispatch, execute, storage_error, Ctx, Session};
+use crate::commands::{dispatch_pipeline, execute, storage_error, Ctx, Session};
 use crate::node::{ClientHandle, ClientState, Node};
 
 /// A connection handed to an I/O thread.
@@ -143,21 +143,25 @@ async fn session_loop(
         };
         let mut executed = 0usize;
         let mut protocol_error = None;
+        // In cluster mode the batch is routed as a whole (see
+        // `dispatch_pipeline`); a single node executes as it parses.
+        let clustered = node.cluster.get().is_some();
+        let mut pipeline: Vec<Vec<bytes::Bytes>> = Vec::new();
         loop {
             match parse_request(&mut rbuf, max_bulk) {
                 Ok(Some(args)) => {
                     if args.is_empty() {
                         continue;
                     }
-                    let reply = if node.cluster.get().is_some() {
-                        dispatch(node, &mut session, &args).await
-                    } else {
-                        let mut ctx = Ctx {
-                            node,
-                            s: &mut session,
-                        };
-                        execute(&mut ctx, &args)
+                    if clustered {
+                        pipeline.push(args);
+                        continue;
+                    }
+                    let mut ctx = Ctx {
+                        node,
+                        s: &mut session,
                     };
+                    let reply = execute(&mut ctx, &args);
                     reply.encode(session.resp3, &mut wbuf);
                     executed += 1;
                     if session.quit {
@@ -170,6 +174,14 @@ async fn session_loop(
                     break;
                 }
             }
+        }
+        if !pipeline.is_empty() {
+            let mut replies = Vec::with_capacity(pipeline.len());
+            dispatch_pipeline(node, &mut session, &pipeline, &mut replies).await;
+            for reply in &replies {
+                reply.encode(session.resp3, &mut wbuf);
+            }
+            executed += replies.len();
         }
         // Acknowledge writes only once they are as durable as appendfsync promises.
         if let Some(lsn) = session.pending_lsn.take() {
