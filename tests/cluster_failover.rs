@@ -336,7 +336,12 @@ fn writes_route_and_survive_leader_kill_and_pause() {
     pipe.cmd("SET").arg("elsewhere").arg("x");
     let (incr, get, other): (i64, String, String) = pipe.query(&mut c).expect("pipeline");
     assert_eq!((incr, get.as_str(), other.as_str()), (4, "4", "OK"));
-    let e = cmd("HSET").arg("{p}:3").arg("f").arg("v").query::<i64>(&mut c).unwrap_err();
+    let e = cmd("HSET")
+        .arg("{p}:3")
+        .arg("f")
+        .arg("v")
+        .query::<i64>(&mut c)
+        .unwrap_err();
     assert_eq!(e.code(), Some("WRONGTYPE"));
     for p in &nodes {
         let mut c = p.client();

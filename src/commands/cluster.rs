@@ -103,11 +103,7 @@ pub async fn dispatch(node: &Node, s: &mut Session, args: &[Bytes]) -> Reply {
     let Some((_, spec)) = args.first().and_then(|n| lookup(n)) else {
         return local(s);
     };
-    let n = args.len() as i32;
-    if (!s.authed && !spec.noauth)
-        || (spec.arity > 0 && n != spec.arity)
-        || (spec.arity < 0 && n < -spec.arity)
-    {
+    if (!s.authed && !spec.noauth) || !spec.arity_ok(args.len()) {
         // Refused the same way as anywhere else.
         return local(s);
     }
@@ -163,13 +159,11 @@ pub async fn dispatch(node: &Node, s: &mut Session, args: &[Bytes]) -> Reply {
 /// The shard group a request would be replicated through as part of a
 /// pipeline batch: a well-formed keyed write to one slot of a shard this
 /// node leads.
-fn batch_group(node: &Node, cluster: &Cluster, s: &Session, args: &[Bytes]) -> Option<u32> {
+fn batch_group(cluster: &Cluster, s: &Session, args: &[Bytes]) -> Option<u32> {
     let (_, spec) = lookup(args.first()?)?;
-    let n = args.len() as i32;
     if !spec.write
         || (!s.authed && !spec.noauth)
-        || (spec.arity > 0 && n != spec.arity)
-        || (spec.arity < 0 && n < -spec.arity)
+        || !spec.arity_ok(args.len())
         || matches!(spec.name, "flushdb" | "flushall")
     {
         return None;
@@ -180,7 +174,6 @@ fn batch_group(node: &Node, cluster: &Cluster, s: &Session, args: &[Bytes]) -> O
         return None;
     }
     let group = cluster.shard_of(slot).ok()?.group;
-    let _ = node;
     cluster.is_leader(group).then_some(group)
 }
 
@@ -205,10 +198,10 @@ pub async fn dispatch_pipeline(
     };
     let mut i = 0;
     while i < reqs.len() {
-        let group = batch_group(node, cluster, s, &reqs[i]);
+        let group = batch_group(cluster, s, &reqs[i]);
         let mut j = i + 1;
         if let Some(g) = group {
-            while j < reqs.len() && batch_group(node, cluster, s, &reqs[j]) == Some(g) {
+            while j < reqs.len() && batch_group(cluster, s, &reqs[j]) == Some(g) {
                 j += 1;
             }
         }

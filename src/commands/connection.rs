@@ -162,22 +162,6 @@ pub fn client(ctx: &mut Ctx<'_>, a: &[Bytes]) -> CmdResult {
         })
     } else if is(sub, "INFO") && a.len() == 2 {
         Ok(Reply::Verbatim(client_line(&ctx.s.handle) + "\n"))
-    } else if is(sub, "GETKEYS") {
-        let Some((_, spec)) = a.get(2).and_then(|n| lookup(n)) else {
-            return Err(Reply::err("ERR Invalid command specified"));
-        };
-        let args = &a[2..];
-        let n = args.len() as i32;
-        if (spec.arity > 0 && n != spec.arity) || (spec.arity < 0 && n < -spec.arity) {
-            return Err(Reply::err(
-                "ERR Invalid number of arguments specified for command",
-            ));
-        }
-        let keys: Vec<Reply> = spec.keys_of(args).map(|k| Reply::Bulk(k.clone())).collect();
-        if keys.is_empty() {
-            return Err(Reply::err("ERR The command has no key arguments"));
-        }
-        Ok(Reply::Array(keys))
     } else if is(sub, "LIST") {
         let clients: Vec<_> = ctx.node.clients.lock().values().cloned().collect();
         let mut out = String::new();
@@ -319,8 +303,7 @@ pub fn command(_: &mut Ctx<'_>, a: &[Bytes]) -> CmdResult {
             return Err(Reply::err("ERR Invalid command specified"));
         };
         let args = &a[2..];
-        let n = args.len() as i32;
-        if (spec.arity > 0 && n != spec.arity) || (spec.arity < 0 && n < -spec.arity) {
+        if !spec.arity_ok(args.len()) {
             return Err(Reply::err(
                 "ERR Invalid number of arguments specified for command",
             ));

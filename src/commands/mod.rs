@@ -91,6 +91,16 @@ pub struct Spec {
 }
 
 impl Spec {
+    /// Whether `n` arguments (the name included) fit the command's arity.
+    pub fn arity_ok(&self, n: usize) -> bool {
+        let n = n as i32;
+        if self.arity > 0 {
+            n == self.arity
+        } else {
+            n >= -self.arity
+        }
+    }
+
     /// The keys of one request to this command, in order.
     pub fn keys_of<'a>(&self, args: &'a [Bytes]) -> impl Iterator<Item = &'a Bytes> + 'a {
         let KeySpec { first, last, step } = self.keys;
@@ -471,8 +481,7 @@ pub fn execute(ctx: &mut Ctx<'_>, args: &[Bytes]) -> Reply {
     if !ctx.s.authed && !spec.noauth {
         return Reply::err("NOAUTH Authentication required.");
     }
-    let n = args.len() as i32;
-    if (spec.arity > 0 && n != spec.arity) || (spec.arity < 0 && n < -spec.arity) {
+    if !spec.arity_ok(args.len()) {
         return err::arity(spec.name);
     }
     let started = Instant::now();
