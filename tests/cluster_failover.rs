@@ -499,6 +499,15 @@ fn writes_route_and_survive_leader_kill_and_pause() {
 fn no_quorum_refuses_writes_and_stale_reads_work_on_request() {
     let root = tempfile::tempdir().expect("tempdir");
     let mut nodes = start_cluster(root.path());
+    // Every write fsynced in the Raft log before it is acknowledged.
+    for p in &nodes {
+        let _: () = cmd("CONFIG")
+            .arg("SET")
+            .arg("appendfsync")
+            .arg("always")
+            .query(&mut p.client())
+            .expect("config set");
+    }
     let mut c = nodes[0].client();
     for k in 0..100 {
         let _: () = c.set(format!("q:{k}"), k).expect("set");

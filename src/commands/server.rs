@@ -339,6 +339,10 @@ pub fn config(ctx: &mut Ctx<'_>, a: &[Bytes]) -> CmdResult {
             .store
             .reconfigure(next.storage.clone())
             .map_err(|e| Reply::err(format!("ERR CONFIG SET failed - {e}")))?;
+        if let Some(cluster) = ctx.node.cluster.get() {
+            // In a cluster the Raft log is the durability log.
+            cluster.set_appendfsync(next.storage.appendfsync);
+        }
         *ctx.node.cfg.write() = next;
         Ok(Reply::OK)
     } else if is(sub, "RESETSTAT") && a.len() == 2 {
