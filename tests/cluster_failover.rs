@@ -17,11 +17,29 @@ use redis::{cmd, Commands};
 const BIN: &str = env!("CARGO_BIN_EXE_strata");
 const SECRET: &str = "test-cluster-secret";
 
+/// A free port below the kernel's ephemeral range, so that no outgoing
+/// connection (of this test or another) takes it before the node binds it,
+/// or while a killed node is down.
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
+    for _ in 0..1000 {
+        let port = rand_port();
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port");
+}
+
+fn rand_port() -> u16 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0),
+    );
+    20_000 + (h.finish() % 12_000) as u16
 }
 
 struct Proc {
