@@ -85,11 +85,15 @@ impl Node {
         } else {
             0
         });
-        let node_id = format!(
-            "{:016x}",
-            xxhash_rust::xxh3::xxh3_64(cfg.storage.data_dir.to_string_lossy().as_bytes())
-                ^ now_ms()
-        );
+        // The same id the cluster layer uses, stable across restarts.
+        let node_id = match crate::cluster::node_id(&cfg.storage.data_dir) {
+            Ok(id) => format!("{id:016x}"),
+            Err(_) => format!(
+                "{:016x}",
+                xxhash_rust::xxh3::xxh3_64(cfg.storage.data_dir.to_string_lossy().as_bytes())
+                    ^ now_ms()
+            ),
+        };
         Node {
             store,
             cfg: RwLock::new(cfg),

@@ -143,6 +143,52 @@ impl Drop for Proc {
     }
 }
 
+fn http_agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(20)))
+        .build()
+        .into()
+}
+
+/// GET on a node's HTTP API: status and JSON body.
+fn http_get(p: &Proc, path: &str) -> (u16, serde_json::Value) {
+    let mut r = http_agent()
+        .get(&format!("http://127.0.0.1:{}{path}", p.http))
+        .call()
+        .expect("http get");
+    let status = r.status().as_u16();
+    (status, r.body_mut().read_json().unwrap_or_default())
+}
+
+/// POST of a JSON body to a node's HTTP API: status and JSON body.
+fn http_post(p: &Proc, path: &str, body: &str) -> (u16, serde_json::Value) {
+    let mut r = http_agent()
+        .post(&format!("http://127.0.0.1:{}{path}", p.http))
+        .header("Content-Type", "application/json")
+        .send(body)
+        .expect("http post");
+    let status = r.status().as_u16();
+    (status, r.body_mut().read_json().unwrap_or_default())
+}
+
+/// Polls `check` on a node's topology until it holds (bounded).
+fn wait_topology(
+    p: &Proc,
+    what: &str,
+    check: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (s, topo) = http_get(p, "/api/coordinator/topology");
+        if s == 200 && check(&topo) {
+            return topo;
+        }
+        assert!(Instant::now() < deadline, "{what}: topology {topo}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
 fn cluster_info(p: &Proc) -> String {
     p.client_opt()
         .and_then(|mut c| cmd("CLUSTER").arg("INFO").query::<String>(&mut c).ok())
@@ -388,6 +434,62 @@ fn writes_route_and_survive_leader_kill_and_pause() {
             assert!(text.contains(&format!("via node {i}")), "{text}");
         }
     }
+    // Seed 003's cluster view from every node: members up, a leader for
+    // every shard, the metadata term as generationId.
+    for p in &nodes {
+        let topo = wait_topology(p, "all up", |t| {
+            t["nodes"]
+                .as_array()
+                .is_some_and(|n| n.len() == 3 && n.iter().all(|m| m["status"] == "UP"))
+                && t["shards"]
+                    .as_array()
+                    .is_some_and(|s| s.len() == 3 && s.iter().all(|s| s["leader"].is_string()))
+        });
+        assert!(topo["generationId"].as_u64().unwrap_or(0) >= 1, "{topo}");
+        assert_eq!(topo["replicationFactor"], 3);
+        assert_eq!(topo["writeQuorum"], 2);
+        let (s, health) = http_get(p, "/health");
+        assert_eq!(s, 200, "{health}");
+        assert_eq!(health["status"], "healthy", "{health}");
+        assert_eq!(health["cluster"]["state"], "ok", "{health}");
+        let (s, list) = http_get(p, "/nodes");
+        assert_eq!((s, list["mode"].as_str()), (200, Some("cluster")));
+        let ids: Vec<String> = list["nodes"]
+            .as_array()
+            .expect("nodes")
+            .iter()
+            .map(|n| n["id"].as_str().expect("id").to_string())
+            .collect();
+        assert_eq!(ids.len(), 3);
+        assert_eq!(http_get(p, &format!("/nodes/{}", ids[2])).0, 200);
+        // A write names the replicas that have it: at least a majority.
+        let (s, w) = http_post(
+            p,
+            "/api/write",
+            r#"{"key":"user-123","content":"User log data"}"#,
+        );
+        assert_eq!(s, 200, "{w}");
+        let holders = w["nodes"].as_array().expect("nodes");
+        assert!(holders.len() >= 2, "{w}");
+        assert!(holders.iter().all(|h| ids.iter().any(|i| h == i)), "{w}");
+        let (s, r) = http_get(p, "/api/read/user-123");
+        assert_eq!(s, 200, "{r}");
+        assert_eq!(
+            (r["replicas"].as_u64(), r["stale"].as_bool()),
+            (Some(2), Some(false))
+        );
+        // The replica set of a key, leader first, matches CLUSTER SLOTS.
+        let (s, set) = http_get(p, "/api/coordinator/nodes/user-123?count=3");
+        assert_eq!(s, 200, "{set}");
+        assert_eq!(set["nodes"].as_array().map(Vec::len), Some(3), "{set}");
+        assert_eq!(set["nodes"][0]["id"], set["leader"], "{set}");
+        let leader = &nodes[leader_of(&nodes, "user-123")];
+        assert_eq!(
+            set["nodes"][0]["address"].as_str(),
+            Some(leader.addr().as_str()),
+            "{set}"
+        );
+    }
     // A cluster-aware client routes by CLUSTER SLOTS and MOVED.
     let cc = redis::cluster::ClusterClient::new(
         nodes
@@ -530,6 +632,12 @@ fn no_quorum_refuses_writes_and_stale_reads_work_on_request() {
     for k in 0..100 {
         let _: () = c.set(format!("q:{k}"), k).expect("set");
     }
+    let (s, w) = http_post(
+        &nodes[0],
+        "/api/write",
+        r#"{"key":"q:rec","content":"before"}"#,
+    );
+    assert_eq!(s, 200, "{w}");
     // Let every replica apply them.
     std::thread::sleep(Duration::from_millis(500));
     nodes[1].kill9();
@@ -548,6 +656,36 @@ fn no_quorum_refuses_writes_and_stale_reads_work_on_request() {
         ["NOQUORUM", "CLUSTERDOWN"].contains(&code.as_str()),
         "unexpected error {e}"
     );
+    // The HTTP API refuses the same way, and serves the local copy on request.
+    let (s, w) = http_post(&nodes[0], "/api/write", r#"{"key":"q:http","content":"x"}"#);
+    assert_eq!((s, w["success"].as_bool()), (503, Some(false)), "{w}");
+    let (s, r) = http_get(&nodes[0], "/api/read/q:rec");
+    assert_eq!(s, 503, "{r}");
+    let (s, r) = http_get(&nodes[0], "/api/read/q:rec?stale=true");
+    assert_eq!(s, 200, "{r}");
+    assert_eq!(r["data"]["content"], "before", "{r}");
+    assert_eq!(
+        (r["replicas"].as_u64(), r["stale"].as_bool()),
+        (Some(1), Some(true))
+    );
+    assert_eq!(http_get(&nodes[0], "/api/read/q:rec?replicas=1").0, 200);
+    let (s, health) = http_get(&nodes[0], "/health");
+    assert_eq!(
+        (s, health["status"].as_str()),
+        (200, Some("degraded")),
+        "{health}"
+    );
+    assert_eq!(
+        health["cluster"]["nodes_down"].as_array().map(Vec::len),
+        Some(2),
+        "{health}"
+    );
+    let topo = wait_topology(&nodes[0], "two down", |t| {
+        t["nodes"]
+            .as_array()
+            .is_some_and(|n| n.iter().filter(|m| m["status"] == "DOWN").count() == 2)
+    });
+    println!("topology without a quorum: {topo}");
     // The default read needs a majority too; READONLY serves the local copy.
     let _: () = cmd("READONLY").query(&mut c).expect("readonly");
     for k in 0..100 {

@@ -196,6 +196,16 @@ fn seed_003_write_read_topology() {
     let (s, topo) = get(&node, "/api/coordinator/topology");
     assert_eq!(s, 200);
     assert_eq!(topo["nodes"].as_array().unwrap().len(), 1);
+    let (s, set) = get(&node, "/api/coordinator/nodes/user-123?count=3");
+    assert_eq!(s, 200, "{set}");
+    assert_eq!(set["nodes"].as_array().unwrap().len(), 1);
+    assert_eq!(set["nodes"][0]["id"], set["leader"]);
+    assert_eq!(get(&node, "/api/coordinator/nodes/user-123?count=0").0, 400);
+    // A single node's own copy is never stale; bad query values are refused.
+    let (s, body) = get(&node, "/api/read/user-123?stale=true");
+    assert_eq!((s, body["stale"].clone()), (200, json!(false)));
+    assert_eq!(get(&node, "/api/read/user-123?replicas=2").0, 400);
+    assert_eq!(get(&node, "/api/read/user-123?stale=maybe").0, 400);
 }
 
 #[test]
@@ -330,6 +340,7 @@ fn metrics_and_openapi() {
         "/api/write",
         "/api/read/{key}",
         "/api/coordinator/topology",
+        "/api/coordinator/nodes/{key}",
         "/admin/flush",
         "/admin/config",
         "/metrics",

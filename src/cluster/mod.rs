@@ -44,7 +44,7 @@ use network::GroupNetwork;
 use state_machine::{Apply, GroupSm};
 use transport::{Peers, Service, TransportConfig};
 pub use types::{ClusterMeta, PeerNode, ShardInfo, META_GROUP};
-use types::{PeerRequest, RaftTypes, Request};
+use types::{ForwardReply, PeerRequest, RaftTypes, Request};
 
 /// How long a client write or read barrier waits for its shard's quorum
 /// before it is refused.
@@ -53,6 +53,12 @@ pub const QUORUM_WAIT: Duration = Duration::from_secs(5);
 /// How long a majority's confirmation of leadership serves reads without
 /// another round trip: well under the 700 ms minimum election timeout.
 const LEASE: Duration = Duration::from_millis(400);
+
+/// How often members probe each other.
+const PROBE_EVERY: Duration = Duration::from_millis(500);
+
+/// A member not heard from for this long is reported down.
+const DOWN_AFTER: Duration = Duration::from_secs(2);
 
 /// Largest message between nodes.
 const MAX_FRAME: usize = 64 << 20;
@@ -97,8 +103,37 @@ pub enum ClusterError {
 /// Answers commands forwarded by peers (the command layer provides it).
 pub trait Forwarded: Send + Sync + 'static {
     /// Executes `args` in `db` as the node's own client would, routing
-    /// included; returns the RESP3-encoded reply.
-    fn execute(&self, db: u8, args: Vec<Bytes>) -> Pin<Box<dyn Future<Output = Bytes> + Send>>;
+    /// included; with `holders`, a write's answer names the replicas that
+    /// have it.
+    fn execute(
+        &self,
+        db: u8,
+        args: Vec<Bytes>,
+        holders: bool,
+    ) -> Pin<Box<dyn Future<Output = ForwardReply> + Send>>;
+}
+
+/// A committed write: its reply and where it sits in the shard's log.
+pub struct Committed {
+    /// The RESP3-encoded reply its application produced here.
+    pub reply: Bytes,
+    /// Its log index.
+    pub index: u64,
+}
+
+/// One member as this node sees it.
+#[derive(Debug, Clone)]
+pub struct MemberView {
+    /// Node id.
+    pub id: u64,
+    /// Where it is reached.
+    pub node: PeerNode,
+    /// Whether it answered a probe (or sent anything) lately.
+    pub up: bool,
+    /// The shard groups it leads, as far as this node knows.
+    pub leads: Vec<u32>,
+    /// The shard groups it replicates without leading them.
+    pub follows: Vec<u32>,
 }
 
 /// What a node needs to join the cluster.
@@ -131,6 +166,9 @@ pub struct Cluster {
     /// node's monotonic clock); None when not leading.
     leases: RwLock<HashMap<u32, Arc<parking_lot::Mutex<Option<std::time::Instant>>>>>,
     forwarded: OnceLock<Arc<dyn Forwarded>>,
+    /// When each peer was last heard from (a probe answered, or any
+    /// request received from it).
+    seen: RwLock<HashMap<u64, std::time::Instant>>,
     stop: CancellationToken,
 }
 
@@ -151,7 +189,7 @@ fn raft_config() -> Result<Arc<openraft::Config>, String> {
 }
 
 /// This node's id: made once, kept in the data directory.
-fn node_id(dir: &std::path::Path) -> std::io::Result<u64> {
+pub fn node_id(dir: &std::path::Path) -> std::io::Result<u64> {
     let path = dir.join("node.id");
     if let Ok(s) = std::fs::read_to_string(&path) {
         if let Ok(id) = u64::from_str_radix(s.trim(), 16) {
@@ -211,6 +249,7 @@ impl Cluster {
             groups: RwLock::new(HashMap::new()),
             leases: RwLock::new(HashMap::new()),
             forwarded: OnceLock::new(),
+            seen: RwLock::new(HashMap::new()),
             stop: stop.clone(),
         });
         cluster.watch_lease(META_GROUP, &cluster.meta);
@@ -241,6 +280,21 @@ impl Cluster {
                 }
             });
         }
+        // Probe every member, so status reports know who is reachable.
+        {
+            let weak = Arc::downgrade(&cluster);
+            let stop = cluster.stop.clone();
+            tokio::spawn(async move {
+                loop {
+                    tokio::select! {
+                        () = tokio::time::sleep(PROBE_EVERY) => {}
+                        () = stop.cancelled() => return,
+                    }
+                    let Some(c) = weak.upgrade() else { return };
+                    c.probe_members();
+                }
+            });
+        }
         // `everysec`: fsync the Raft log once a second.
         {
             let db = cluster.raftdb.clone();
@@ -259,6 +313,133 @@ impl Cluster {
             });
         }
         Ok(cluster)
+    }
+
+    /// Sends a probe to every other member; an answer marks it seen.
+    fn probe_members(self: &Arc<Self>) {
+        let Ok(ping) = bincode::serialize(&PeerRequest::Ping) else {
+            return;
+        };
+        let members: Vec<(u64, PeerNode)> = self
+            .layout
+            .borrow()
+            .nodes
+            .iter()
+            .filter(|(id, _)| **id != self.id)
+            .map(|(id, n)| (*id, n.clone()))
+            .collect();
+        for (id, node) in members {
+            let c = self.clone();
+            let ping = ping.clone();
+            tokio::spawn(async move {
+                if c.peers.call(&node.cluster, &ping, DOWN_AFTER).await.is_ok() {
+                    c.saw(id);
+                }
+            });
+        }
+    }
+
+    fn saw(&self, id: u64) {
+        self.seen.write().insert(id, std::time::Instant::now());
+    }
+
+    /// Whether member `id` was heard from lately (this node always is).
+    pub fn is_up(&self, id: u64) -> bool {
+        id == self.id
+            || self
+                .seen
+                .read()
+                .get(&id)
+                .is_some_and(|t| t.elapsed() < DOWN_AFTER)
+    }
+
+    /// The metadata group's term: it grows with every election of a
+    /// metadata leader (seed 003's `generationId`).
+    pub fn generation(&self) -> u64 {
+        self.meta.metrics().borrow().current_term
+    }
+
+    /// The metadata group's leader, if known.
+    pub fn meta_leader(&self) -> Option<u64> {
+        self.known_leader(&self.meta)
+    }
+
+    /// `shard`'s replicas, its leader (when known) first.
+    pub fn replicas_leader_first(&self, shard: &ShardInfo) -> Vec<u64> {
+        let mut ids = shard.replicas.clone();
+        if let Some((l, _)) = self.leader_of(shard) {
+            ids.retain(|&i| i != l);
+            ids.insert(0, l);
+        }
+        ids
+    }
+
+    /// Every member with its status and roles.
+    pub fn member_views(&self) -> Vec<MemberView> {
+        let meta = self.layout.borrow().clone();
+        let leaders: Vec<(u32, Option<u64>)> = meta
+            .shards
+            .iter()
+            .map(|s| (s.group, self.leader_of(s).map(|(id, _)| id)))
+            .collect();
+        meta.nodes
+            .iter()
+            .map(|(id, node)| {
+                let mut leads = Vec::new();
+                let mut follows = Vec::new();
+                for (shard, (group, leader)) in meta.shards.iter().zip(&leaders) {
+                    if *leader == Some(*id) {
+                        leads.push(*group);
+                    } else if shard.replicas.contains(id) {
+                        follows.push(*group);
+                    }
+                }
+                MemberView {
+                    id: *id,
+                    node: node.clone(),
+                    up: self.is_up(*id),
+                    leads,
+                    follows,
+                }
+            })
+            .collect()
+    }
+
+    /// The replicas of `group` that have log entry `index`, as its leader
+    /// sees them: itself and every follower whose log matches up to there.
+    /// Called after the entry committed, so a majority has it; waits
+    /// briefly for the replication progress to show that.
+    pub async fn holders(&self, group: u32, index: u64) -> Vec<u64> {
+        let Some(raft) = self.raft_of(group) else {
+            return Vec::new();
+        };
+        let voters = |m: &openraft::RaftMetrics<u64, PeerNode>| {
+            m.membership_config
+                .membership()
+                .voter_ids()
+                .collect::<Vec<u64>>()
+        };
+        let have = |m: &openraft::RaftMetrics<u64, PeerNode>| -> Vec<u64> {
+            let mut ids = vec![self.id];
+            if let Some(rep) = &m.replication {
+                ids.extend(
+                    rep.iter()
+                        .filter(|(id, l)| **id != self.id && l.is_some_and(|l| l.index >= index))
+                        .map(|(id, _)| *id),
+                );
+            }
+            ids
+        };
+        let majority =
+            |m: &openraft::RaftMetrics<u64, PeerNode>| have(m).len() > voters(m).len() / 2;
+        let waited = raft
+            .wait(Some(Duration::from_millis(200)))
+            .metrics(majority, "a majority's progress")
+            .await;
+        match waited {
+            Ok(m) => have(&m),
+            Err(_) => have(&raft.metrics().borrow()),
+        }
     }
 
     /// Sets who answers forwarded commands.
@@ -471,7 +652,7 @@ impl Cluster {
         group: u32,
         db: u8,
         args: Vec<Bytes>,
-    ) -> Result<Bytes, ClusterError> {
+    ) -> Result<Committed, ClusterError> {
         self.replicate(group, |at_ms| Request::Command { db, at_ms, args })
             .await
     }
@@ -486,13 +667,14 @@ impl Cluster {
     ) -> Result<Bytes, ClusterError> {
         self.replicate(group, |at_ms| Request::Batch { db, at_ms, cmds })
             .await
+            .map(|c| c.reply)
     }
 
     async fn replicate(
         &self,
         group: u32,
         make: impl FnOnce(u64) -> Request,
-    ) -> Result<Bytes, ClusterError> {
+    ) -> Result<Committed, ClusterError> {
         let Some(raft) = self.raft_of(group) else {
             return Err(ClusterError::NotLeader {
                 group,
@@ -505,7 +687,10 @@ impl Cluster {
         let req = make(crate::storage::now_ms());
         match tokio::time::timeout(QUORUM_WAIT, raft.client_write(req)).await {
             Err(_) => Err(ClusterError::InFlight { group }),
-            Ok(Ok(resp)) => Ok(resp.data),
+            Ok(Ok(resp)) => Ok(Committed {
+                reply: resp.data,
+                index: resp.log_id.index,
+            }),
             Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))) => {
                 Err(ClusterError::NotLeader {
                     group,
@@ -587,13 +772,17 @@ impl Cluster {
         node: &PeerNode,
         db: u8,
         args: Vec<Bytes>,
-    ) -> Result<Bytes, ClusterError> {
-        let req = bincode::serialize(&PeerRequest::Forward { db, args })
+        holders: bool,
+    ) -> Result<ForwardReply, ClusterError> {
+        let req = bincode::serialize(&PeerRequest::Forward { db, args, holders })
             .map_err(|e| ClusterError::Peer(e.to_string()))?;
-        self.peers
+        let answer = self
+            .peers
             .call(&node.cluster, &req, QUORUM_WAIT + Duration::from_secs(1))
             .await
-            .map_err(|e| ClusterError::Peer(e.to_string()))
+            .map_err(|e| ClusterError::Peer(e.to_string()))?;
+        bincode::deserialize(&answer)
+            .map_err(|e| ClusterError::Peer(format!("malformed forwarded reply: {e}")))
     }
 
     /// Forms a new cluster of `nodes` (this node among them) with
@@ -674,12 +863,13 @@ struct NodeService(Weak<Cluster>);
 impl Service for NodeService {
     fn call(
         &self,
-        _from: u64,
+        from: u64,
         request: Bytes,
     ) -> Pin<Box<dyn Future<Output = Result<Bytes, String>> + Send + 'static>> {
         let cluster = self.0.clone();
         Box::pin(async move {
             let cluster = cluster.upgrade().ok_or("node is shutting down")?;
+            cluster.saw(from);
             let req: PeerRequest =
                 bincode::deserialize(&request).map_err(|e| format!("malformed request: {e}"))?;
             let missing = |g: u32| format!("group {g} is not served here (yet)");
@@ -698,10 +888,11 @@ impl Service for NodeService {
                     let raft = cluster.raft_of(g).ok_or_else(|| missing(g))?;
                     encode(bincode::serialize(&raft.install_snapshot(rpc).await))
                 }
-                PeerRequest::Forward { db, args } => {
+                PeerRequest::Forward { db, args, holders } => {
                     let f = cluster.forwarded.get().ok_or("node is starting")?.clone();
-                    Ok(f.execute(db, args).await)
+                    encode(bincode::serialize(&f.execute(db, args, holders).await))
                 }
+                PeerRequest::Ping => Ok(Bytes::new()),
             }
         })
     }

@@ -175,11 +175,22 @@ pub enum PeerRequest {
         db: u8,
         /// The command.
         args: Vec<Bytes>,
+        /// Whether the answer should name the replicas that hold the write.
+        holders: bool,
     },
+    /// A liveness probe; answered with an empty message.
+    Ping,
 }
 
-/// A forwarded command's answer: a RESP3-encoded reply.
-pub type ForwardReply = Bytes;
+/// A forwarded command's answer.
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct ForwardReply {
+    /// The RESP3-encoded reply.
+    pub reply: Bytes,
+    /// For a write, when asked: the replicas that had it in their log
+    /// when it was acknowledged.
+    pub holders: Option<Vec<u64>>,
+}
 
 #[cfg(test)]
 mod tests {

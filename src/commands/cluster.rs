@@ -23,6 +23,7 @@ use tokio_util::sync::CancellationToken;
 use super::reply::Reply;
 use super::{err, execute, int_arg, is, lookup, CmdResult, Ctx, Session};
 use crate::cluster::state_machine::Apply;
+use crate::cluster::types::ForwardReply;
 use crate::cluster::{Cluster, ClusterError, Forwarded, PeerNode, ShardInfo};
 use crate::node::{ClientHandle, ClientState, Node};
 use crate::slot::{slot_of, SLOTS};
@@ -69,15 +70,28 @@ impl Apply for Applier {
 pub struct Forwarder(pub Weak<Node>);
 
 impl Forwarded for Forwarder {
-    fn execute(&self, db: u8, args: Vec<Bytes>) -> Pin<Box<dyn Future<Output = Bytes> + Send>> {
+    fn execute(
+        &self,
+        db: u8,
+        args: Vec<Bytes>,
+        holders: bool,
+    ) -> Pin<Box<dyn Future<Output = ForwardReply> + Send>> {
         let node = self.0.clone();
         Box::pin(async move {
             let Some(node) = node.upgrade() else {
-                return Reply::err("ERR node is shutting down").to_resp3();
+                return ForwardReply {
+                    reply: Reply::err("ERR node is shutting down").to_resp3(),
+                    holders: None,
+                };
             };
             let mut s = internal_session(db);
             s.forwarded = true;
-            dispatch(&node, &mut s, &args).await.to_resp3()
+            s.want_holders = holders;
+            let reply = dispatch(&node, &mut s, &args).await.to_resp3();
+            ForwardReply {
+                reply,
+                holders: s.holders,
+            }
         })
     }
 }
@@ -148,7 +162,12 @@ pub async fn dispatch(node: &Node, s: &mut Session, args: &[Bytes]) -> Reply {
     }
     let db = s.db as u8;
     match cluster.propose(group, db, args.to_vec()).await {
-        Ok(reply) => Reply::from_resp3(&reply),
+        Ok(done) => {
+            if s.want_holders {
+                s.holders = Some(cluster.holders(group, done.index).await);
+            }
+            Reply::from_resp3(&done.reply)
+        }
         Err(ClusterError::NotLeader { leader, .. }) => {
             elsewhere(cluster, s, slot, &shard, leader, args).await
         }
@@ -269,8 +288,11 @@ async fn elsewhere(
     // the request is unknown, so the client is told to retry rather than
     // the request being sent twice.
     tokio::select! {
-        r = cluster.forward(&peer, s.db as u8, args.to_vec()) => match r {
-            Ok(bytes) => Reply::from_resp3(&bytes),
+        r = cluster.forward(&peer, s.db as u8, args.to_vec(), s.want_holders) => match r {
+            Ok(answer) => {
+                s.holders = answer.holders;
+                Reply::from_resp3(&answer.reply)
+            }
             Err(e) => cluster_error(&e),
         },
         () = cluster.leader_changed(shard.group, id) => Reply::err(format!(
@@ -335,13 +357,8 @@ fn shard_view(cluster: &Cluster) -> Vec<(ShardInfo, Vec<(u64, PeerNode)>)> {
     meta.shards
         .iter()
         .map(|shard| {
-            let leader = cluster.leader_of(shard).map(|(id, _)| id);
-            let mut ids: Vec<u64> = shard.replicas.clone();
-            if let Some(l) = leader {
-                ids.retain(|&i| i != l);
-                ids.insert(0, l);
-            }
-            let nodes = ids
+            let nodes = cluster
+                .replicas_leader_first(shard)
                 .into_iter()
                 .filter_map(|id| meta.nodes.get(&id).map(|n| (id, n.clone())))
                 .collect();

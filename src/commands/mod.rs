@@ -282,6 +282,12 @@ pub struct Session {
     pub readonly: bool,
     /// A request a peer forwarded: never forwarded again.
     pub forwarded: bool,
+    /// Find out which replicas hold each replicated write (the HTTP
+    /// write API reports them).
+    pub want_holders: bool,
+    /// With `want_holders`: the node ids that had the last replicated
+    /// write in their log when it was acknowledged.
+    pub holders: Option<Vec<u64>>,
 }
 
 impl Session {
@@ -298,6 +304,8 @@ impl Session {
             cluster_aware: false,
             readonly: false,
             forwarded: false,
+            want_holders: false,
+            holders: None,
         }
     }
 }

@@ -5,7 +5,12 @@
 //!
 //! - seed 000: `POST /ingest`, `GET /get/{key}`
 //! - seed 002: `/data`, `/health`, `/nodes`, `/backup`, `/restore`, `/rebalance`
-//! - seed 003: `POST /api/write`, `GET /api/read/{key}`, `GET /api/coordinator/topology`
+//! - seed 003: `POST /api/write`, `GET /api/read/{key}`, `GET /api/coordinator/topology`,
+//!   `GET /api/coordinator/nodes/{key}`
+//!
+//! In cluster mode every node serves all of them: requests are routed
+//! like a RESP client's, and the cluster endpoints describe the whole
+//! cluster as this node sees it.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -23,6 +28,7 @@ use serde_json::{json, Value as Json_};
 use tokio_util::sync::CancellationToken;
 
 use super::resp::Reply;
+use crate::cluster::{Cluster, MemberView};
 use crate::commands::{dispatch, storage_error, Session};
 use crate::metrics::{CmdLabels, HttpLabels};
 use crate::node::{ClientHandle, ClientState, Node};
@@ -69,6 +75,7 @@ pub fn router(node: Shared) -> Router {
         .route("/api/write", post(api_write))
         .route("/api/read/{*key}", get(api_read))
         .route("/api/coordinator/topology", get(topology))
+        .route("/api/coordinator/nodes/{*key}", get(key_nodes))
         .route("/admin/flush", post(admin_flush))
         .route("/admin/config", get(admin_config))
         .route("/metrics", get(metrics))
@@ -103,6 +110,17 @@ async fn track(State(node): State<Shared>, req: Request, next: Next) -> Response
 
 /// Runs one command as the HTTP client and makes its writes durable.
 async fn exec(node: &Shared, args: Vec<Bytes>) -> Result<(Reply, Option<Tier>), ApiError> {
+    exec_with(node, args, |_| {})
+        .await
+        .map(|(r, s)| (r, s.last_tier))
+}
+
+/// [`exec`] with the session set up by `prepare`; returns the session too.
+async fn exec_with(
+    node: &Shared,
+    args: Vec<Bytes>,
+    prepare: impl FnOnce(&mut Session),
+) -> Result<(Reply, Session), ApiError> {
     let handle = Arc::new(ClientHandle {
         id: 0,
         addr: "http".into(),
@@ -112,6 +130,7 @@ async fn exec(node: &Shared, args: Vec<Bytes>) -> Result<(Reply, Option<Tier>), 
         kill: CancellationToken::new(),
     });
     let mut session = Session::new(handle, true);
+    prepare(&mut session);
     // The same path as a RESP client's: routed to the key's shard leader
     // in cluster mode.
     let reply = dispatch(node, &mut session, &args).await;
@@ -132,7 +151,7 @@ async fn exec(node: &Shared, args: Vec<Bytes>) -> Result<(Reply, Option<Tier>), 
         };
         return Err(ApiError(status, msg.clone()));
     }
-    Ok((reply, session.last_tier))
+    Ok((reply, session))
 }
 
 fn args(parts: &[&[u8]]) -> Vec<Bytes> {
@@ -219,7 +238,10 @@ async fn ingest(State(node): State<Shared>, body: Body) -> Result<Json<Json_>, A
         cmd.extend_from_slice(&[b"EX", ttl_s.as_bytes()]);
     }
     let (_, tier) = exec(&node, args(&cmd)).await?;
-    if hint == "hot_read" && node.local_cache.enabled() {
+    // The hot-value cache is local to a node, so a cluster can't keep it
+    // coherent with writes through other nodes: cluster reads always
+    // take the replicated path.
+    if hint == "hot_read" && node.local_cache.enabled() && node.cluster.get().is_none() {
         node.local_cache.put(
             key.as_bytes(),
             text,
@@ -235,7 +257,11 @@ async fn get_key(
     State(node): State<Shared>,
     Path(key): Path<String>,
 ) -> Result<Json<Json_>, ApiError> {
-    if let Some(v) = node.local_cache.get(key.as_bytes()) {
+    let cached = match node.cluster.get() {
+        None => node.local_cache.get(key.as_bytes()),
+        Some(_) => None,
+    };
+    if let Some(v) = cached {
         node.metrics
             .local_cache_hits
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -304,9 +330,13 @@ async fn health(State(node): State<Shared>) -> Response {
         .map(|db| node.store.dbsize(db))
         .sum();
     let healthy = s.poisoned.is_none();
-    let body = json!({
-        "status": if healthy { "healthy" } else { "degraded" },
+    let mut problems: Vec<String> = Vec::new();
+    if let Some(why) = &s.poisoned {
+        problems.push(format!("writes refused after a failed log write: {why}"));
+    }
+    let mut body = json!({
         "node_id": node.node_id,
+        "mode": if node.cluster.get().is_some() { "cluster" } else { "single" },
         "uptime_secs": node.started.elapsed().as_secs(),
         "keys": keys,
         "mem_ratio": mem_ratio(&node),
@@ -314,6 +344,46 @@ async fn health(State(node): State<Shared>) -> Response {
         "disk_entries": s.entries_disk,
         "write_poisoned": s.poisoned,
     });
+    if let Some(cluster) = node.cluster.get() {
+        let members = cluster.member_views();
+        let meta = cluster.layout().clone();
+        let leaderless: Vec<u32> = meta
+            .shards
+            .iter()
+            .filter(|sh| cluster.leader_of(sh).is_none())
+            .map(|sh| sh.group)
+            .collect();
+        let down: Vec<String> = members
+            .iter()
+            .filter(|m| !m.up)
+            .map(|m| hex(m.id))
+            .collect();
+        if meta.shards.is_empty() {
+            problems.push("the cluster has not been created".into());
+        }
+        if !leaderless.is_empty() {
+            problems.push(format!("shards without a leader: {leaderless:?}"));
+        }
+        if !down.is_empty() {
+            problems.push(format!("members not reachable: {}", down.join(", ")));
+        }
+        body["cluster"] = json!({
+            "state": if meta.shards.is_empty() || !leaderless.is_empty() { "fail" } else { "ok" },
+            "generationId": cluster.generation(),
+            "epoch": meta.epoch,
+            "nodes": members.len(),
+            "nodes_up": members.iter().filter(|m| m.up).count(),
+            "nodes_down": down,
+            "shards": meta.shards.len(),
+            "shards_without_leader": leaderless,
+        });
+    }
+    body["status"] = json!(if problems.is_empty() {
+        "healthy"
+    } else {
+        "degraded"
+    });
+    body["problems"] = json!(problems);
     let code = if healthy {
         StatusCode::OK
     } else {
@@ -334,14 +404,61 @@ fn self_node(node: &Node) -> Json_ {
     })
 }
 
-async fn nodes_list(State(node): State<Shared>) -> Json<Json_> {
-    Json(json!({"nodes": [self_node(&node)], "mode": "single"}))
+fn hex(id: u64) -> String {
+    format!("{id:016x}")
 }
 
-async fn nodes_register() -> ApiError {
+/// A cluster member as `/nodes` shows it.
+fn member_json(node: &Node, cluster: &Cluster, m: &MemberView) -> Json_ {
+    let meta = cluster.layout();
+    let slots: Vec<(u16, u16)> = meta
+        .shards
+        .iter()
+        .filter(|s| m.leads.contains(&s.group))
+        .flat_map(|s| s.slots.iter().copied())
+        .collect();
+    let mut v = json!({
+        "id": hex(m.id),
+        "address": m.node.resp,
+        "http_address": m.node.http,
+        "cluster_address": m.node.cluster,
+        "status": if m.up { "up" } else { "down" },
+        "role": if m.leads.is_empty() { "replica" } else { "primary" },
+        "leads_shards": m.leads,
+        "replicates_shards": m.follows,
+        "slots": slots,
+        "self": m.id == cluster.id,
+    });
+    if m.id == cluster.id {
+        v["keys"] = json!((0..node.store.databases())
+            .map(|db| node.store.dbsize(db))
+            .sum::<u64>());
+    }
+    v
+}
+
+async fn nodes_list(State(node): State<Shared>) -> Json<Json_> {
+    match node.cluster.get() {
+        Some(cluster) => {
+            let nodes: Vec<Json_> = cluster
+                .member_views()
+                .iter()
+                .map(|m| member_json(&node, cluster, m))
+                .collect();
+            Json(json!({"nodes": nodes, "mode": "cluster"}))
+        }
+        None => Json(json!({"nodes": [self_node(&node)], "mode": "single"})),
+    }
+}
+
+async fn nodes_register(State(node): State<Shared>) -> ApiError {
     ApiError(
         StatusCode::NOT_IMPLEMENTED,
-        "this node runs in single-node mode; cluster membership is not available".into(),
+        if node.cluster.get().is_some() {
+            "adding a member to a running cluster is not supported yet; form the cluster with `strata cluster create`".into()
+        } else {
+            "this node runs in single-node mode; cluster membership is not available".into()
+        },
     )
 }
 
@@ -349,6 +466,14 @@ async fn node_get(
     State(node): State<Shared>,
     Path(id): Path<String>,
 ) -> Result<Json<Json_>, ApiError> {
+    if let Some(cluster) = node.cluster.get() {
+        return cluster
+            .member_views()
+            .iter()
+            .find(|m| hex(m.id) == id)
+            .map(|m| Json(member_json(&node, cluster, m)))
+            .ok_or_else(|| not_found(format!("no node '{id}'")));
+    }
     if id == node.node_id {
         Ok(Json(self_node(&node)))
     } else {
@@ -357,6 +482,16 @@ async fn node_get(
 }
 
 async fn node_delete(State(node): State<Shared>, Path(id): Path<String>) -> ApiError {
+    if let Some(cluster) = node.cluster.get() {
+        return if cluster.member_views().iter().any(|m| hex(m.id) == id) {
+            ApiError(
+                StatusCode::NOT_IMPLEMENTED,
+                "removing a member from a running cluster is not supported yet".into(),
+            )
+        } else {
+            not_found(format!("no node '{id}'"))
+        };
+    }
     if id == node.node_id {
         ApiError(StatusCode::CONFLICT, "can't remove the only node".into())
     } else {
@@ -507,7 +642,7 @@ async fn api_write(State(node): State<Shared>, body: Body) -> Result<Json<Json_>
     };
     let version = now_ms();
     let (v, ts) = (version.to_string(), rfc3339(version));
-    exec(
+    let (_, session) = exec_with(
         &node,
         args(&[
             b"HSET",
@@ -519,19 +654,62 @@ async fn api_write(State(node): State<Shared>, body: Body) -> Result<Json<Json_>
             b"timestamp",
             ts.as_bytes(),
         ]),
+        |s| s.want_holders = true,
     )
     .await?;
+    let nodes: Vec<String> = match (node.cluster.get(), session.holders) {
+        (Some(_), Some(ids)) => ids.into_iter().map(hex).collect(),
+        _ => vec![node.node_id.clone()],
+    };
     Ok(Json(
-        json!({"success": true, "key": key, "latencyMs": started.elapsed().as_millis() as u64, "nodes": [node.node_id]}),
+        json!({"success": true, "key": key, "latencyMs": started.elapsed().as_millis() as u64, "nodes": nodes}),
     ))
+}
+
+/// Whether a read asks for the local copy (seed 003's R=1 fallback):
+/// `?stale=true` or `?replicas=1`.
+fn stale_requested(q: &HashMap<String, String>) -> Result<bool, ApiError> {
+    let stale = match q.get("stale").map(String::as_str) {
+        None | Some("false" | "0") => false,
+        Some("true" | "1" | "") => true,
+        Some(other) => return Err(bad(format!("'stale' must be true or false, not '{other}'"))),
+    };
+    let one = match q.get("replicas").map(String::as_str) {
+        None => false,
+        Some("1") => true,
+        Some(other) => {
+            return Err(bad(format!(
+                "'replicas' may only be 1 (a possibly stale read of one replica), not '{other}'"
+            )))
+        }
+    };
+    Ok(stale || one)
 }
 
 async fn api_read(
     State(node): State<Shared>,
     Path(key): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
 ) -> Result<Json<Json_>, ApiError> {
     let started = Instant::now();
-    let (reply, _) = exec(
+    let stale_ok = stale_requested(&q)?;
+    // How many replicas stand behind the answer: a read on a leader is
+    // confirmed by a majority (lease or round trip); a stale read is the
+    // local replica's own copy.
+    let (replicas, stale) = match node.cluster.get() {
+        None => (1, false),
+        Some(cluster) => {
+            let shard = cluster
+                .shard_of(crate::slot::slot_of(key.as_bytes()))
+                .map_err(|e| ApiError(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?;
+            if stale_ok && cluster.replicates(shard.group) {
+                (1, true)
+            } else {
+                (shard.replicas.len() / 2 + 1, false)
+            }
+        }
+    };
+    let (reply, _) = exec_with(
         &node,
         args(&[
             b"HMGET",
@@ -540,6 +718,7 @@ async fn api_read(
             b"version",
             b"timestamp",
         ]),
+        |s| s.readonly = stale,
     )
     .await?;
     let Reply::Array(items) = reply else {
@@ -558,12 +737,68 @@ async fn api_read(
         "key": key,
         "data": {"key": key, "content": content, "version": version, "timestamp": text(2)},
         "latencyMs": started.elapsed().as_millis() as u64,
-        "replicas": 1,
+        "replicas": replicas,
+        "stale": stale,
     })))
 }
 
 async fn topology(State(node): State<Shared>) -> Json<Json_> {
+    if let Some(cluster) = node.cluster.get() {
+        let meta = cluster.layout().clone();
+        let members = cluster.member_views();
+        let nodes: Vec<Json_> = members
+            .iter()
+            .map(|m| {
+                let roles: Vec<Json_> = meta
+                    .shards
+                    .iter()
+                    .filter(|s| s.replicas.contains(&m.id))
+                    .map(|s| {
+                        json!({
+                            "shard": s.group,
+                            "role": if m.leads.contains(&s.group) { "LEADER" } else { "FOLLOWER" },
+                        })
+                    })
+                    .collect();
+                json!({
+                    "id": hex(m.id),
+                    "address": m.node.resp,
+                    "httpAddress": m.node.http,
+                    "status": if m.up { "UP" } else { "DOWN" },
+                    "role": if m.leads.is_empty() { "FOLLOWER" } else { "LEADER" },
+                    "shards": roles,
+                })
+            })
+            .collect();
+        let shards: Vec<Json_> = meta
+            .shards
+            .iter()
+            .map(|s| {
+                let leader = cluster.leader_of(s).map(|(id, _)| hex(id));
+                json!({
+                    "id": s.group,
+                    "slots": s.slots,
+                    "leader": leader,
+                    "replicas": cluster.replicas_leader_first(s).into_iter().map(hex).collect::<Vec<_>>(),
+                })
+            })
+            .collect();
+        let quorum = meta.replicas / 2 + 1;
+        return Json(json!({
+            "nodes": nodes,
+            "shards": shards,
+            "leader": cluster.meta_leader().map(hex),
+            "generationId": cluster.generation(),
+            "epoch": meta.epoch,
+            "replicationFactor": meta.replicas,
+            "writeQuorum": quorum,
+            "readQuorum": quorum,
+            "slots": crate::slot::SLOTS,
+        }));
+    }
     Json(json!({
+        "shards": [{"id": 0, "slots": [[0, crate::slot::SLOTS - 1]], "leader": node.node_id, "replicas": [node.node_id]}],
+        "generationId": 0,
         "nodes": [{"id": node.node_id, "address": node.resp_addr.get().map(|a| a.to_string()), "status": "UP", "role": "LEADER"}],
         "leader": node.node_id,
         "replicationFactor": 1,
@@ -571,6 +806,63 @@ async fn topology(State(node): State<Shared>) -> Json<Json_> {
         "readQuorum": 1,
         "slots": crate::slot::SLOTS,
     }))
+}
+
+/// The replica set of a key, leader first (seed 003's consistent-hash
+/// lookup; here the key's slot decides its shard).
+async fn key_nodes(
+    State(node): State<Shared>,
+    Path(key): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Result<Json<Json_>, ApiError> {
+    let count = match q.get("count") {
+        None => 3,
+        Some(c) => match c.parse::<usize>() {
+            Ok(n) if n >= 1 => n,
+            _ => {
+                return Err(bad(format!(
+                    "'count' must be a positive integer, not '{c}'"
+                )))
+            }
+        },
+    };
+    let slot = crate::slot::slot_of(key.as_bytes());
+    let Some(cluster) = node.cluster.get() else {
+        return Ok(Json(json!({
+            "key": key,
+            "slot": slot,
+            "shard": 0,
+            "leader": node.node_id,
+            "nodes": [{
+                "id": node.node_id,
+                "address": node.resp_addr.get().map(|a| a.to_string()),
+                "status": "UP",
+            }],
+        })));
+    };
+    let shard = cluster
+        .shard_of(slot)
+        .map_err(|e| ApiError(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?;
+    let ids = cluster.replicas_leader_first(&shard);
+    let layout = cluster.layout().clone();
+    let nodes: Vec<Json_> = ids
+        .iter()
+        .take(count)
+        .map(|id| {
+            json!({
+                "id": hex(*id),
+                "address": layout.nodes.get(id).map(|n| n.resp.clone()),
+                "status": if cluster.is_up(*id) { "UP" } else { "DOWN" },
+            })
+        })
+        .collect();
+    Ok(Json(json!({
+        "key": key,
+        "slot": slot,
+        "shard": shard.group,
+        "leader": cluster.leader_of(&shard).map(|(id, _)| hex(id)),
+        "nodes": nodes,
+    })))
 }
 
 // ---- admin and monitoring ----
