@@ -50,9 +50,24 @@ use types::{ForwardReply, PeerRequest, RaftTypes, Request};
 /// before it is refused.
 pub const QUORUM_WAIT: Duration = Duration::from_secs(5);
 
+/// Raft heartbeat interval.
+const HEARTBEAT_MS: u64 = 100;
+
+/// Election timeouts. A follower that has a leader waits
+/// `ELECTION_MAX_MS` plus a random timeout in this range without hearing
+/// from it before it stands for election (1.2-1.6 s), and refuses to vote
+/// for anyone else for `ELECTION_MAX_MS` after it last heard from it.
+const ELECTION_MIN_MS: u64 = 400;
+const ELECTION_MAX_MS: u64 = 800;
+
 /// How long a majority's confirmation of leadership serves reads without
-/// another round trip: well under the 700 ms minimum election timeout.
-const LEASE: Duration = Duration::from_millis(400);
+/// another round trip: half the time during which the followers that
+/// confirmed it refuse to vote for another leader.
+const LEASE: Duration = Duration::from_millis(ELECTION_MAX_MS / 2);
+
+/// A leader that heard from no majority for this long refuses requests
+/// at once rather than proposing what it probably can't commit.
+const QUORUM_FRESH: Duration = Duration::from_millis(ELECTION_MAX_MS + 200);
 
 /// How often members probe each other.
 const PROBE_EVERY: Duration = Duration::from_millis(500);
@@ -175,9 +190,9 @@ pub struct Cluster {
 fn raft_config() -> Result<Arc<openraft::Config>, String> {
     let cfg = openraft::Config {
         cluster_name: "strata".into(),
-        heartbeat_interval: 150,
-        election_timeout_min: 700,
-        election_timeout_max: 1400,
+        heartbeat_interval: HEARTBEAT_MS,
+        election_timeout_min: ELECTION_MIN_MS,
+        election_timeout_max: ELECTION_MAX_MS,
         install_snapshot_timeout: 10_000,
         max_payload_entries: 2000,
         snapshot_policy: SnapshotPolicy::LogsSinceLast(100_000),
@@ -585,8 +600,7 @@ impl Cluster {
         if Self::single_voter(raft) {
             return true;
         }
-        self.lease_age(group)
-            .is_some_and(|age| age <= Duration::from_millis(1500))
+        self.lease_age(group).is_some_and(|age| age <= QUORUM_FRESH)
     }
 
     fn single_voter(raft: &Raft<RaftTypes>) -> bool {
@@ -601,8 +615,8 @@ impl Cluster {
 
     /// Whether a read on this leader may skip the round trip to a
     /// majority: a majority confirmed its leadership less than
-    /// [`LEASE`] ago (no other leader can be elected before their
-    /// election timeout, at least 700 ms, runs out), and it has applied
+    /// [`LEASE`] ago (those followers vote for no one else until
+    /// `ELECTION_MAX_MS` after that), and it has applied
     /// an entry of its own term, so it has every committed write.
     fn lease_valid(&self, group: u32, raft: &Raft<RaftTypes>) -> bool {
         let fresh =
