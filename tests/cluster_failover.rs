@@ -139,6 +139,35 @@ fn writes_route_and_survive_leader_kill_and_pause() {
             "{set}"
         );
     }
+    // Expired keys are reclaimed on every replica (their leader deletes
+    // them through the log), not just hidden.
+    let dbsize = |p: &Proc| -> i64 { cmd("DBSIZE").query(&mut p.client()).expect("dbsize") };
+    let before: Vec<i64> = nodes.iter().map(dbsize).collect();
+    let mut c = nodes[0].client();
+    for k in 0..300 {
+        let _: () = cmd("SET")
+            .arg(format!("short:{k}"))
+            .arg(k)
+            .arg("PX")
+            .arg(300)
+            .query(&mut c)
+            .expect("set px");
+    }
+    let written: Vec<i64> = nodes.iter().map(dbsize).collect();
+    let started = Instant::now();
+    while nodes.iter().map(dbsize).collect::<Vec<_>>() != before {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "expired keys not reclaimed: DBSIZE {:?} -> {written:?} -> {:?}",
+            before,
+            nodes.iter().map(dbsize).collect::<Vec<_>>()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    println!(
+        "300 keys with a 300 ms TTL: DBSIZE {before:?} -> {written:?} -> {before:?} on every node after {:?}",
+        started.elapsed()
+    );
     // A cluster-aware client routes by CLUSTER SLOTS and MOVED.
     let cc = redis::cluster::ClusterClient::new(
         nodes

@@ -75,6 +75,11 @@ const PROBE_EVERY: Duration = Duration::from_millis(500);
 /// A member not heard from for this long is reported down.
 const DOWN_AFTER: Duration = Duration::from_secs(2);
 
+/// How often a leader deletes the expired keys found in its shards, and
+/// how many keys one replicated deletion carries.
+const EXPIRE_EVERY: Duration = Duration::from_millis(250);
+const EXPIRE_BATCH: usize = 500;
+
 /// Largest message between nodes.
 const MAX_FRAME: usize = 64 << 20;
 
@@ -310,6 +315,21 @@ impl Cluster {
                 }
             });
         }
+        // Expired keys are deleted through their shard's log, by its leader.
+        {
+            let weak = Arc::downgrade(&cluster);
+            let stop = cluster.stop.clone();
+            tokio::spawn(async move {
+                loop {
+                    tokio::select! {
+                        () = tokio::time::sleep(EXPIRE_EVERY) => {}
+                        () = stop.cancelled() => return,
+                    }
+                    let Some(c) = weak.upgrade() else { return };
+                    c.expire_found().await;
+                }
+            });
+        }
         // `everysec`: fsync the Raft log once a second.
         {
             let db = cluster.raftdb.clone();
@@ -454,6 +474,44 @@ impl Cluster {
         match waited {
             Ok(m) => have(&m),
             Err(_) => have(&raft.metrics().borrow()),
+        }
+    }
+
+    /// Proposes the deletion of the expired keys the store's sweeps found
+    /// in shards this node leads; the rest are left to their leaders,
+    /// whose own sweeps find them.
+    async fn expire_found(&self) {
+        let found = self.store.take_expired(EXPIRE_BATCH * 4);
+        if found.is_empty() {
+            return;
+        }
+        let mut by_group: BTreeMap<(u32, u8), Vec<Bytes>> = BTreeMap::new();
+        {
+            let layout = self.layout.borrow();
+            for (db, key) in found {
+                let slot = crate::slot::slot_of(&key);
+                let Some(shard) = layout.shard_of(slot) else {
+                    continue;
+                };
+                by_group
+                    .entry((shard.group, db as u8))
+                    .or_default()
+                    .push(Bytes::from(key));
+            }
+        }
+        for ((group, db), keys) in by_group {
+            if !self.is_leader(group) {
+                continue;
+            }
+            for chunk in keys.chunks(EXPIRE_BATCH) {
+                let mut args = Vec::with_capacity(chunk.len() + 1);
+                args.push(Bytes::from_static(b"STRATA-EXPIRED"));
+                args.extend(chunk.iter().cloned());
+                if let Err(e) = self.propose(group, db, args).await {
+                    tracing::debug!(group, error = %e, "expiring keys deferred");
+                    break;
+                }
+            }
         }
     }
 

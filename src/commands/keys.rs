@@ -18,6 +18,28 @@ pub fn del(ctx: &mut Ctx<'_>, a: &[Bytes]) -> CmdResult {
     Ok(Reply::Int(n))
 }
 
+/// STRATA-EXPIRED key [key ...]: deletes each key that holds a record
+/// expired by the command's clock; returns how many. A cluster's shard
+/// leader sends it through the shard's log for the expired keys its
+/// sweeps find, so every replica reclaims them at the same point of the
+/// log, by the leader's clock.
+pub fn strata_expired(ctx: &mut Ctx<'_>, a: &[Bytes]) -> CmdResult {
+    let mut n = 0;
+    for key in &a[1..] {
+        let expired = ctx
+            .node
+            .store
+            .holds_expired(ctx.s.db, key)
+            .map_err(storage_error)?;
+        if expired {
+            // An expired record reads as absent: "deleting" it removes it.
+            ctx.write(key, |cur| ((), cur.is_none()))?;
+            n += 1;
+        }
+    }
+    Ok(Reply::Int(n))
+}
+
 pub fn exists(ctx: &mut Ctx<'_>, a: &[Bytes]) -> CmdResult {
     let mut n = 0;
     for key in &a[1..] {

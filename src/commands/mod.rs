@@ -193,6 +193,7 @@ pub static COMMANDS: &[Spec] = &[
     spec("expiretime", 2, false, keys::expiretime, FIRST_KEY),
     spec("pexpiretime", 2, false, keys::pexpiretime, FIRST_KEY),
     spec("persist", 2, true, keys::persist, FIRST_KEY),
+    spec("strata-expired", -2, true, keys::strata_expired, ALL_KEYS),
     spec("object", -2, false, keys::object, SECOND_KEY),
     // strings
     spec("get", 2, false, strings::get, FIRST_KEY),

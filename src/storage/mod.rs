@@ -171,6 +171,18 @@ pub(crate) struct Inner {
     /// Expiry is decided by the replication layer: no local clock removes
     /// an expired key (see [`Store::set_replicated`]).
     replicated: std::sync::atomic::AtomicBool,
+    /// In a replicated store: expired keys the sweeps found, for the
+    /// replication layer to delete through its log
+    /// ([`Store::take_expired`]).
+    expired_found: Mutex<Vec<(usize, Vec<u8>)>>,
+}
+
+/// Most expired keys waiting for the replication layer; the sweeps find
+/// the rest again later.
+const EXPIRED_FOUND_MAX: usize = 10_000;
+
+fn is_tombstone(rec: &Record) -> bool {
+    rec.expire_at_ms == Some(1)
 }
 
 /// A handle to an open store. Clones share it; the last one dropped stops
@@ -341,6 +353,7 @@ impl Store {
             marks: Mutex::new(marks),
             batches: RwLock::new(()),
             replicated: std::sync::atomic::AtomicBool::new(false),
+            expired_found: Mutex::new(Vec::new()),
             cfg: RwLock::new(cfg),
         });
         let workers = Arc::new(background::Workers::start(inner.clone()));
@@ -664,6 +677,32 @@ impl Store {
     /// absent at the time they were stamped with.
     pub fn set_replicated(&self, on: bool) {
         self.inner.replicated.store(on, Ordering::Relaxed);
+    }
+
+    /// Expired keys the background sweeps found in a replicated store
+    /// (at most `max`), for the replication layer to delete by a replicated
+    /// command: replicas never expire keys by their own clocks.
+    pub fn take_expired(&self, max: usize) -> Vec<(usize, Vec<u8>)> {
+        let mut found = self.inner.expired_found.lock();
+        let n = found.len().min(max);
+        found.drain(..n).collect()
+    }
+
+    /// Whether `key` holds a record that has expired by [`now_ms`] (in a
+    /// replicated apply, the clock its leader stamped the entry with).
+    pub fn holds_expired(&self, db: usize, key: &[u8]) -> Result<bool, StorageError> {
+        let inner = &*self.inner;
+        inner.check_db(db)?;
+        let now = now_ms();
+        let pos = position_of(key);
+        let shard = inner.shard(pos).lock();
+        if let Some(e) = shard.get(db, pos, key) {
+            return Ok(!is_tombstone(&e.rec) && e.rec.is_expired(now));
+        }
+        Ok(inner
+            .disk
+            .get(db, key)?
+            .is_some_and(|rec| !is_tombstone(&rec) && rec.is_expired(now)))
     }
 
     /// Reads a copy of `key`'s record.
@@ -1535,9 +1574,7 @@ impl Inner {
 
     /// Sweeps up to `budget` memory entries per shard for expired keys.
     fn expire_cycle(&self, budget: usize) -> u64 {
-        if self.is_replicated() {
-            return 0;
-        }
+        let replicated = self.is_replicated();
         let now = now_ms();
         let databases = self.counts.len();
         let mut removed = 0;
@@ -1553,11 +1590,15 @@ impl Inner {
                 let mut expired = Vec::new();
                 let step = left.min(256);
                 let next = s.visit_from(db, from, step, |_, e| {
-                    if e.rec.is_expired(now) {
+                    if e.rec.is_expired(now) && !is_tombstone(&e.rec) {
                         expired.push(e.key.clone());
                     }
                 });
                 left = left.saturating_sub(step);
+                if replicated {
+                    self.found_expired(db, expired.into_iter().map(Vec::from));
+                    expired = Vec::new();
+                }
                 for key in expired {
                     if self
                         .expire_in_memory(&mut s, db, position_of(&key), &key)
@@ -1588,9 +1629,7 @@ impl Inner {
         cursor: u64,
         budget: usize,
     ) -> Result<Option<u64>, StorageError> {
-        if self.is_replicated() {
-            return Ok(None);
-        }
+        let replicated = self.is_replicated();
         let now = now_ms();
         let (items, more) = self.disk.scan_from(db, cursor, budget)?;
         let next = if more {
@@ -1599,8 +1638,17 @@ impl Inner {
             None
         };
         for (pos, key, v) in items {
-            if matches!(peek_expiry(&v), Some(at) if at <= now) {
+            // A replicated store's tombstones (expiry 1) are its log's
+            // business, not expiry's.
+            if matches!(peek_expiry(&v), Some(at) if at <= now && !(replicated && at == 1)) {
                 let s = self.shard(pos).lock();
+                if replicated {
+                    if s.get(db, pos, &key).is_none() {
+                        drop(s);
+                        self.found_expired(db, std::iter::once(key.to_vec()));
+                    }
+                    continue;
+                }
                 // A memory entry is authoritative; its disk copy is rewritten
                 // at the next checkpoint.
                 if s.get(db, pos, &key).is_none() {
@@ -1616,6 +1664,17 @@ impl Inner {
             }
         }
         Ok(next)
+    }
+
+    /// Queues expired keys of `db` for the replication layer.
+    fn found_expired(&self, db: usize, keys: impl Iterator<Item = Vec<u8>>) {
+        let mut found = self.expired_found.lock();
+        for key in keys {
+            if found.len() >= EXPIRED_FOUND_MAX {
+                return;
+            }
+            found.push((db, key));
+        }
     }
 
     /// Keys in `[from, end)` of one slot, merged from both tiers, and the
