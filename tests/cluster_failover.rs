@@ -168,6 +168,25 @@ fn writes_route_and_survive_leader_kill_and_pause() {
         "300 keys with a 300 ms TTL: DBSIZE {before:?} -> {written:?} -> {before:?} on every node after {:?}",
         started.elapsed()
     );
+    // FLUSHALL from any node empties every shard on every replica.
+    let mut c = nodes[1].client();
+    let e = cmd("FLUSHALL")
+        .arg("LATER")
+        .query::<()>(&mut c)
+        .unwrap_err();
+    assert!(e.to_string().contains("syntax"), "{e}");
+    let _: () = cmd("FLUSHALL").query(&mut c).expect("flushall");
+    let started = Instant::now();
+    while nodes.iter().map(dbsize).any(|n| n != 0) {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "FLUSHALL left keys: {:?}",
+            nodes.iter().map(dbsize).collect::<Vec<_>>()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let v: Option<i64> = c.get("plain:0:1").expect("get after flush");
+    assert_eq!(v, None);
     // A cluster-aware client routes by CLUSTER SLOTS and MOVED.
     let cc = redis::cluster::ClusterClient::new(
         nodes

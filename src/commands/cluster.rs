@@ -125,9 +125,10 @@ pub async fn dispatch(node: &Node, s: &mut Session, args: &[Bytes]) -> Reply {
         return create(cluster, &args[2..]).await;
     }
     if matches!(spec.name, "flushdb" | "flushall") {
-        return Reply::err(
-            "ERR FLUSHDB and FLUSHALL are not supported in cluster mode yet: delete keys by slot instead",
-        );
+        return flush(cluster, s, spec.name == "flushall", args).await;
+    }
+    if spec.name == "strata-flushslots" {
+        return flush_shard(cluster, s, args).await;
     }
     let mut keys = spec.keys_of(args);
     let Some(first) = keys.next() else {
@@ -175,6 +176,99 @@ pub async fn dispatch(node: &Node, s: &mut Session, args: &[Bytes]) -> Reply {
     }
 }
 
+/// FLUSHDB / FLUSHALL [ASYNC|SYNC] in a cluster: every shard deletes its
+/// slots' keys through its own log (STRATA-FLUSHSLOTS on its leader).
+/// Shards are flushed one after another; if one can't be reached the
+/// reply names it, and the shards before it are already flushed.
+async fn flush(cluster: &Cluster, s: &mut Session, all: bool, args: &[Bytes]) -> Reply {
+    match args.get(1) {
+        None => {}
+        Some(m) if args.len() == 2 && (is(m, "ASYNC") || is(m, "SYNC")) => {}
+        Some(_) => return err::syntax(),
+    }
+    let shards = cluster.layout().shards.clone();
+    if shards.is_empty() {
+        return cluster_error(&ClusterError::NotCreated);
+    }
+    let db = if all {
+        Bytes::from_static(b"ALL")
+    } else {
+        Bytes::from(s.db.to_string())
+    };
+    for shard in shards {
+        let mut cmd = vec![Bytes::from_static(b"STRATA-FLUSHSLOTS"), db.clone()];
+        for &(a, b) in &shard.slots {
+            cmd.push(Bytes::from(a.to_string()));
+            cmd.push(Bytes::from(b.to_string()));
+        }
+        let reply = if cluster.is_leader(shard.group) {
+            flush_shard(cluster, s, &cmd).await
+        } else {
+            match cluster.leader_of(&shard) {
+                Some((id, peer)) if id != cluster.id => {
+                    match cluster.forward(&peer, s.db as u8, cmd, false).await {
+                        Ok(answer) => Reply::from_resp3(&answer.reply),
+                        Err(e) => cluster_error(&e),
+                    }
+                }
+                _ => cluster_error(&ClusterError::NotLeader {
+                    group: shard.group,
+                    leader: None,
+                }),
+            }
+        };
+        if let Reply::Error(e) = reply {
+            return Reply::err(format!("{e} (flushing shard {})", shard.group));
+        }
+    }
+    Reply::OK
+}
+
+/// STRATA-FLUSHSLOTS on the leader of the shard that owns its slots:
+/// replicated through that shard's log. Only the cluster sends it.
+async fn flush_shard(cluster: &Cluster, s: &mut Session, args: &[Bytes]) -> Reply {
+    let Some(first) = args
+        .get(2)
+        .and_then(|a| std::str::from_utf8(a).ok()?.parse::<u16>().ok())
+    else {
+        return err::syntax();
+    };
+    let shard = match cluster.shard_of(first) {
+        Ok(shard) => shard,
+        Err(e) => return cluster_error(&e),
+    };
+    // Every range must lie in this one shard: each replica applies the
+    // command to its whole store, which holds other shards' keys too.
+    let mut bounds = args[2..].chunks(2).map(|p| {
+        let n = |b: &Bytes| std::str::from_utf8(b).ok()?.parse::<u16>().ok();
+        Some((n(&p[0])?, n(p.get(1)?)?))
+    });
+    let inside = bounds.all(|r| {
+        r.is_some_and(|(a, b)| {
+            shard
+                .slots
+                .iter()
+                .any(|&(sa, sb)| sa <= a && a <= b && b <= sb)
+        })
+    });
+    if !inside {
+        return Reply::err("ERR slot ranges must lie within one shard");
+    }
+    if !cluster.is_leader(shard.group) {
+        return Reply::err(format!(
+            "TRYAGAIN this node no longer leads shard {}; retry shortly",
+            shard.group
+        ));
+    }
+    match cluster
+        .propose(shard.group, s.db as u8, args.to_vec())
+        .await
+    {
+        Ok(done) => Reply::from_resp3(&done.reply),
+        Err(e) => cluster_error(&e),
+    }
+}
+
 /// The shard group a request would be replicated through as part of a
 /// pipeline batch: a well-formed keyed write to one slot of a shard this
 /// node leads.
@@ -183,7 +277,7 @@ fn batch_group(cluster: &Cluster, s: &Session, args: &[Bytes]) -> Option<u32> {
     if !spec.write
         || (!s.authed && !spec.noauth)
         || !spec.arity_ok(args.len())
-        || matches!(spec.name, "flushdb" | "flushall")
+        || matches!(spec.name, "flushdb" | "flushall" | "strata-flushslots")
     {
         return None;
     }

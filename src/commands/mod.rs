@@ -168,6 +168,13 @@ pub static COMMANDS: &[Spec] = &[
     spec("dbsize", 1, false, server::dbsize, NO_KEYS),
     spec("flushdb", -1, true, server::flushdb, NO_KEYS),
     spec("flushall", -1, true, server::flushall, NO_KEYS),
+    spec(
+        "strata-flushslots",
+        -4,
+        true,
+        server::strata_flushslots,
+        NO_KEYS,
+    ),
     spec("time", 1, false, server::time, NO_KEYS),
     spec("tier", 2, false, server::tier, FIRST_KEY),
     spec("cluster", -2, false, cluster::cluster, NO_KEYS),

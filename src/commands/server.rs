@@ -7,7 +7,7 @@ use std::sync::atomic::Ordering;
 use bytes::Bytes;
 
 use super::reply::Reply;
-use super::{err, is, storage_error, CmdResult, Ctx};
+use super::{err, int_arg, is, storage_error, CmdResult, Ctx};
 use crate::storage::{glob_match, parse_size, AppendFsync, StorageConfig};
 
 fn human(bytes: u64) -> String {
@@ -195,6 +195,73 @@ pub fn flushall(ctx: &mut Ctx<'_>, a: &[Bytes]) -> CmdResult {
     ctx.s.pending_lsn = Some(ctx.s.pending_lsn.map_or(lsn, |p| p.max(lsn)));
     ctx.node.local_cache.clear();
     Ok(Reply::OK)
+}
+
+/// STRATA-FLUSHSLOTS db|ALL first last [first last ...]: deletes every
+/// key of the given slot ranges, in one database or all. A cluster runs
+/// FLUSHDB and FLUSHALL as one of these per shard, through the shard's
+/// log, so each replica deletes exactly its shard's keys.
+pub fn strata_flushslots(ctx: &mut Ctx<'_>, a: &[Bytes]) -> CmdResult {
+    if a.len() < 4 || a.len() % 2 != 0 {
+        return Err(err::syntax());
+    }
+    let dbs: Vec<usize> = if is(&a[1], "ALL") {
+        (0..ctx.node.store.databases()).collect()
+    } else {
+        let db = int_arg(&a[1])?;
+        if !(0..ctx.node.store.databases() as i64).contains(&db) {
+            return Err(Reply::err("ERR DB index is out of range"));
+        }
+        vec![db as usize]
+    };
+    let mut ranges = Vec::new();
+    for pair in a[2..].chunks(2) {
+        let (first, last) = (int_arg(&pair[0])?, int_arg(&pair[1])?);
+        if !(0..i64::from(crate::slot::SLOTS)).contains(&first)
+            || !(first..i64::from(crate::slot::SLOTS)).contains(&last)
+        {
+            return Err(Reply::err("ERR Invalid slot range"));
+        }
+        ranges.push((first as u16, last as u16));
+    }
+    let own_db = ctx.s.db;
+    let mut deleted = 0;
+    for db in dbs {
+        ctx.s.db = db;
+        for &(first, last) in &ranges {
+            let mut cursor = 0;
+            loop {
+                let page = ctx.node.store.scan_slots(db, first, last, cursor, 1000);
+                let (next, items) = match page {
+                    Ok(p) => p,
+                    Err(e) => {
+                        ctx.s.db = own_db;
+                        return Err(storage_error(e));
+                    }
+                };
+                for item in items {
+                    let w = ctx.write(&item.key, |cur| {
+                        let existed = cur.take().is_some();
+                        (existed, existed)
+                    });
+                    match w {
+                        Ok(w) => deleted += i64::from(w.value),
+                        Err(e) => {
+                            ctx.s.db = own_db;
+                            return Err(e);
+                        }
+                    }
+                }
+                if next == 0 {
+                    break;
+                }
+                cursor = next;
+            }
+        }
+    }
+    ctx.s.db = own_db;
+    ctx.node.local_cache.clear();
+    Ok(Reply::Int(deleted))
 }
 
 pub fn time(_: &mut Ctx<'_>, _: &[Bytes]) -> CmdResult {

@@ -1043,6 +1043,19 @@ impl Store {
         self.scan_range(db, from, slot_end(slot), count, None, None)
     }
 
+    /// Like [`Store::scan_slot`], over the slots `first..=last`.
+    pub fn scan_slots(
+        &self,
+        db: usize,
+        first: u16,
+        last: u16,
+        cursor: u64,
+        count: usize,
+    ) -> Result<(u64, Vec<ScanItem>), StorageError> {
+        let from = cursor.max(slot_start(first));
+        self.scan_range(db, from, slot_end(last), count, None, None)
+    }
+
     fn scan_range(
         &self,
         db: usize,
