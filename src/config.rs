@@ -44,6 +44,9 @@ pub struct Config {
     /// Secret every node of the cluster shares (`STRATA_CLUSTER_SECRET`).
     /// Required unless the node binds to a loopback address.
     pub cluster_secret: Option<String>,
+    /// A shard's Raft group snapshots its slots (a checkpoint of both
+    /// tiers) after this many log entries, and then truncates its log.
+    pub raft_snapshot_every: u64,
     /// Storage settings.
     pub storage: StorageConfig,
 }
@@ -65,6 +68,7 @@ impl Default for Config {
             io_threads: 0,
             cluster_port: None,
             cluster_secret: None,
+            raft_snapshot_every: 100_000,
             storage: StorageConfig::default(),
         }
     }
@@ -192,6 +196,14 @@ impl Config {
                 invalid("STRATA_CLUSTER_PORT", format!("{v:?} is not a port number"))
             })?);
         }
+        if let Some(v) = get("STRATA_RAFT_SNAPSHOT_EVERY") {
+            self.raft_snapshot_every = v.trim().parse().map_err(|_| {
+                invalid(
+                    "STRATA_RAFT_SNAPSHOT_EVERY",
+                    format!("{v:?} is not a number of log entries"),
+                )
+            })?;
+        }
         if let Some(v) = get("STRATA_API_KEY") {
             self.api_key = Some(v).filter(|p| !p.is_empty());
         }
@@ -262,6 +274,12 @@ impl Config {
                     "a cluster node that listens beyond loopback needs a shared secret (STRATA_CLUSTER_SECRET)",
                 ));
             }
+        }
+        if self.raft_snapshot_every < 10 {
+            return Err(invalid(
+                "raft_snapshot_every",
+                "must be at least 10 log entries",
+            ));
         }
         if self.cluster_secret.as_deref().is_some_and(|s| s.len() < 8) {
             return Err(invalid("cluster_secret", "must be at least 8 characters"));

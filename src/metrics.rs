@@ -13,6 +13,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
+use crate::cluster::GroupStats;
 use crate::storage::StatsSnapshot;
 
 /// Labels of per-command metrics.
@@ -173,8 +174,9 @@ impl Default for Metrics {
 }
 
 impl Metrics {
-    /// The text exposition: recorded metrics plus the engine's statistics.
-    pub fn render(&self, s: &StatsSnapshot) -> String {
+    /// The text exposition: recorded metrics, the engine's statistics
+    /// and, in cluster mode, the state of this node's Raft groups.
+    pub fn render(&self, s: &StatsSnapshot, groups: Option<&GroupStats>) -> String {
         let mut out = String::new();
         if encode(&mut out, &self.registry).is_err() {
             out.clear();
@@ -346,7 +348,56 @@ impl Metrics {
             "1 if a failed log write made the node read-only",
             &[("", if s.poisoned.is_some() { 1.0 } else { 0.0 })],
         );
+        if let Some(g) = groups {
+            render_groups(&mut out, g);
+        }
         out.push_str("# EOF\n");
         out
     }
+}
+
+fn render_groups(out: &mut String, g: &GroupStats) {
+    let per_group: [(&str, &str, fn(&crate::cluster::GroupStat) -> u64); 6] = [
+        ("raft_leader", "1 if this node leads the group", |s| {
+            s.leader as u64
+        }),
+        ("raft_term", "The group's current term", |s| s.term),
+        (
+            "raft_last_log_index",
+            "Index of the last entry in this node's log",
+            |s| s.last_log,
+        ),
+        (
+            "raft_applied_index",
+            "Index of the last entry applied to the store",
+            |s| s.applied,
+        ),
+        (
+            "raft_snapshot_index",
+            "Index the latest snapshot covers",
+            |s| s.snapshot,
+        ),
+        (
+            "raft_purged_index",
+            "Index up to which the log was truncated",
+            |s| s.purged,
+        ),
+    ];
+    for (name, help, value) in per_group {
+        let _ = writeln!(out, "# HELP strata_{name} {help}");
+        let _ = writeln!(out, "# TYPE strata_{name} gauge");
+        for s in &g.groups {
+            let _ = writeln!(out, "strata_{name}{{group=\"{}\"}} {}", s.group, value(s));
+        }
+    }
+    let _ = writeln!(
+        out,
+        "# HELP strata_raft_snapshots_installed Snapshots installed from a leader"
+    );
+    let _ = writeln!(out, "# TYPE strata_raft_snapshots_installed counter");
+    let _ = writeln!(
+        out,
+        "strata_raft_snapshots_installed_total {}",
+        g.snapshots_installed
+    );
 }

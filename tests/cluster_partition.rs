@@ -216,22 +216,7 @@ fn isolated_leader_refuses_writes_and_the_majority_serves() {
     let mut nodes: Vec<Proc> = (0..3)
         .map(|i| Proc::in_netns(root.path(), i, &net.namespaces[i], &net.host(i)))
         .collect();
-    for n in &mut nodes {
-        n.start();
-    }
-    let out = Command::new(BIN)
-        .args(["cluster", "create", "--replicas", "3"])
-        .args(nodes.iter().map(Proc::addr))
-        .output()
-        .expect("strata cluster create");
-    assert!(
-        out.status.success(),
-        "cluster create failed: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let refs: Vec<&Proc> = nodes.iter().collect();
-    wait_ok(&refs, "after create");
+    create_cluster(&mut nodes);
 
     let victim = leader_of(&nodes, "{part0}");
     let tag = tag_led_by(&nodes, victim);

@@ -44,7 +44,7 @@ use network::GroupNetwork;
 use state_machine::{Apply, GroupSm};
 use transport::{Peers, Service, TransportConfig};
 pub use types::{ClusterMeta, PeerNode, ShardInfo, META_GROUP};
-use types::{ForwardReply, PeerRequest, RaftTypes, Request};
+use types::{ForwardReply, LogId, PeerRequest, RaftTypes, Request};
 
 /// How long a client write or read barrier waits for its shard's quorum
 /// before it is refused.
@@ -156,6 +156,34 @@ pub struct MemberView {
     pub follows: Vec<u32>,
 }
 
+/// One Raft group's state on this node, for `/metrics`.
+#[derive(Debug, Clone)]
+pub struct GroupStat {
+    /// The group (0 is the metadata group).
+    pub group: u32,
+    /// Whether this node leads it.
+    pub leader: bool,
+    /// The current term.
+    pub term: u64,
+    /// Index of the last entry in this node's log.
+    pub last_log: u64,
+    /// Index of the last entry applied to the store.
+    pub applied: u64,
+    /// Index the latest snapshot covers.
+    pub snapshot: u64,
+    /// Index up to which the log was truncated.
+    pub purged: u64,
+}
+
+/// The Raft groups of this node, for `/metrics`.
+#[derive(Debug, Clone)]
+pub struct GroupStats {
+    /// Every group this node replicates.
+    pub groups: Vec<GroupStat>,
+    /// Snapshots installed from a leader since the node started.
+    pub snapshots_installed: u64,
+}
+
 /// What a node needs to join the cluster.
 pub struct ClusterConfig {
     /// Where this node keeps its Raft log.
@@ -166,6 +194,8 @@ pub struct ClusterConfig {
     pub secret: Arc<[u8]>,
     /// Log fsync policy.
     pub appendfsync: AppendFsync,
+    /// Log entries between a group's snapshots.
+    pub snapshot_every: u64,
 }
 
 /// A node's membership in the cluster.
@@ -174,6 +204,9 @@ pub struct Cluster {
     pub id: u64,
     /// How this node is reached.
     pub me: PeerNode,
+    raft_cfg: Arc<openraft::Config>,
+    /// Snapshots installed from a leader (shared with the state machines).
+    installed: Arc<std::sync::atomic::AtomicU64>,
     store: Store,
     applier: Arc<dyn Apply>,
     raftdb: Arc<RaftDb>,
@@ -192,7 +225,12 @@ pub struct Cluster {
     stop: CancellationToken,
 }
 
-fn raft_config() -> Result<Arc<openraft::Config>, String> {
+/// The Raft settings every group of this node runs with; the log keeps
+/// up to `snapshot_every / 10` entries (at most 10,000) behind the last
+/// snapshot, so a follower that is only a little behind catches up from
+/// the log rather than by a snapshot transfer; it is truncated in steps
+/// of up to 1,000 entries.
+fn raft_config(snapshot_every: u64) -> Result<Arc<openraft::Config>, String> {
     let cfg = openraft::Config {
         cluster_name: "strata".into(),
         heartbeat_interval: HEARTBEAT_MS,
@@ -200,9 +238,9 @@ fn raft_config() -> Result<Arc<openraft::Config>, String> {
         election_timeout_max: ELECTION_MAX_MS,
         install_snapshot_timeout: 10_000,
         max_payload_entries: 2000,
-        snapshot_policy: SnapshotPolicy::LogsSinceLast(100_000),
-        max_in_snapshot_log_to_keep: 10_000,
-        purge_batch_size: 1000,
+        snapshot_policy: SnapshotPolicy::LogsSinceLast(snapshot_every),
+        max_in_snapshot_log_to_keep: (snapshot_every / 10).min(10_000),
+        purge_batch_size: (snapshot_every / 10).clamp(1, 1000),
         ..Default::default()
     };
     cfg.validate().map(Arc::new).map_err(|e| e.to_string())
@@ -243,11 +281,13 @@ impl Cluster {
             secret: cfg.secret.clone(),
             max_frame: MAX_FRAME,
         }));
+        let raft_cfg = raft_config(cfg.snapshot_every)?;
         let (layout_tx, layout_rx) = watch::channel(ClusterMeta::default());
-        let sm = GroupSm::meta(store.clone(), applier.clone(), layout_tx);
+        let installed = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let sm = GroupSm::meta(store.clone(), applier.clone(), layout_tx, installed.clone());
         let meta = Raft::new(
             id,
-            raft_config()?,
+            raft_cfg.clone(),
             GroupNetwork {
                 peers: peers.clone(),
                 group: META_GROUP,
@@ -260,6 +300,8 @@ impl Cluster {
         let cluster = Arc::new(Cluster {
             id,
             me: cfg.me.clone(),
+            raft_cfg,
+            installed,
             store,
             applier,
             raftdb,
@@ -409,6 +451,33 @@ impl Cluster {
         ids
     }
 
+    /// The state of every Raft group this node replicates.
+    pub fn group_stats(&self) -> GroupStats {
+        let mut rafts = vec![(META_GROUP, self.meta.clone())];
+        rafts.extend(self.groups.read().iter().map(|(g, r)| (*g, r.clone())));
+        rafts.sort_by_key(|(g, _)| *g);
+        let index = |l: Option<LogId>| l.map_or(0, |l| l.index);
+        let groups = rafts
+            .into_iter()
+            .map(|(group, raft)| {
+                let m = raft.metrics().borrow().clone();
+                GroupStat {
+                    group,
+                    leader: m.state == ServerState::Leader,
+                    term: m.current_term,
+                    last_log: m.last_log_index.unwrap_or(0),
+                    applied: index(m.last_applied),
+                    snapshot: index(m.snapshot),
+                    purged: index(m.purged),
+                }
+            })
+            .collect();
+        GroupStats {
+            groups,
+            snapshots_installed: self.installed.load(std::sync::atomic::Ordering::Relaxed),
+        }
+    }
+
     /// Every member with its status and roles.
     pub fn member_views(&self) -> Vec<MemberView> {
         let meta = self.layout.borrow().clone();
@@ -543,26 +612,19 @@ impl Cluster {
                 self.store.clone(),
                 self.applier.clone(),
                 shard.slots.clone(),
+                self.installed.clone(),
             );
-            let raft = match raft_config() {
-                Ok(cfg) => {
-                    Raft::new(
-                        self.id,
-                        cfg,
-                        GroupNetwork {
-                            peers: self.peers.clone(),
-                            group: shard.group,
-                        },
-                        self.raftdb.group(shard.group),
-                        sm,
-                    )
-                    .await
-                }
-                Err(e) => {
-                    tracing::error!(error = %e, "bad Raft configuration");
-                    return;
-                }
-            };
+            let raft = Raft::new(
+                self.id,
+                self.raft_cfg.clone(),
+                GroupNetwork {
+                    peers: self.peers.clone(),
+                    group: shard.group,
+                },
+                self.raftdb.group(shard.group),
+                sm,
+            )
+            .await;
             let raft = match raft {
                 Ok(r) => r,
                 Err(e) => {

@@ -13,6 +13,7 @@
 //! dumped when it is needed.
 
 use std::io::Cursor;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -60,6 +61,8 @@ pub struct GroupSm {
     mark: Mark,
     /// Where the metadata group publishes each new layout.
     layout: Option<watch::Sender<ClusterMeta>>,
+    /// Counts snapshots installed from a leader.
+    installed: Arc<AtomicU64>,
 }
 
 impl GroupSm {
@@ -69,6 +72,7 @@ impl GroupSm {
         store: Store,
         applier: Arc<dyn Apply>,
         slots: Vec<(u16, u16)>,
+        installed: Arc<AtomicU64>,
     ) -> Self {
         let mark = read_mark(&store.mark(group));
         GroupSm {
@@ -78,11 +82,17 @@ impl GroupSm {
             slots,
             mark,
             layout: None,
+            installed,
         }
     }
 
     /// The state machine of the metadata group; layouts go to `layout`.
-    pub fn meta(store: Store, applier: Arc<dyn Apply>, layout: watch::Sender<ClusterMeta>) -> Self {
+    pub fn meta(
+        store: Store,
+        applier: Arc<dyn Apply>,
+        layout: watch::Sender<ClusterMeta>,
+        installed: Arc<AtomicU64>,
+    ) -> Self {
         let mark = read_mark(&store.mark(META_GROUP));
         if let Some(m) = &mark.meta {
             layout.send_replace(m.clone());
@@ -94,6 +104,7 @@ impl GroupSm {
             slots: Vec::new(),
             mark,
             layout: Some(layout),
+            installed,
         }
     }
 }
@@ -299,6 +310,7 @@ impl RaftStateMachine<RaftTypes> for GroupSm {
         snapshot: Box<Cursor<Vec<u8>>>,
     ) -> SResult<()> {
         let data = snapshot.into_inner();
+        let size = data.len();
         let mut mark = Mark {
             applied: meta.last_log_id,
             membership: meta.last_membership.clone(),
@@ -325,6 +337,13 @@ impl RaftStateMachine<RaftTypes> for GroupSm {
         if let (Some(tx), Some(layout)) = (&self.layout, &mark.meta) {
             tx.send_replace(layout.clone());
         }
+        tracing::info!(
+            group = self.group,
+            index = mark.applied.map_or(0, |l| l.index),
+            bytes = size,
+            "installed a snapshot from the leader"
+        );
+        self.installed.fetch_add(1, Ordering::Relaxed);
         self.mark = mark;
         Ok(())
     }

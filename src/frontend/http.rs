@@ -885,7 +885,7 @@ async fn admin_config(
     check_api_key(&node, &headers, &q)?;
     let mut cfg = serde_json::to_value(&*node.cfg.read())
         .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
-    for secret in ["requirepass", "api_key"] {
+    for secret in ["requirepass", "api_key", "cluster_secret"] {
         if cfg.get(secret).is_some_and(|v| !v.is_null()) {
             cfg[secret] = json!("********");
         }
@@ -894,7 +894,8 @@ async fn admin_config(
 }
 
 async fn metrics(State(node): State<Shared>) -> Response {
-    let text = node.metrics.render(&node.store.stats());
+    let groups = node.cluster.get().map(|c| c.group_stats());
+    let text = node.metrics.render(&node.store.stats(), groups.as_ref());
     (
         [(
             "content-type",

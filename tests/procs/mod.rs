@@ -50,6 +50,8 @@ pub struct Proc {
     pub port: u16,
     pub http: u16,
     pub cport: u16,
+    /// Extra environment for the process.
+    pub env: Vec<(String, String)>,
     child: Option<Child>,
 }
 
@@ -63,6 +65,7 @@ impl Proc {
             port: free_port(),
             http: free_port(),
             cport: free_port(),
+            env: Vec::new(),
             child: None,
         }
     }
@@ -76,6 +79,7 @@ impl Proc {
             port: 7001,
             http: 8001,
             cport: 9001,
+            env: Vec::new(),
             child: None,
         }
     }
@@ -105,6 +109,7 @@ impl Proc {
             .arg(self.dir.join("data"))
             .args(["--maxmemory", "64mb"])
             .env("STRATA_CLUSTER_SECRET", SECRET)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -276,7 +281,14 @@ pub fn leader_of(nodes: &[Proc], key: &str) -> usize {
 
 pub fn start_cluster(root: &Path) -> Vec<Proc> {
     let mut nodes: Vec<Proc> = (0..3).map(|i| Proc::new(root, i)).collect();
-    for n in &mut nodes {
+    create_cluster(&mut nodes);
+    nodes
+}
+
+/// Starts `nodes` and forms them into a cluster with `strata cluster
+/// create --replicas 3`; returns once every node reports the cluster ok.
+pub fn create_cluster(nodes: &mut [Proc]) {
+    for n in nodes.iter_mut() {
         n.start();
     }
     let out = Command::new(BIN)
@@ -292,7 +304,6 @@ pub fn start_cluster(root: &Path) -> Vec<Proc> {
     );
     let refs: Vec<&Proc> = nodes.iter().collect();
     wait_ok(&refs, "after create");
-    nodes
 }
 
 /// Writes keys through `via` until told to stop; records what was acknowledged.
