@@ -217,7 +217,7 @@ fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info,fjall=warn,lsm_tree=warn".into()),
+                .unwrap_or_else(|_| "info,fjall=warn,lsm_tree=warn,openraft=error".into()),
         )
         .with_writer(std::io::stderr)
         .init();

@@ -273,6 +273,7 @@ fn isolated_leader_refuses_writes_and_the_majority_serves() {
     std::thread::sleep(Duration::from_millis(2000));
 
     net.isolate(victim, false).expect("heal the partition");
+    let refs: Vec<&Proc> = nodes.iter().collect();
     let healed = wait_ok(&refs, "after healing");
     println!("partition healed: every node reports every shard led after {healed:?}");
     std::thread::sleep(Duration::from_millis(1000));

@@ -18,8 +18,9 @@ use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
 use openraft::storage::{LogFlushed, RaftLogStorage};
 use openraft::{AnyError, LogState, RaftLogReader, StorageError, StorageIOError, Vote};
 
+use super::state_machine::applied_index;
 use super::types::{LogId, RaftTypes};
-use crate::storage::AppendFsync;
+use crate::storage::{AppendFsync, Store};
 
 type Entry = openraft::Entry<RaftTypes>;
 type SResult<T> = Result<T, StorageError<u64>>;
@@ -99,11 +100,12 @@ impl RaftDb {
         self.db.persist(PersistMode::SyncData)
     }
 
-    /// The log of one group.
-    pub fn group(self: &Arc<Self>, group: u32) -> LogStore {
+    /// The log of one group, whose state machine is `store`.
+    pub fn group(self: &Arc<Self>, group: u32, store: Store) -> LogStore {
         LogStore {
             db: self.clone(),
             group,
+            store,
         }
     }
 
@@ -131,7 +133,13 @@ impl RaftDb {
 pub struct LogStore {
     db: Arc<RaftDb>,
     group: u32,
+    /// The store the group applies to: the log is never cut past what it
+    /// holds.
+    store: Store,
 }
+
+/// How long a purge waits for the store to reach the purge point.
+const PURGE_WAIT: std::time::Duration = std::time::Duration::from_secs(600);
 
 impl LogStore {
     fn bounds(&self, range: impl RangeBounds<u64>) -> ([u8; 12], [u8; 12]) {
@@ -264,6 +272,27 @@ impl RaftLogStorage<RaftTypes> for LogStore {
     }
 
     async fn purge(&mut self, log_id: LogId) -> SResult<()> {
+        // Raft may purge what a snapshot covers while the snapshot is still
+        // being installed. Entries are only discarded once the store holds
+        // (and has logged) everything up to them, so a crash never leaves a
+        // hole between the store's position and the log.
+        let start = std::time::Instant::now();
+        while applied_index(&self.store, self.group) < Some(log_id.index) {
+            if start.elapsed() > PURGE_WAIT {
+                tracing::warn!(
+                    group = self.group,
+                    upto = log_id.index,
+                    "log purge skipped: the store has not reached it"
+                );
+                return Ok(());
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        let store = self.store.clone();
+        tokio::task::spawn_blocking(move || store.sync_all())
+            .await
+            .map_err(write_err)?
+            .map_err(write_err)?;
         self.db.put_state(self.group, PURGED, &log_id)?;
         self.remove_range(..=log_id.index)
     }

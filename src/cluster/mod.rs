@@ -207,6 +207,8 @@ pub struct Cluster {
     raft_cfg: Arc<openraft::Config>,
     /// Snapshots installed from a leader (shared with the state machines).
     installed: Arc<std::sync::atomic::AtomicU64>,
+    /// Where snapshot transfers are staged.
+    snap_dir: PathBuf,
     store: Store,
     applier: Arc<dyn Apply>,
     raftdb: Arc<RaftDb>,
@@ -284,7 +286,17 @@ impl Cluster {
         let raft_cfg = raft_config(cfg.snapshot_every)?;
         let (layout_tx, layout_rx) = watch::channel(ClusterMeta::default());
         let installed = Arc::new(std::sync::atomic::AtomicU64::new(0));
-        let sm = GroupSm::meta(store.clone(), applier.clone(), layout_tx, installed.clone());
+        // Snapshot transfers are staged in unlinked files here; anything
+        // left is from a crash mid-transfer.
+        let snap_dir = cfg.data_dir.join("raft-snapshots");
+        let _ = std::fs::remove_dir_all(&snap_dir);
+        let sm = GroupSm::meta(
+            store.clone(),
+            applier.clone(),
+            layout_tx,
+            installed.clone(),
+            snap_dir.clone(),
+        );
         let meta = Raft::new(
             id,
             raft_cfg.clone(),
@@ -292,7 +304,7 @@ impl Cluster {
                 peers: peers.clone(),
                 group: META_GROUP,
             },
-            raftdb.group(META_GROUP),
+            raftdb.group(META_GROUP, store.clone()),
             sm,
         )
         .await
@@ -302,6 +314,7 @@ impl Cluster {
             me: cfg.me.clone(),
             raft_cfg,
             installed,
+            snap_dir,
             store,
             applier,
             raftdb,
@@ -613,6 +626,7 @@ impl Cluster {
                 self.applier.clone(),
                 shard.slots.clone(),
                 self.installed.clone(),
+                self.snap_dir.clone(),
             );
             let raft = Raft::new(
                 self.id,
@@ -621,7 +635,7 @@ impl Cluster {
                     peers: self.peers.clone(),
                     group: shard.group,
                 },
-                self.raftdb.group(shard.group),
+                self.raftdb.group(shard.group, self.store.clone()),
                 sm,
             )
             .await;

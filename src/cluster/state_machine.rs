@@ -12,7 +12,8 @@
 //! follower that fell behind the log is the group's slots, both tiers,
 //! dumped when it is needed.
 
-use std::io::Cursor;
+use std::io::{BufReader, BufWriter, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -63,6 +64,8 @@ pub struct GroupSm {
     layout: Option<watch::Sender<ClusterMeta>>,
     /// Counts snapshots installed from a leader.
     installed: Arc<AtomicU64>,
+    /// Where snapshot transfers are staged.
+    snap_dir: PathBuf,
 }
 
 impl GroupSm {
@@ -73,6 +76,7 @@ impl GroupSm {
         applier: Arc<dyn Apply>,
         slots: Vec<(u16, u16)>,
         installed: Arc<AtomicU64>,
+        snap_dir: PathBuf,
     ) -> Self {
         let mark = read_mark(&store.mark(group));
         GroupSm {
@@ -83,6 +87,7 @@ impl GroupSm {
             mark,
             layout: None,
             installed,
+            snap_dir,
         }
     }
 
@@ -92,6 +97,7 @@ impl GroupSm {
         applier: Arc<dyn Apply>,
         layout: watch::Sender<ClusterMeta>,
         installed: Arc<AtomicU64>,
+        snap_dir: PathBuf,
     ) -> Self {
         let mark = read_mark(&store.mark(META_GROUP));
         if let Some(m) = &mark.meta {
@@ -105,6 +111,7 @@ impl GroupSm {
             mark,
             layout: Some(layout),
             installed,
+            snap_dir,
         }
     }
 }
@@ -116,6 +123,11 @@ fn read_mark(bytes: &Option<Vec<u8>>) -> Mark {
         .unwrap_or_default()
 }
 
+/// Index of the last entry of `group` that `store` holds.
+pub(super) fn applied_index(store: &Store, group: u32) -> Option<u64> {
+    read_mark(&store.mark(group)).applied.map(|l| l.index)
+}
+
 fn snapshot_id(group: u32, applied: &Option<LogId>) -> String {
     format!(
         "g{group}-{}-{:x}",
@@ -124,77 +136,169 @@ fn snapshot_id(group: u32, applied: &Option<LogId>) -> String {
     )
 }
 
-/// Every record of `slots` in every database, as one buffer:
-/// `db(1) key_len(4) key rec_len(4) rec` repeated.
-fn dump_slots(
-    store: &Store,
-    slots: &[(u16, u16)],
-) -> Result<Vec<u8>, crate::storage::StorageError> {
-    let mut out = Vec::new();
-    for db in 0..store.databases() {
-        for &(a, b) in slots {
-            for slot in a..=b {
-                let mut cursor = 0;
-                loop {
-                    let (next, items) = store.export_slot(db, slot, cursor, 512)?;
-                    for (key, rec) in items {
-                        out.push(db as u8);
-                        out.extend_from_slice(&(key.len() as u32).to_le_bytes());
-                        out.extend_from_slice(&key);
-                        out.extend_from_slice(&(rec.len() as u32).to_le_bytes());
-                        out.extend_from_slice(&rec);
-                    }
-                    if next == 0 {
-                        break;
-                    }
-                    cursor = next;
-                }
-            }
-        }
-    }
-    Ok(out)
+/// A read-write file for one snapshot transfer in `dir`, already
+/// unlinked: it disappears when the last handle to it closes.
+fn scratch_file(dir: &Path) -> std::io::Result<std::fs::File> {
+    std::fs::create_dir_all(dir)?;
+    let path = dir.join(format!("{:016x}.snap", rand::random::<u64>()));
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .open(&path)?;
+    std::fs::remove_file(&path)?;
+    Ok(file)
 }
 
-/// Replaces the contents of `slots` with a dump made by [`dump_slots`].
-fn load_slots(store: &Store, slots: &[(u16, u16)], data: &[u8]) -> Result<(), String> {
+/// Writes every record of `slots` in every database to `out`:
+/// `db(1) key_len(4) key rec_len(4) rec` repeated. Returns the bytes written.
+fn dump_slots(store: &Store, slots: &[(u16, u16)], out: impl Write) -> Result<u64, String> {
+    let mut out = BufWriter::with_capacity(1 << 20, out);
+    let mut written = 0u64;
     for db in 0..store.databases() {
-        for &(a, b) in slots {
-            for slot in a..=b {
-                loop {
-                    let (_, items) = store
-                        .export_slot(db, slot, 0, 512)
-                        .map_err(|e| e.to_string())?;
-                    if items.is_empty() {
-                        break;
-                    }
-                    for (key, _) in items {
-                        store.delete(db, &key).map_err(|e| e.to_string())?;
+        for &range in slots {
+            let mut cursor = 0;
+            loop {
+                let (next, items) = store
+                    .export_slots(db, range, cursor, 512)
+                    .map_err(|e| e.to_string())?;
+                for (key, rec) in items {
+                    let head = [db as u8];
+                    for part in [
+                        &head[..],
+                        &(key.len() as u32).to_le_bytes(),
+                        &key,
+                        &(rec.len() as u32).to_le_bytes(),
+                        &rec,
+                    ] {
+                        out.write_all(part).map_err(|e| e.to_string())?;
+                        written += part.len() as u64;
                     }
                 }
+                if next == 0 {
+                    break;
+                }
+                cursor = next;
             }
         }
     }
-    let mut pos = 0usize;
-    let take = |pos: &mut usize, n: usize| -> Result<&[u8], String> {
-        let end = pos
-            .checked_add(n)
-            .filter(|&e| e <= data.len())
-            .ok_or("truncated snapshot")?;
-        let s = &data[*pos..end];
-        *pos = end;
-        Ok(s)
-    };
-    while pos < data.len() {
-        let db = take(&mut pos, 1)?[0] as usize;
-        let klen =
-            u32::from_le_bytes(take(&mut pos, 4)?.try_into().map_err(|_| "bad length")?) as usize;
-        let key = take(&mut pos, klen)?.to_vec();
-        let rlen =
-            u32::from_le_bytes(take(&mut pos, 4)?.try_into().map_err(|_| "bad length")?) as usize;
-        let rec = take(&mut pos, rlen)?;
-        store.import(db, &key, rec).map_err(|e| e.to_string())?;
+    out.flush().map_err(|e| e.to_string())?;
+    Ok(written)
+}
+
+/// Bytes of records imported per apply batch while installing a snapshot.
+const INSTALL_BATCH_BYTES: usize = 4 << 20;
+
+/// Replaces the contents of `slots` with a dump made by [`dump_slots`],
+/// read from `data`, in apply batches of bounded size. Every batch but
+/// the last carries the group's previous mark `old`, the last one `new`:
+/// a crash part-way leaves the store claiming its old position, and the
+/// leader sends the snapshot again, which starts by clearing the slots.
+fn load_slots(
+    store: &Store,
+    group: u32,
+    slots: &[(u16, u16)],
+    data: impl Read,
+    old: &[u8],
+    new: &[u8],
+) -> Result<(), String> {
+    for db in 0..store.databases() {
+        for &(first, last) in slots {
+            loop {
+                let (_, items) = store
+                    .scan_slots(db, first, last, 0, 1000)
+                    .map_err(|e| e.to_string())?;
+                if items.is_empty() {
+                    break;
+                }
+                store.apply_batch(group, old, || {
+                    items
+                        .iter()
+                        .try_for_each(|item| store.delete(db, &item.key).map(|_| ()))
+                        .map_err(|e| e.to_string())
+                })?;
+            }
+        }
     }
-    Ok(())
+    let mut data = BufReader::with_capacity(1 << 20, data);
+    let mut pending: Vec<(usize, Vec<u8>, Vec<u8>)> = Vec::new();
+    let mut pending_bytes = 0;
+    loop {
+        let record = read_record(&mut data)?;
+        if let Some((_, key, rec)) = &record {
+            pending_bytes += key.len() + rec.len();
+        }
+        let last = record.is_none();
+        pending.extend(record);
+        if last || pending_bytes >= INSTALL_BATCH_BYTES {
+            let mark = if last { new } else { old };
+            store.apply_batch(group, mark, || {
+                pending
+                    .drain(..)
+                    .try_for_each(|(db, key, rec)| store.import(db, &key, &rec))
+                    .map_err(|e| e.to_string())
+            })?;
+            pending_bytes = 0;
+        }
+        if last {
+            return Ok(());
+        }
+    }
+}
+
+/// The next record of a dump, or None at its end.
+fn read_record(data: &mut impl Read) -> Result<Option<(usize, Vec<u8>, Vec<u8>)>, String> {
+    let mut db = [0u8; 1];
+    match data.read_exact(&mut db) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
+        Err(e) => return Err(e.to_string()),
+    }
+    let mut part = || -> Result<Vec<u8>, String> {
+        let mut len = [0u8; 4];
+        data.read_exact(&mut len)
+            .map_err(|_| "truncated snapshot".to_string())?;
+        let len = u32::from_le_bytes(len) as usize;
+        if len > MAX_RECORD {
+            return Err(format!("snapshot record of {len} bytes is too large"));
+        }
+        let mut buf = vec![0u8; len];
+        data.read_exact(&mut buf)
+            .map_err(|_| "truncated snapshot".to_string())?;
+        Ok(buf)
+    };
+    let key = part()?;
+    let rec = part()?;
+    Ok(Some((db[0] as usize, key, rec)))
+}
+
+/// No key or record in a snapshot is larger than this.
+const MAX_RECORD: usize = 1 << 30;
+
+/// A snapshot's data: the metadata group's layout, or a shard's slots
+/// dumped to a scratch file. Runs between applies, so the contents match
+/// the group's mark exactly.
+async fn snapshot_data(sm: &GroupSm) -> SResult<tokio::fs::File> {
+    let (store, slots, dir) = (sm.store.clone(), sm.slots.clone(), sm.snap_dir.clone());
+    let layout = match &sm.mark.meta {
+        Some(meta) => Some(bincode::serialize(meta).map_err(sm_err)?),
+        None => None,
+    };
+    let file = tokio::task::spawn_blocking(move || -> Result<std::fs::File, String> {
+        let mut file = scratch_file(&dir).map_err(|e| format!("snapshot file: {e}"))?;
+        match layout {
+            Some(bytes) => file.write_all(&bytes).map_err(|e| e.to_string())?,
+            None => {
+                dump_slots(&store, &slots, &mut file)?;
+            }
+        }
+        file.seek(SeekFrom::Start(0)).map_err(|e| e.to_string())?;
+        Ok(file)
+    })
+    .await
+    .map_err(sm_err)?
+    .map_err(sm_err)?;
+    Ok(tokio::fs::File::from_std(file))
 }
 
 impl RaftSnapshotBuilder<RaftTypes> for GroupSm {
@@ -210,17 +314,21 @@ impl RaftSnapshotBuilder<RaftTypes> for GroupSm {
         .map_err(sm_err)?
         .map_err(sm_err)?;
         let mark = read_mark(&durable);
-        let data = match &mark.meta {
-            Some(meta) => bincode::serialize(meta).map_err(sm_err)?,
-            None => Vec::new(),
-        };
+        // The data is produced when a follower needs it (see
+        // `get_current_snapshot`); the snapshot built here only tells Raft
+        // how far the store is durable.
+        let dir = self.snap_dir.clone();
+        let file = tokio::task::spawn_blocking(move || scratch_file(&dir))
+            .await
+            .map_err(sm_err)?
+            .map_err(sm_err)?;
         Ok(Snapshot {
             meta: SnapshotMeta {
                 last_log_id: mark.applied,
                 last_membership: mark.membership.clone(),
                 snapshot_id: snapshot_id(self.group, &mark.applied),
             },
-            snapshot: Box::new(Cursor::new(data)),
+            snapshot: Box::new(tokio::fs::File::from_std(file)),
         })
     }
 }
@@ -300,36 +408,44 @@ impl RaftStateMachine<RaftTypes> for GroupSm {
         self.clone()
     }
 
-    async fn begin_receiving_snapshot(&mut self) -> SResult<Box<Cursor<Vec<u8>>>> {
-        Ok(Box::new(Cursor::new(Vec::new())))
+    async fn begin_receiving_snapshot(&mut self) -> SResult<Box<tokio::fs::File>> {
+        let dir = self.snap_dir.clone();
+        let file = tokio::task::spawn_blocking(move || scratch_file(&dir))
+            .await
+            .map_err(sm_err)?
+            .map_err(sm_err)?;
+        Ok(Box::new(tokio::fs::File::from_std(file)))
     }
 
     async fn install_snapshot(
         &mut self,
         meta: &SnapshotMeta<u64, super::types::PeerNode>,
-        snapshot: Box<Cursor<Vec<u8>>>,
+        snapshot: Box<tokio::fs::File>,
     ) -> SResult<()> {
-        let data = snapshot.into_inner();
-        let size = data.len();
+        let mut file = snapshot.into_std().await;
         let mut mark = Mark {
             applied: meta.last_log_id,
             membership: meta.last_membership.clone(),
             meta: None,
         };
-        if self.group == META_GROUP {
-            let layout: ClusterMeta = bincode::deserialize(&data).map_err(sm_err)?;
-            mark.meta = Some(layout);
-        }
-        let bytes = bincode::serialize(&mark).map_err(sm_err)?;
+        let old = bincode::serialize(&self.mark).map_err(sm_err)?;
         let (store, group, slots) = (self.store.clone(), self.group, self.slots.clone());
-        tokio::task::spawn_blocking(move || {
-            store.apply_batch(group, &bytes, || {
-                if group == META_GROUP {
-                    Ok(())
-                } else {
-                    load_slots(&store, &slots, &data)
-                }
-            })
+        let (mark, size) = tokio::task::spawn_blocking(move || -> Result<_, String> {
+            let size = file.seek(SeekFrom::End(0)).map_err(|e| e.to_string())?;
+            file.seek(SeekFrom::Start(0)).map_err(|e| e.to_string())?;
+            if group == META_GROUP {
+                let layout: ClusterMeta = bincode::deserialize_from(BufReader::new(&mut file))
+                    .map_err(|e| e.to_string())?;
+                mark.meta = Some(layout);
+            }
+            let new = bincode::serialize(&mark).map_err(|e| e.to_string())?;
+            if group == META_GROUP {
+                store.apply_batch(group, &new, || ());
+            } else {
+                load_slots(&store, group, &slots, file, &old, &new)?;
+            }
+            store.sync_all().map_err(|e| e.to_string())?;
+            Ok((mark, size))
         })
         .await
         .map_err(sm_err)?
@@ -352,24 +468,14 @@ impl RaftStateMachine<RaftTypes> for GroupSm {
         if self.mark.applied.is_none() {
             return Ok(None);
         }
-        // Runs between applies, so the dump matches the mark exactly.
-        let data = match &self.mark.meta {
-            Some(meta) => bincode::serialize(meta).map_err(sm_err)?,
-            None => {
-                let (store, slots) = (self.store.clone(), self.slots.clone());
-                tokio::task::spawn_blocking(move || dump_slots(&store, &slots))
-                    .await
-                    .map_err(sm_err)?
-                    .map_err(sm_err)?
-            }
-        };
+        let data = snapshot_data(self).await?;
         Ok(Some(Snapshot {
             meta: SnapshotMeta {
                 last_log_id: self.mark.applied,
                 last_membership: self.mark.membership.clone(),
                 snapshot_id: snapshot_id(self.group, &self.mark.applied),
             },
-            snapshot: Box::new(Cursor::new(data)),
+            snapshot: Box::new(data),
         }))
     }
 }

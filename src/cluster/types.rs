@@ -3,7 +3,6 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::io::Cursor;
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
@@ -19,7 +18,7 @@ openraft::declare_raft_types!(
         NodeId = u64,
         Node = PeerNode,
         Entry = openraft::Entry<RaftTypes>,
-        SnapshotData = Cursor<Vec<u8>>,
+        SnapshotData = tokio::fs::File,
         AsyncRuntime = openraft::TokioRuntime,
 );
 

@@ -632,18 +632,18 @@ impl Store {
         self.inner.durable_marks.lock().get(&group).cloned()
     }
 
-    /// Up to `count` records of one slot of `db` from `cursor` (start at 0),
-    /// as (key, encoded record), and the cursor to continue from (0 =
-    /// done). The encoding is the store's own, read back by
-    /// [`Store::import`]; nothing is promoted or touched.
-    pub fn export_slot(
+    /// Up to `count` records of the slots `first..=last` of `db` from
+    /// `cursor` (start at 0), as (key, encoded record), and the cursor to
+    /// continue from (0 = done). The encoding is the store's own, read
+    /// back by [`Store::import`]; nothing is promoted or touched.
+    pub fn export_slots(
         &self,
         db: usize,
-        slot: u16,
+        (first, last): (u16, u16),
         cursor: u64,
         count: usize,
     ) -> Result<(u64, Vec<(Vec<u8>, Vec<u8>)>), StorageError> {
-        let (next, items) = self.scan_slot(db, slot, cursor, count)?;
+        let (next, items) = self.scan_slots(db, first, last, cursor, count)?;
         let mut out = Vec::with_capacity(items.len());
         for item in items {
             let rec = self.read(db, &item.key, ReadHint::Peek, |r| {
@@ -660,7 +660,7 @@ impl Store {
         Ok((next, out))
     }
 
-    /// Stores a record exported by [`Store::export_slot`].
+    /// Stores a record exported by [`Store::export_slots`].
     pub fn import(&self, db: usize, key: &[u8], encoded: &[u8]) -> Result<(), StorageError> {
         let rec = types::decode_record(encoded)?;
         self.write(db, key, move |cur| {
@@ -980,6 +980,11 @@ impl Store {
     pub fn sync(&self, lsn: Lsn) -> Result<(), StorageError> {
         let policy = self.inner.cfg.read().appendfsync;
         self.inner.wal.sync(lsn, policy)
+    }
+
+    /// Makes everything logged so far as durable as [`Store::sync`] does.
+    pub fn sync_all(&self) -> Result<(), StorageError> {
+        self.sync(self.inner.wal.appended())
     }
 
     /// Whether [`Store::sync`] may block on an fsync under the current policy.
