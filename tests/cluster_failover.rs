@@ -63,6 +63,45 @@ fn writes_route_and_survive_leader_kill_and_pause() {
             assert_eq!(v, if k == 3 { 4 } else { k });
         }
     }
+    // Concurrent clients' writes to one shard are committed together;
+    // each client still gets its own reply, errors included.
+    let lead = leader_of(&nodes, "{grp}");
+    let _: () = nodes[lead].client().set("{grp}:str", "x").expect("set");
+    let entries_before = last_log_index(&nodes[lead], "{grp}");
+    let workers: Vec<_> = (0..16)
+        .map(|_| {
+            let addr = nodes[lead].addr();
+            std::thread::spawn(move || {
+                let mut c = redis::Client::open(format!("redis://{addr}/"))
+                    .expect("client")
+                    .get_connection()
+                    .expect("connect");
+                let mut seen = Vec::new();
+                for _ in 0..100 {
+                    seen.push(c.incr::<_, _, i64>("{grp}:n", 1).expect("incr"));
+                    let e = c.incr::<_, _, i64>("{grp}:str", 1).unwrap_err();
+                    assert!(e.to_string().contains("not an integer"), "{e}");
+                }
+                seen
+            })
+        })
+        .collect();
+    let mut all = Vec::new();
+    for w in workers {
+        let seen = w.join().expect("worker");
+        assert!(seen.windows(2).all(|p| p[0] < p[1]), "{seen:?}");
+        all.extend(seen);
+    }
+    all.sort_unstable();
+    assert_eq!(all, (1..=1600).collect::<Vec<i64>>());
+    println!(
+        "3200 concurrent writes to one shard took {} log entries",
+        last_log_index(&nodes[lead], "{grp}") - entries_before
+    );
+    for p in &nodes {
+        let v: i64 = p.client().get("{grp}:n").expect("get");
+        assert_eq!(v, 1600);
+    }
     // The HTTP API works from any node too.
     for (i, p) in nodes.iter().enumerate() {
         let body = format!(r#"{{"key":"http-{i}","content":"via node {i}"}}"#);

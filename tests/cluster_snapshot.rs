@@ -5,32 +5,14 @@
 
 mod procs;
 
-use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use procs::*;
 use redis::{cmd, Commands};
 
-/// `strata_<name>{group="g"} v` series of a node's `/metrics`, by group.
-fn group_gauge(p: &Proc, name: &str) -> HashMap<u32, u64> {
-    let text = ureq::get(&format!("http://127.0.0.1:{}/metrics", p.http))
-        .call()
-        .expect("metrics")
-        .into_body()
-        .read_to_string()
-        .expect("metrics body");
-    let prefix = format!("strata_{name}{{group=\"");
-    text.lines()
-        .filter_map(|l| l.strip_prefix(&prefix))
-        .filter_map(|rest| {
-            let (group, value) = rest.split_once("\"} ")?;
-            Some((group.parse().ok()?, value.trim().parse().ok()?))
-        })
-        .collect()
-}
-
 fn counter(p: &Proc, name: &str) -> u64 {
-    let text = ureq::get(&format!("http://127.0.0.1:{}/metrics", p.http))
+    let text = http_agent()
+        .get(&format!("http://127.0.0.1:{}/metrics", p.http))
         .call()
         .expect("metrics")
         .into_body()

@@ -43,8 +43,8 @@ use log_store::RaftDb;
 use network::GroupNetwork;
 use state_machine::{Apply, GroupSm};
 use transport::{Peers, Service, TransportConfig};
+use types::{split_replies, ForwardReply, LogId, PeerRequest, RaftTypes, Request};
 pub use types::{ClusterMeta, PeerNode, ShardInfo, META_GROUP};
-use types::{ForwardReply, LogId, PeerRequest, RaftTypes, Request};
 
 /// How long a client write or read barrier waits for its shard's quorum
 /// before it is refused.
@@ -221,6 +221,8 @@ pub struct Cluster {
     /// node's monotonic clock); None when not leading.
     leases: RwLock<HashMap<u32, Arc<parking_lot::Mutex<Option<std::time::Instant>>>>>,
     forwarded: OnceLock<Arc<dyn Forwarded>>,
+    /// The write queue of each shard this node has proposed to.
+    committers: parking_lot::Mutex<HashMap<u32, tokio::sync::mpsc::UnboundedSender<Pending>>>,
     /// When each peer was last heard from (a probe answered, or any
     /// request received from it).
     seen: RwLock<HashMap<u64, std::time::Instant>>,
@@ -246,6 +248,108 @@ fn raft_config(snapshot_every: u64) -> Result<Arc<openraft::Config>, String> {
         ..Default::default()
     };
     cfg.validate().map(Arc::new).map_err(|e| e.to_string())
+}
+
+/// A write waiting for the shard's committer.
+struct Pending {
+    db: u8,
+    args: Vec<Bytes>,
+    tx: tokio::sync::oneshot::Sender<Result<Committed, ClusterError>>,
+}
+
+/// Most writes gathered into one entry.
+const GROUP_MAX: usize = 512;
+/// Entries of one shard's committer being replicated at once.
+const GROUP_IN_FLIGHT: usize = 2;
+
+/// Feeds one shard's Raft group: takes every write that queued up while
+/// earlier entries were in flight and proposes them as one entry.
+async fn commit_loop(
+    group: u32,
+    raft: Raft<RaftTypes>,
+    mut queue: tokio::sync::mpsc::UnboundedReceiver<Pending>,
+    stop: CancellationToken,
+) {
+    let mut in_flight = tokio::task::JoinSet::new();
+    loop {
+        tokio::select! {
+            biased;
+            () = stop.cancelled() => return,
+            Some(_) = in_flight.join_next(), if !in_flight.is_empty() => {}
+            next = queue.recv(), if in_flight.len() < GROUP_IN_FLIGHT => {
+                let Some(first) = next else { return };
+                let mut batch = vec![first];
+                while batch.len() < GROUP_MAX {
+                    match queue.try_recv() {
+                        Ok(p) => batch.push(p),
+                        Err(_) => break,
+                    }
+                }
+                in_flight.spawn(commit_group(group, raft.clone(), batch));
+            }
+        }
+    }
+}
+
+/// Proposes `batch` as one entry and answers each write.
+async fn commit_group(group: u32, raft: Raft<RaftTypes>, mut batch: Vec<Pending>) {
+    let at_ms = crate::storage::now_ms();
+    if batch.len() == 1 {
+        let p = batch.pop().expect("one write");
+        let req = Request::Command {
+            db: p.db,
+            at_ms,
+            args: p.args,
+        };
+        let _ = p.tx.send(write_entry(group, &raft, req).await);
+        return;
+    }
+    let (cmds, txs): (Vec<_>, Vec<_>) = batch.into_iter().map(|p| ((p.db, p.args), p.tx)).unzip();
+    match write_entry(group, &raft, Request::Group { at_ms, cmds }).await {
+        Ok(done) => match split_replies(&done.reply).filter(|r| r.len() == txs.len()) {
+            Some(replies) => {
+                for (tx, reply) in txs.into_iter().zip(replies) {
+                    let _ = tx.send(Ok(Committed {
+                        reply,
+                        index: done.index,
+                    }));
+                }
+            }
+            None => {
+                for tx in txs {
+                    let _ = tx.send(Err(ClusterError::Peer("malformed grouped reply".into())));
+                }
+            }
+        },
+        Err(e) => {
+            for tx in txs {
+                let _ = tx.send(Err(e.clone()));
+            }
+        }
+    }
+}
+
+/// Appends `req` to `group`'s log and waits until it is committed and
+/// applied here.
+async fn write_entry(
+    group: u32,
+    raft: &Raft<RaftTypes>,
+    req: Request,
+) -> Result<Committed, ClusterError> {
+    match tokio::time::timeout(QUORUM_WAIT, raft.client_write(req)).await {
+        Err(_) => Err(ClusterError::InFlight { group }),
+        Ok(Ok(resp)) => Ok(Committed {
+            reply: resp.data,
+            index: resp.log_id.index,
+        }),
+        Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))) => {
+            Err(ClusterError::NotLeader {
+                group,
+                leader: f.leader_id.zip(f.leader_node),
+            })
+        }
+        Ok(Err(e)) => Err(ClusterError::Peer(e.to_string())),
+    }
 }
 
 /// This node's id: made once, kept in the data directory.
@@ -324,6 +428,7 @@ impl Cluster {
             groups: RwLock::new(HashMap::new()),
             leases: RwLock::new(HashMap::new()),
             forwarded: OnceLock::new(),
+            committers: parking_lot::Mutex::new(HashMap::new()),
             seen: RwLock::new(HashMap::new()),
             stop: stop.clone(),
         });
@@ -794,15 +899,33 @@ impl Cluster {
     }
 
     /// Replicates a write to `group` and returns its RESP3-encoded reply,
-    /// once a majority has it and this node applied it.
+    /// once a majority has it and this node applied it. Writes that
+    /// arrive while the shard's previous entries are being replicated are
+    /// gathered into one entry (group commit), so concurrent clients share
+    /// the cost of a log append and a replication round trip.
     pub async fn propose(
         &self,
         group: u32,
         db: u8,
         args: Vec<Bytes>,
     ) -> Result<Committed, ClusterError> {
-        self.replicate(group, |at_ms| Request::Command { db, at_ms, args })
-            .await
+        let raft = self.ready_to_write(group)?;
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let queue = {
+            let mut committers = self.committers.lock();
+            committers
+                .entry(group)
+                .or_insert_with(|| {
+                    let (qtx, qrx) = tokio::sync::mpsc::unbounded_channel();
+                    tokio::spawn(commit_loop(group, raft, qrx, self.stop.clone()));
+                    qtx
+                })
+                .clone()
+        };
+        queue
+            .send(Pending { db, args, tx })
+            .map_err(|_| ClusterError::InFlight { group })?;
+        rx.await.unwrap_or(Err(ClusterError::InFlight { group }))
     }
 
     /// Replicates several writes to `group` as one entry, applied in order;
@@ -813,16 +936,17 @@ impl Cluster {
         db: u8,
         cmds: Vec<Vec<Bytes>>,
     ) -> Result<Bytes, ClusterError> {
-        self.replicate(group, |at_ms| Request::Batch { db, at_ms, cmds })
-            .await
-            .map(|c| c.reply)
+        let raft = self.ready_to_write(group)?;
+        let req = Request::Batch {
+            db,
+            at_ms: crate::storage::now_ms(),
+            cmds,
+        };
+        write_entry(group, &raft, req).await.map(|c| c.reply)
     }
 
-    async fn replicate(
-        &self,
-        group: u32,
-        make: impl FnOnce(u64) -> Request,
-    ) -> Result<Committed, ClusterError> {
+    /// The Raft instance of `group` if this node may propose to it now.
+    fn ready_to_write(&self, group: u32) -> Result<Raft<RaftTypes>, ClusterError> {
         let Some(raft) = self.raft_of(group) else {
             return Err(ClusterError::NotLeader {
                 group,
@@ -832,21 +956,7 @@ impl Cluster {
         if !self.quorum_fresh(group, &raft) {
             return Err(ClusterError::NoQuorum { group });
         }
-        let req = make(crate::storage::now_ms());
-        match tokio::time::timeout(QUORUM_WAIT, raft.client_write(req)).await {
-            Err(_) => Err(ClusterError::InFlight { group }),
-            Ok(Ok(resp)) => Ok(Committed {
-                reply: resp.data,
-                index: resp.log_id.index,
-            }),
-            Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))) => {
-                Err(ClusterError::NotLeader {
-                    group,
-                    leader: f.leader_id.zip(f.leader_node),
-                })
-            }
-            Ok(Err(e)) => Err(ClusterError::Peer(e.to_string())),
-        }
+        Ok(raft)
     }
 
     /// Waits until this node, as leader of `group`, has confirmed its

@@ -26,7 +26,7 @@ use openraft::{
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
-use super::types::{ClusterMeta, LogId, Membership, RaftTypes, Request, META_GROUP};
+use super::types::{join_replies, ClusterMeta, LogId, Membership, RaftTypes, Request, META_GROUP};
 use crate::storage::{with_clock, Store};
 
 type Entry = openraft::Entry<RaftTypes>;
@@ -45,6 +45,33 @@ struct Mark {
     membership: Membership,
     /// The cluster layout (metadata group only).
     meta: Option<ClusterMeta>,
+}
+
+/// The writes of one entry.
+enum Writes {
+    One(u8, Vec<Bytes>),
+    /// One client's pipeline; the reply is a RESP3 array.
+    Pipeline(u8, Vec<Vec<Bytes>>),
+    /// Commands of several clients; the replies are framed one by one.
+    Group(Vec<(u8, Vec<Bytes>)>),
+}
+
+impl Writes {
+    fn apply(&self, applier: &dyn Apply) -> Bytes {
+        match self {
+            Writes::One(db, args) => applier.apply(*db, args),
+            Writes::Pipeline(db, cmds) => {
+                let mut out = format!("*{}\r\n", cmds.len()).into_bytes();
+                for args in cmds {
+                    out.extend_from_slice(&applier.apply(*db, args));
+                }
+                Bytes::from(out)
+            }
+            Writes::Group(cmds) => {
+                join_replies(cmds.iter().map(|(db, args)| applier.apply(*db, args)))
+            }
+        }
+    }
 }
 
 fn sm_err(e: impl std::fmt::Display) -> StorageError<u64> {
@@ -367,26 +394,18 @@ impl RaftStateMachine<RaftTypes> for GroupSm {
                         None
                     }
                     EntryPayload::Normal(Request::Command { db, at_ms, args }) => {
-                        Some((db, at_ms, vec![args], false))
+                        Some((at_ms, Writes::One(db, args)))
                     }
                     EntryPayload::Normal(Request::Batch { db, at_ms, cmds }) => {
-                        Some((db, at_ms, cmds, true))
+                        Some((at_ms, Writes::Pipeline(db, cmds)))
+                    }
+                    EntryPayload::Normal(Request::Group { at_ms, cmds }) => {
+                        Some((at_ms, Writes::Group(cmds)))
                     }
                 };
                 let bytes = bincode::serialize(&mark).map_err(sm_err)?;
                 let reply = store.apply_batch(group, &bytes, || match &command {
-                    Some((db, at_ms, cmds, as_array)) => with_clock(*at_ms, || {
-                        if !as_array {
-                            return cmds
-                                .first()
-                                .map_or_else(Bytes::new, |a| applier.apply(*db, a));
-                        }
-                        let mut out = format!("*{}\r\n", cmds.len()).into_bytes();
-                        for args in cmds {
-                            out.extend_from_slice(&applier.apply(*db, args));
-                        }
-                        Bytes::from(out)
-                    }),
+                    Some((at_ms, writes)) => with_clock(*at_ms, || writes.apply(&*applier)),
                     None => Bytes::new(),
                 });
                 replies.push(reply);

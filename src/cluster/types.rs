@@ -72,6 +72,39 @@ pub enum Request {
     },
     /// A new cluster layout (metadata group only).
     Layout(ClusterMeta),
+    /// Write commands from different clients, gathered into one entry
+    /// while the previous entries of the shard were being replicated;
+    /// applied in order. The reply frames each command's RESP3 reply with
+    /// its length (`u32` little-endian), see [`split_replies`].
+    Group {
+        /// Leader's clock, milliseconds since the epoch.
+        at_ms: u64,
+        /// Each command with its logical database.
+        cmds: Vec<(u8, Vec<Bytes>)>,
+    },
+}
+
+/// Frames the replies of a [`Request::Group`] entry.
+pub fn join_replies(replies: impl IntoIterator<Item = Bytes>) -> Bytes {
+    let mut out = Vec::new();
+    for r in replies {
+        out.extend_from_slice(&(r.len() as u32).to_le_bytes());
+        out.extend_from_slice(&r);
+    }
+    Bytes::from(out)
+}
+
+/// The replies framed by [`join_replies`]; None if `framed` is malformed.
+pub fn split_replies(framed: &Bytes) -> Option<Vec<Bytes>> {
+    let mut out = Vec::new();
+    let mut pos = 0;
+    while pos < framed.len() {
+        let len = u32::from_le_bytes(framed.get(pos..pos + 4)?.try_into().ok()?) as usize;
+        let end = (pos + 4).checked_add(len).filter(|&e| e <= framed.len())?;
+        out.push(framed.slice(pos + 4..end));
+        pos = end;
+    }
+    Some(out)
 }
 
 impl fmt::Display for Request {
@@ -85,6 +118,7 @@ impl fmt::Display for Request {
             ),
             Request::Batch { cmds, .. } => write!(f, "{} pipelined commands", cmds.len()),
             Request::Layout(m) => write!(f, "layout epoch {}", m.epoch),
+            Request::Group { cmds, .. } => write!(f, "{} grouped commands", cmds.len()),
         }
     }
 }

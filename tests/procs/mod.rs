@@ -404,3 +404,50 @@ pub fn check_all(nodes: &[Proc], acked: &[String]) {
         );
     }
 }
+
+/// `strata_<name>{group="g"} v` series of a node's `/metrics`, by group.
+pub fn group_gauge(p: &Proc, name: &str) -> std::collections::HashMap<u32, u64> {
+    let text = http_agent()
+        .get(&format!("http://{}:{}/metrics", p.host, p.http))
+        .call()
+        .expect("metrics")
+        .into_body()
+        .read_to_string()
+        .expect("metrics body");
+    let prefix = format!("strata_{name}{{group=\"");
+    text.lines()
+        .filter_map(|l| l.strip_prefix(&prefix))
+        .filter_map(|rest| {
+            let (group, value) = rest.split_once("\"} ")?;
+            Some((group.parse().ok()?, value.trim().parse().ok()?))
+        })
+        .collect()
+}
+
+/// The last log index, on `p`, of the shard that holds `key`.
+pub fn last_log_index(p: &Proc, key: &str) -> u64 {
+    let mut c = p.client();
+    let slot: u16 = cmd("CLUSTER")
+        .arg("KEYSLOT")
+        .arg(key)
+        .query(&mut c)
+        .expect("keyslot");
+    // Shard groups are numbered in slot order, from 1.
+    let layout: Vec<Vec<redis::Value>> = cmd("CLUSTER").arg("SLOTS").query(&mut c).expect("slots");
+    let mut ranges: Vec<(i64, i64)> = layout
+        .iter()
+        .filter_map(|r| {
+            Some((
+                redis::from_redis_value(&r[0]).ok()?,
+                redis::from_redis_value(&r[1]).ok()?,
+            ))
+        })
+        .collect();
+    ranges.sort_unstable();
+    let group = ranges
+        .iter()
+        .position(|&(a, b)| (a..=b).contains(&i64::from(slot)))
+        .expect("slot served") as u32
+        + 1;
+    group_gauge(p, "raft_last_log_index")[&group]
+}
