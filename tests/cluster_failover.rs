@@ -102,6 +102,30 @@ fn writes_route_and_survive_leader_kill_and_pause() {
         let v: i64 = p.client().get("{grp}:n").expect("get");
         assert_eq!(v, 1600);
     }
+    // Lists replicate like any other type; a move between slots is refused.
+    for p in &nodes {
+        let _: i64 = p.client().rpush("{q}:jobs", p.port).expect("rpush");
+    }
+    for p in &nodes {
+        let jobs: Vec<u16> = p.client().lrange("{q}:jobs", 0, -1).expect("lrange");
+        assert_eq!(jobs, nodes.iter().map(|n| n.port).collect::<Vec<_>>());
+    }
+    let moved: Option<u16> = cmd("LMOVE")
+        .arg("{q}:jobs")
+        .arg("{q}:active")
+        .arg("LEFT")
+        .arg("RIGHT")
+        .query(&mut nodes[2].client())
+        .expect("lmove within a slot");
+    assert_eq!(moved, Some(nodes[0].port));
+    let e = cmd("LMOVE")
+        .arg("{q}:jobs")
+        .arg("elsewhere")
+        .arg("LEFT")
+        .arg("RIGHT")
+        .query::<redis::Value>(&mut nodes[1].client())
+        .unwrap_err();
+    assert_eq!(e.code(), Some("CROSSSLOT"), "{e}");
     // The HTTP API works from any node too.
     for (i, p) in nodes.iter().enumerate() {
         let body = format!(r#"{{"key":"http-{i}","content":"via node {i}"}}"#);

@@ -11,6 +11,20 @@ use storage_common::{config, get_str, string};
 use strata::storage::{AppendFsync, Change, Record, Store, Value, Version};
 
 const CHILD_ENV: &str = "STRATA_RECOVERY_CHILD_DIR";
+const ROUND_ENV: &str = "STRATA_RECOVERY_ROUND";
+
+/// The queue after writes `0..n`: write i pushes `q{i}` at the tail and,
+/// every third write, also pops the head, in one change.
+fn queue_after(n: u64) -> Vec<Vec<u8>> {
+    let mut q = std::collections::VecDeque::new();
+    for i in 0..n {
+        q.push_back(format!("q{i}").into_bytes());
+        if i % 3 == 2 {
+            q.pop_front();
+        }
+    }
+    q.into()
+}
 
 fn value(i: u64) -> Vec<u8> {
     format!("value-{i}-{}", "x".repeat((i % 50) as usize)).into_bytes()
@@ -55,6 +69,41 @@ fn child_writer() {
             })
             .expect("hash field");
         store.sync(w.lsn.expect("lsn")).expect("sync");
+        // A queue: pushes and pops are logged as list-end deltas.
+        let queue = format!("queue{}", std::env::var(ROUND_ENV).unwrap_or_default());
+        let w = store
+            .write_change(0, queue.as_bytes(), |cur| {
+                let rec = cur.get_or_insert_with(|| Record {
+                    value: Value::List(Box::default()),
+                    expire_at_ms: None,
+                    version: Version::default(),
+                    written_secs: 0,
+                });
+                let Value::List(list) = &mut rec.value else {
+                    unreachable!("queue is a list")
+                };
+                let popped = if i % 3 == 2 {
+                    list.pop_front();
+                    1
+                } else {
+                    0
+                };
+                list.push_back(format!("q{i}").into_bytes().into());
+                list.stamp();
+                let change = if i == 0 {
+                    Change::Full
+                } else {
+                    Change::ListEnds {
+                        popped_front: popped,
+                        popped_back: 0,
+                        pushed_front: 0,
+                        pushed_back: 1,
+                    }
+                };
+                ((), change)
+            })
+            .expect("queue");
+        store.sync(w.lsn.expect("lsn")).expect("sync");
         writeln!(out, "ACK {i}").expect("stdout");
         out.flush().expect("flush");
     }
@@ -68,6 +117,7 @@ fn acknowledged_writes_survive_sigkill() {
         let mut child = Command::new(&exe)
             .args(["--exact", "child_writer", "--nocapture", "--test-threads=1"])
             .env(CHILD_ENV, dir.path())
+            .env(ROUND_ENV, round.to_string())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
@@ -117,5 +167,24 @@ fn acknowledged_writes_survive_sigkill() {
                 "field f{i} lost"
             );
         }
+        let queue: Vec<Vec<u8>> = store
+            .read(0, format!("queue{round}").as_bytes(), Default::default(), |r| match r {
+                Some((
+                    Record {
+                        value: Value::List(list),
+                        ..
+                    },
+                    _,
+                )) => list.iter().map(<[u8]>::to_vec).collect(),
+                other => panic!("queue lost: {other:?}"),
+            })
+            .expect("read queue");
+        // The write after the last acknowledged one may have landed too.
+        assert!(
+            queue == queue_after(acked) || queue == queue_after(acked + 1),
+            "queue{round} after {acked} writes has {} items, first {:?}",
+            queue.len(),
+            queue.first().map(|v| String::from_utf8_lossy(v).into_owned())
+        );
     }
 }

@@ -240,7 +240,11 @@ fn command_info(s: &super::Spec) -> Reply {
     if s.noauth {
         flags.push(Reply::Simple("no-auth"));
     }
-    let super::KeySpec { first, last, step } = s.keys;
+    // Commands whose keys follow a count report 0 0 0, as Redis does
+    // for movable keys.
+    let super::KeySpec {
+        first, last, step, ..
+    } = s.keys;
     Reply::Array(vec![
         Reply::bulk(s.name),
         Reply::Int(i64::from(s.arity)),

@@ -145,6 +145,8 @@ pub(crate) fn scan_options(
                 Some(ValueKind::Str)
             } else if is(t, "hash") {
                 Some(ValueKind::Hash)
+            } else if is(t, "list") {
+                Some(ValueKind::List)
             } else {
                 // A type strata does not store matches nothing.
                 None
@@ -359,6 +361,7 @@ pub fn object(ctx: &mut Ctx<'_>, a: &[Bytes]) -> CmdResult {
                     "listpack"
                 }
                 Value::Hash(_) => "hashtable",
+                Value::List(_) => "quicklist",
             })
         })?;
         return Ok(enc.map_or(Reply::Nil, Reply::bulk));

@@ -10,6 +10,7 @@ mod cluster;
 mod connection;
 mod hashes;
 mod keys;
+mod lists;
 pub mod reply;
 mod server;
 mod strings;
@@ -42,37 +43,53 @@ pub struct KeySpec {
     pub last: i32,
     /// Distance between keys.
     pub step: i32,
+    /// Index of an argument giving the number of keys, which follow it
+    /// (0 = none; `first`, `last` and `step` are then unused).
+    pub numkeys: i32,
 }
 
 const NO_KEYS: KeySpec = KeySpec {
     first: 0,
     last: 0,
     step: 0,
+    numkeys: 0,
 };
 const FIRST_KEY: KeySpec = KeySpec {
     first: 1,
     last: 1,
     step: 1,
+    numkeys: 0,
 };
 const SECOND_KEY: KeySpec = KeySpec {
     first: 2,
     last: 2,
     step: 1,
+    numkeys: 0,
 };
 const TWO_KEYS: KeySpec = KeySpec {
     first: 1,
     last: 2,
     step: 1,
+    numkeys: 0,
 };
 const ALL_KEYS: KeySpec = KeySpec {
     first: 1,
     last: -1,
     step: 1,
+    numkeys: 0,
 };
 const PAIRS_KEYS: KeySpec = KeySpec {
     first: 1,
     last: -1,
     step: 2,
+    numkeys: 0,
+};
+/// `numkeys key [key ...]` from the first argument (LMPOP, ZUNION, EVAL).
+const COUNTED_KEYS: KeySpec = KeySpec {
+    first: 0,
+    last: 0,
+    step: 0,
+    numkeys: 1,
 };
 
 /// A command's entry in the table.
@@ -103,9 +120,20 @@ impl Spec {
 
     /// The keys of one request to this command, in order.
     pub fn keys_of<'a>(&self, args: &'a [Bytes]) -> impl Iterator<Item = &'a Bytes> + 'a {
-        let KeySpec { first, last, step } = self.keys;
+        let KeySpec {
+            first,
+            last,
+            step,
+            numkeys,
+        } = self.keys;
         let n = args.len() as i32;
-        let (first, last) = if first == 0 {
+        let counted = (numkeys > 0)
+            .then(|| args.get(numkeys as usize))
+            .flatten()
+            .and_then(|c| std::str::from_utf8(c).ok()?.parse::<i32>().ok());
+        let (first, last) = if let Some(count) = counted {
+            (numkeys + 1, (numkeys + count.max(0)).min(n - 1))
+        } else if first == 0 || numkeys > 0 {
             (1, 0)
         } else if last < 0 {
             (first, n + last)
@@ -225,6 +253,23 @@ pub static COMMANDS: &[Spec] = &[
     spec("substr", 4, false, strings::getrange, FIRST_KEY),
     spec("setrange", 4, true, strings::setrange, FIRST_KEY),
     // hashes
+    spec("lpush", -3, true, lists::lpush, FIRST_KEY),
+    spec("rpush", -3, true, lists::rpush, FIRST_KEY),
+    spec("lpushx", -3, true, lists::lpushx, FIRST_KEY),
+    spec("rpushx", -3, true, lists::rpushx, FIRST_KEY),
+    spec("lpop", -2, true, lists::lpop, FIRST_KEY),
+    spec("rpop", -2, true, lists::rpop, FIRST_KEY),
+    spec("llen", 2, false, lists::llen, FIRST_KEY),
+    spec("lrange", 4, false, lists::lrange, FIRST_KEY),
+    spec("lindex", 3, false, lists::lindex, FIRST_KEY),
+    spec("lset", 4, true, lists::lset, FIRST_KEY),
+    spec("linsert", 5, true, lists::linsert, FIRST_KEY),
+    spec("lrem", 4, true, lists::lrem, FIRST_KEY),
+    spec("ltrim", 4, true, lists::ltrim, FIRST_KEY),
+    spec("lpos", -3, false, lists::lpos, FIRST_KEY),
+    spec("lmove", 5, true, lists::lmove, TWO_KEYS),
+    spec("rpoplpush", 3, true, lists::rpoplpush, TWO_KEYS),
+    spec("lmpop", -4, true, lists::lmpop, COUNTED_KEYS),
     spec("hset", -4, true, hashes::hset, FIRST_KEY),
     spec("hmset", -4, true, hashes::hmset, FIRST_KEY),
     spec("hsetnx", 4, true, hashes::hsetnx, FIRST_KEY),

@@ -40,7 +40,9 @@ pub use error::StorageError;
 pub use pattern::glob_match;
 pub use snapshot::SnapshotInfo;
 pub use stats::{OffloadReport, StatsSnapshot};
-pub use types::{now_ms, now_secs, with_clock, FieldMap, Record, Value, ValueKind, Version};
+pub use types::{
+    now_ms, now_secs, with_clock, FieldMap, ListItems, Record, Value, ValueKind, Version,
+};
 pub use wal::{FailPoint, Lsn};
 
 use crate::slot::{position_of, slot_end, slot_of_position, slot_start, SLOTS};
@@ -97,6 +99,19 @@ pub enum Change {
         set: Vec<Box<[u8]>>,
         /// Fields removed.
         removed: Vec<Box<[u8]>>,
+    },
+    /// Only the ends of a list changed: this many items were popped from
+    /// the head and the tail, then this many pushed (their values are
+    /// read from the new record), so a push or pop costs O(1) in the log.
+    ListEnds {
+        /// Items removed from the head.
+        popped_front: usize,
+        /// Items removed from the tail.
+        popped_back: usize,
+        /// Items added at the head.
+        pushed_front: usize,
+        /// Items added at the tail.
+        pushed_back: usize,
     },
 }
 
@@ -207,6 +222,7 @@ const OP_DEL: u8 = 2;
 const OP_FLUSHDB: u8 = 3;
 const OP_FLUSHALL: u8 = 4;
 const OP_HASH_DELTA: u8 = 5;
+const OP_LIST_DELTA: u8 = 7;
 /// A batch of records applied as one, with its group's mark.
 const OP_BATCH: u8 = 6;
 
@@ -233,6 +249,18 @@ fn tombstone() -> Record {
     }
 }
 
+/// The start of a delta record: op, database, key and the record's
+/// metadata.
+fn encode_delta_head(b: &mut Vec<u8>, op: u8, db: usize, key: &[u8], rec: &Record) {
+    b.push(op);
+    b.push(db as u8);
+    types::put_bytes(b, key);
+    b.extend_from_slice(&rec.expire_at_ms.unwrap_or(0).to_le_bytes());
+    b.extend_from_slice(&rec.version.epoch.to_le_bytes());
+    b.extend_from_slice(&rec.version.hlc.to_le_bytes());
+    b.extend_from_slice(&rec.written_secs.to_le_bytes());
+}
+
 fn encode_put(b: &mut Vec<u8>, db: usize, key: &[u8], rec: &Record) {
     b.push(OP_PUT);
     b.push(db as u8);
@@ -243,16 +271,37 @@ fn encode_put(b: &mut Vec<u8>, db: usize, key: &[u8], rec: &Record) {
 /// The log body for a stored record: the field delta when a hash changed
 /// only in some fields, else the whole record.
 fn encode_store(b: &mut Vec<u8>, db: usize, key: &[u8], rec: &Record, change: &Change) {
+    if let (
+        &Change::ListEnds {
+            popped_front,
+            popped_back,
+            pushed_front,
+            pushed_back,
+        },
+        Value::List(list),
+    ) = (change, &rec.value)
+    {
+        if pushed_front + pushed_back <= list.len() {
+            encode_delta_head(b, OP_LIST_DELTA, db, key, rec);
+            let (id, seq) = list.stamp_of();
+            b.extend_from_slice(&id.to_le_bytes());
+            b.extend_from_slice(&seq.to_le_bytes());
+            for n in [popped_front, popped_back, pushed_front, pushed_back] {
+                b.extend_from_slice(&(n as u32).to_le_bytes());
+            }
+            for v in list.iter().take(pushed_front) {
+                types::put_bytes(b, v);
+            }
+            for v in list.iter().skip(list.len() - pushed_back) {
+                types::put_bytes(b, v);
+            }
+            return;
+        }
+    }
     let (Change::HashFields { set, removed }, Value::Hash(map)) = (change, &rec.value) else {
         return encode_put(b, db, key, rec);
     };
-    b.push(OP_HASH_DELTA);
-    b.push(db as u8);
-    types::put_bytes(b, key);
-    b.extend_from_slice(&rec.expire_at_ms.unwrap_or(0).to_le_bytes());
-    b.extend_from_slice(&rec.version.epoch.to_le_bytes());
-    b.extend_from_slice(&rec.version.hlc.to_le_bytes());
-    b.extend_from_slice(&rec.written_secs.to_le_bytes());
+    encode_delta_head(b, OP_HASH_DELTA, db, key, rec);
     let present: Vec<(&[u8], &[u8])> = set
         .iter()
         .filter_map(|f| map.get(f).map(|v| (&f[..], v)))
@@ -266,6 +315,19 @@ fn encode_store(b: &mut Vec<u8>, db: usize, key: &[u8], rec: &Record, change: &C
     for f in removed {
         types::put_bytes(b, f);
     }
+}
+
+/// Reads what [`encode_delta_head`] wrote after the op and database.
+fn read_delta_head<'a>(
+    r: &mut types::Reader<'a>,
+) -> Result<(&'a [u8], u64, Version, u32), StorageError> {
+    let key = r.bytes()?;
+    let expire = r.u64()?;
+    let version = Version {
+        epoch: r.u32()?,
+        hlc: r.u64()?,
+    };
+    Ok((key, expire, version, r.u32()?))
 }
 
 const MARKS_KEY: &[u8] = b"apply-marks";
@@ -439,14 +501,55 @@ impl Store {
                 disk.put_raw(db, key, r.rest())
             }
             OP_DEL => disk.remove(db, r.bytes()?),
-            OP_HASH_DELTA => {
-                let key = r.bytes()?;
-                let expire = r.u64()?;
-                let version = Version {
-                    epoch: r.u32()?,
-                    hlc: r.u64()?,
+            OP_LIST_DELTA => {
+                let (key, expire, version, written_secs) = read_delta_head(&mut r)?;
+                let (id, seq) = (r.u64()?, r.u64()?);
+                let mut list = match disk.get(db, key)? {
+                    Some(Record {
+                        value: Value::List(list),
+                        ..
+                    }) if list.stamp_of().0 == id => list,
+                    // The disk holds a later list under this key (or its
+                    // deletion): this change is already superseded.
+                    _ => return Ok(()),
                 };
-                let written_secs = r.u32()?;
+                let have = list.stamp_of().1;
+                if have >= seq {
+                    return Ok(());
+                }
+                if have + 1 != seq {
+                    return Err(StorageError::Corrupt {
+                        what: format!("list delta {seq} logged after change {have}"),
+                    });
+                }
+                list.set_stamp(id, seq);
+                let (pf, pb, nf, nb) = (r.u32()?, r.u32()?, r.u32()?, r.u32()?);
+                for _ in 0..pf {
+                    list.pop_front();
+                }
+                for _ in 0..pb {
+                    list.pop_back();
+                }
+                let mut front = Vec::with_capacity(nf.min(1 << 16) as usize);
+                for _ in 0..nf {
+                    front.push(r.bytes()?);
+                }
+                for v in front.into_iter().rev() {
+                    list.push_front(v.into());
+                }
+                for _ in 0..nb {
+                    list.push_back(r.bytes()?.into());
+                }
+                let rec = Record {
+                    value: Value::List(list),
+                    expire_at_ms: (expire != 0).then_some(expire),
+                    version,
+                    written_secs,
+                };
+                disk.put(db, key, &rec)
+            }
+            OP_HASH_DELTA => {
+                let (key, expire, version, written_secs) = read_delta_head(&mut r)?;
                 let mut map = match disk.get(db, key)? {
                     Some(Record {
                         value: Value::Hash(map),

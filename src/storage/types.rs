@@ -1,7 +1,7 @@
 //! The data model: what a key holds, and the one binary encoding of it that
 //! the disk tier, the write-ahead log and snapshots all share.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 
 use super::error::StorageError;
 
@@ -76,6 +76,124 @@ impl FieldMap {
     }
 }
 
+/// A list's items. Like [`FieldMap`] it keeps a running count of its
+/// buffers' bytes, so charging it against `maxmemory` is O(1).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ListItems {
+    items: VecDeque<Box<[u8]>>,
+    bytes: usize,
+    /// Which list this is (random, set on its first change) and how many
+    /// changes it has had: log replay applies a list delta only on top of
+    /// the exact state it was made from, so replaying a log segment over
+    /// a checkpoint that already holds some of it applies nothing twice.
+    id: u64,
+    seq: u64,
+}
+
+impl ListItems {
+    /// An empty list.
+    pub fn new() -> ListItems {
+        ListItems::default()
+    }
+
+    /// Number of items.
+    pub fn len(&self) -> usize {
+        self.items.len()
+    }
+
+    /// Whether the list is empty.
+    pub fn is_empty(&self) -> bool {
+        self.items.is_empty()
+    }
+
+    /// The item at `i` (0 = head).
+    pub fn get(&self, i: usize) -> Option<&[u8]> {
+        self.items.get(i).map(|v| &v[..])
+    }
+
+    /// Items from head to tail.
+    pub fn iter(&self) -> impl DoubleEndedIterator<Item = &[u8]> + ExactSizeIterator {
+        self.items.iter().map(|v| &v[..])
+    }
+
+    /// Adds `v` at the head.
+    pub fn push_front(&mut self, v: Box<[u8]>) {
+        self.bytes += round16(v.len());
+        self.items.push_front(v);
+    }
+
+    /// Adds `v` at the tail.
+    pub fn push_back(&mut self, v: Box<[u8]>) {
+        self.bytes += round16(v.len());
+        self.items.push_back(v);
+    }
+
+    /// Removes the head.
+    pub fn pop_front(&mut self) -> Option<Box<[u8]>> {
+        let v = self.items.pop_front()?;
+        self.bytes -= round16(v.len());
+        Some(v)
+    }
+
+    /// Removes the tail.
+    pub fn pop_back(&mut self) -> Option<Box<[u8]>> {
+        let v = self.items.pop_back()?;
+        self.bytes -= round16(v.len());
+        Some(v)
+    }
+
+    /// Replaces the item at `i`; false if there is none.
+    pub fn set(&mut self, i: usize, v: Box<[u8]>) -> bool {
+        let Some(slot) = self.items.get_mut(i) else {
+            return false;
+        };
+        self.bytes = self.bytes + round16(v.len()) - round16(slot.len());
+        *slot = v;
+        true
+    }
+
+    /// Inserts `v` before position `i` (`i == len` appends).
+    pub fn insert(&mut self, i: usize, v: Box<[u8]>) {
+        self.bytes += round16(v.len());
+        self.items.insert(i, v);
+    }
+
+    /// Keeps only the items for which `keep` returns true.
+    pub fn retain(&mut self, mut keep: impl FnMut(&[u8]) -> bool) {
+        let mut freed = 0;
+        self.items.retain(|v| {
+            let k = keep(v);
+            if !k {
+                freed += round16(v.len());
+            }
+            k
+        });
+        self.bytes -= freed;
+    }
+
+    /// Counts one change; the first change also names the list.
+    pub fn stamp(&mut self) {
+        if self.id == 0 {
+            self.id = rand::random::<u64>() | 1;
+        }
+        self.seq += 1;
+    }
+
+    /// The list's id and change count (see [`ListItems::stamp`]).
+    pub fn stamp_of(&self) -> (u64, u64) {
+        (self.id, self.seq)
+    }
+
+    /// Sets the id and change count (log replay).
+    pub fn set_stamp(&mut self, id: u64, seq: u64) {
+        (self.id, self.seq) = (id, seq);
+    }
+
+    fn heap_size(&self) -> usize {
+        round16(self.items.capacity() * 16) + self.bytes
+    }
+}
+
 /// The value a key holds. New types (lists, stream entries) are new variants
 /// with a type code in [`Value::type_code`] and a payload codec below.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -84,6 +202,8 @@ pub enum Value {
     Str(Vec<u8>),
     /// A map of field to byte string; feature stores keep features as hashes.
     Hash(Box<FieldMap>),
+    /// A sequence of byte strings; job queues keep their jobs in lists.
+    List(Box<ListItems>),
 }
 
 /// The type a key holds, as `TYPE` names it.
@@ -93,6 +213,8 @@ pub enum ValueKind {
     Str,
     /// `hash`
     Hash,
+    /// `list`
+    List,
 }
 
 impl ValueKind {
@@ -101,6 +223,7 @@ impl ValueKind {
         match self {
             ValueKind::Str => "string",
             ValueKind::Hash => "hash",
+            ValueKind::List => "list",
         }
     }
 }
@@ -111,6 +234,7 @@ impl Value {
         match self {
             Value::Str(_) => ValueKind::Str,
             Value::Hash(_) => ValueKind::Hash,
+            Value::List(_) => ValueKind::List,
         }
     }
 
@@ -118,6 +242,7 @@ impl Value {
         match self {
             Value::Str(_) => 0,
             Value::Hash(_) => 1,
+            Value::List(_) => 2,
         }
     }
 
@@ -128,6 +253,7 @@ impl Value {
             // The boxed map, its table (a slot of two boxed slices and a
             // control byte per bucket), and each field's two buffers.
             Value::Hash(map) => round16(std::mem::size_of::<FieldMap>()) + map.heap_size(),
+            Value::List(list) => round16(std::mem::size_of::<ListItems>()) + list.heap_size(),
         }
     }
 }
@@ -242,6 +368,14 @@ pub fn encode_record(rec: &Record, out: &mut Vec<u8>) {
                 put_bytes(out, v);
             }
         }
+        Value::List(list) => {
+            out.extend_from_slice(&list.id.to_le_bytes());
+            out.extend_from_slice(&list.seq.to_le_bytes());
+            out.extend_from_slice(&(list.len() as u32).to_le_bytes());
+            for v in list.iter() {
+                put_bytes(out, v);
+            }
+        }
     }
 }
 
@@ -284,6 +418,16 @@ pub fn decode_record(buf: &[u8]) -> Result<Record, StorageError> {
                 map.insert(f.into(), v.into());
             }
             Value::Hash(Box::new(map))
+        }
+        2 => {
+            let (id, seq) = (r.u64()?, r.u64()?);
+            let n = r.u32()? as usize;
+            let mut list = ListItems::new();
+            list.set_stamp(id, seq);
+            for _ in 0..n {
+                list.push_back(r.bytes()?.into());
+            }
+            Value::List(Box::new(list))
         }
         other => {
             return Err(StorageError::Corrupt {
@@ -368,7 +512,15 @@ mod tests {
     fn records_round_trip() {
         let mut map = FieldMap::new();
         map.insert(b"f"[..].into(), b"v"[..].into());
-        for value in [Value::Str(b"hello".to_vec()), Value::Hash(Box::new(map))] {
+        let mut list = ListItems::new();
+        list.push_back(b"a"[..].into());
+        list.push_front(b"bb"[..].into());
+        list.stamp();
+        for value in [
+            Value::Str(b"hello".to_vec()),
+            Value::Hash(Box::new(map)),
+            Value::List(Box::new(list)),
+        ] {
             let rec = Record {
                 value,
                 expire_at_ms: Some(42),
