@@ -104,6 +104,15 @@ fn child_writer() {
             })
             .expect("queue");
         store.sync(w.lsn.expect("lsn")).expect("sync");
+        // Two keys written as one unit (a multi-key command's writes).
+        let ((), lsn) = store.atomic(|| {
+            for side in ["a", "b"] {
+                store
+                    .put(1, format!("{side}{i}").as_bytes(), string(&value(i), None))
+                    .expect("put pair");
+            }
+        });
+        store.sync(lsn.expect("lsn")).expect("sync");
         writeln!(out, "ACK {i}").expect("stdout");
         out.flush().expect("flush");
     }
@@ -168,23 +177,38 @@ fn acknowledged_writes_survive_sigkill() {
             );
         }
         let queue: Vec<Vec<u8>> = store
-            .read(0, format!("queue{round}").as_bytes(), Default::default(), |r| match r {
-                Some((
-                    Record {
-                        value: Value::List(list),
-                        ..
-                    },
-                    _,
-                )) => list.iter().map(<[u8]>::to_vec).collect(),
-                other => panic!("queue lost: {other:?}"),
-            })
+            .read(
+                0,
+                format!("queue{round}").as_bytes(),
+                Default::default(),
+                |r| match r {
+                    Some((
+                        Record {
+                            value: Value::List(list),
+                            ..
+                        },
+                        _,
+                    )) => list.iter().map(<[u8]>::to_vec).collect(),
+                    other => panic!("queue lost: {other:?}"),
+                },
+            )
             .expect("read queue");
+        // Pairs are whole: acknowledged ones present, the next one
+        // present on both sides or on neither.
+        for i in 0..=acked {
+            let a = get_str(&store, 1, format!("a{i}").as_bytes());
+            let b = get_str(&store, 1, format!("b{i}").as_bytes());
+            assert_eq!(a.is_some(), b.is_some(), "pair {i} torn");
+            assert!(i == acked || a.is_some(), "pair {i} lost");
+        }
         // The write after the last acknowledged one may have landed too.
         assert!(
             queue == queue_after(acked) || queue == queue_after(acked + 1),
             "queue{round} after {acked} writes has {} items, first {:?}",
             queue.len(),
-            queue.first().map(|v| String::from_utf8_lossy(v).into_owned())
+            queue
+                .first()
+                .map(|v| String::from_utf8_lossy(v).into_owned())
         );
     }
 }

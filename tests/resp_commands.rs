@@ -1020,11 +1020,23 @@ fn lists() {
     let int = |v: Value| -> i64 { redis::from_redis_value(&v).unwrap() };
     assert_eq!(int(q(&mut c, &["RPUSH", "l", "a", "b", "c"])), 3);
     assert_eq!(int(q(&mut c, &["LPUSH", "l", "x", "y"])), 5);
-    assert_eq!(strings(q(&mut c, &["LRANGE", "l", "0", "-1"])), ["y", "x", "a", "b", "c"]);
-    assert_eq!(strings(q(&mut c, &["LRANGE", "l", "-2", "100"])), ["b", "c"]);
-    assert_eq!(strings(q(&mut c, &["LRANGE", "l", "3", "1"])), Vec::<String>::new());
+    assert_eq!(
+        strings(q(&mut c, &["LRANGE", "l", "0", "-1"])),
+        ["y", "x", "a", "b", "c"]
+    );
+    assert_eq!(
+        strings(q(&mut c, &["LRANGE", "l", "-2", "100"])),
+        ["b", "c"]
+    );
+    assert_eq!(
+        strings(q(&mut c, &["LRANGE", "l", "3", "1"])),
+        Vec::<String>::new()
+    );
     assert_eq!(int(q(&mut c, &["LLEN", "l"])), 5);
-    assert_eq!(q(&mut c, &["LINDEX", "l", "-1"]), Value::BulkString(b"c".to_vec()));
+    assert_eq!(
+        q(&mut c, &["LINDEX", "l", "-1"]),
+        Value::BulkString(b"c".to_vec())
+    );
     assert_eq!(q(&mut c, &["LINDEX", "l", "9"]), Value::Nil);
     assert_eq!(int(q(&mut c, &["LPUSHX", "nolist", "a"])), 0);
     assert_eq!(int(q(&mut c, &["EXISTS", "nolist"])), 0);
@@ -1033,7 +1045,13 @@ fn lists() {
     assert_eq!(q(&mut c, &["LPOP", "nolist", "2"]), Value::Nil);
     assert_eq!(q(&mut c, &["LPOP", "nolist"]), Value::Nil);
     assert_eq!(
-        err_text(cmd("LPOP").arg("l").arg("-1").query::<Value>(&mut c).unwrap_err()),
+        err_text(
+            cmd("LPOP")
+                .arg("l")
+                .arg("-1")
+                .query::<Value>(&mut c)
+                .unwrap_err()
+        ),
         "ERR value is out of range, must be positive"
     );
     // l = x a
@@ -1042,63 +1060,157 @@ fn lists() {
     assert_eq!(int(q(&mut c, &["LINSERT", "nolist", "AFTER", "a", "m"])), 0);
     assert_eq!(q(&mut c, &["LSET", "l", "-1", "A"]), Value::Okay);
     assert_eq!(
-        err_text(cmd("LSET").arg("l").arg("7").arg("v").query::<Value>(&mut c).unwrap_err()),
+        err_text(
+            cmd("LSET")
+                .arg("l")
+                .arg("7")
+                .arg("v")
+                .query::<Value>(&mut c)
+                .unwrap_err()
+        ),
         "ERR index out of range"
     );
     assert_eq!(
-        err_text(cmd("LSET").arg("nolist").arg("0").arg("v").query::<Value>(&mut c).unwrap_err()),
+        err_text(
+            cmd("LSET")
+                .arg("nolist")
+                .arg("0")
+                .arg("v")
+                .query::<Value>(&mut c)
+                .unwrap_err()
+        ),
         "ERR no such key"
     );
-    assert_eq!(strings(q(&mut c, &["LRANGE", "l", "0", "-1"])), ["x", "m", "A"]);
+    assert_eq!(
+        strings(q(&mut c, &["LRANGE", "l", "0", "-1"])),
+        ["x", "m", "A"]
+    );
     // LREM from the head, the tail, and all.
     q(&mut c, &["DEL", "r"]);
     q(&mut c, &["RPUSH", "r", "a", "b", "a", "c", "a"]);
     assert_eq!(int(q(&mut c, &["LREM", "r", "-2", "a"])), 2);
-    assert_eq!(strings(q(&mut c, &["LRANGE", "r", "0", "-1"])), ["a", "b", "c"]);
+    assert_eq!(
+        strings(q(&mut c, &["LRANGE", "r", "0", "-1"])),
+        ["a", "b", "c"]
+    );
     assert_eq!(int(q(&mut c, &["LREM", "r", "0", "a"])), 1);
     assert_eq!(q(&mut c, &["LTRIM", "r", "1", "-1"]), Value::Okay);
     assert_eq!(strings(q(&mut c, &["LRANGE", "r", "0", "-1"])), ["c"]);
     assert_eq!(q(&mut c, &["LTRIM", "r", "5", "10"]), Value::Okay);
-    assert_eq!(int(q(&mut c, &["EXISTS", "r"])), 0, "an emptied list is removed");
+    assert_eq!(
+        int(q(&mut c, &["EXISTS", "r"])),
+        0,
+        "an emptied list is removed"
+    );
     // LPOS with RANK, COUNT and MAXLEN.
-    q(&mut c, &["RPUSH", "p", "a", "b", "c", "1", "2", "3", "c", "c"]);
+    q(
+        &mut c,
+        &["RPUSH", "p", "a", "b", "c", "1", "2", "3", "c", "c"],
+    );
     assert_eq!(int(q(&mut c, &["LPOS", "p", "c"])), 2);
     assert_eq!(int(q(&mut c, &["LPOS", "p", "c", "RANK", "2"])), 6);
     assert_eq!(int(q(&mut c, &["LPOS", "p", "c", "RANK", "-1"])), 7);
-    let all: Vec<i64> = redis::from_redis_value(&q(&mut c, &["LPOS", "p", "c", "COUNT", "0"])).unwrap();
+    let all: Vec<i64> =
+        redis::from_redis_value(&q(&mut c, &["LPOS", "p", "c", "COUNT", "0"])).unwrap();
     assert_eq!(all, [2, 6, 7]);
     let capped: Vec<i64> =
-        redis::from_redis_value(&q(&mut c, &["LPOS", "p", "c", "COUNT", "0", "MAXLEN", "3"])).unwrap();
+        redis::from_redis_value(&q(&mut c, &["LPOS", "p", "c", "COUNT", "0", "MAXLEN", "3"]))
+            .unwrap();
     assert_eq!(capped, [2]);
     assert_eq!(q(&mut c, &["LPOS", "p", "zz"]), Value::Nil);
-    assert!(err_text(cmd("LPOS").arg("p").arg("c").arg("RANK").arg("0").query::<Value>(&mut c).unwrap_err())
-        .starts_with("ERR RANK can't be zero"));
+    assert!(err_text(
+        cmd("LPOS")
+            .arg("p")
+            .arg("c")
+            .arg("RANK")
+            .arg("0")
+            .query::<Value>(&mut c)
+            .unwrap_err()
+    )
+    .starts_with("ERR RANK can't be zero"));
     // LMOVE, RPOPLPUSH, LMPOP.
     q(&mut c, &["DEL", "src", "dst"]);
     q(&mut c, &["RPUSH", "src", "1", "2", "3"]);
-    assert_eq!(q(&mut c, &["LMOVE", "src", "dst", "LEFT", "RIGHT"]), Value::BulkString(b"1".to_vec()));
-    assert_eq!(q(&mut c, &["RPOPLPUSH", "src", "dst"]), Value::BulkString(b"3".to_vec()));
-    assert_eq!(strings(q(&mut c, &["LRANGE", "dst", "0", "-1"])), ["3", "1"]);
-    assert_eq!(q(&mut c, &["LMOVE", "src", "src", "LEFT", "RIGHT"]), Value::BulkString(b"2".to_vec()));
-    assert_eq!(q(&mut c, &["LMOVE", "none", "dst", "LEFT", "RIGHT"]), Value::Nil);
+    assert_eq!(
+        q(&mut c, &["LMOVE", "src", "dst", "LEFT", "RIGHT"]),
+        Value::BulkString(b"1".to_vec())
+    );
+    assert_eq!(
+        q(&mut c, &["RPOPLPUSH", "src", "dst"]),
+        Value::BulkString(b"3".to_vec())
+    );
+    assert_eq!(
+        strings(q(&mut c, &["LRANGE", "dst", "0", "-1"])),
+        ["3", "1"]
+    );
+    assert_eq!(
+        q(&mut c, &["LMOVE", "src", "src", "LEFT", "RIGHT"]),
+        Value::BulkString(b"2".to_vec())
+    );
+    assert_eq!(
+        q(&mut c, &["LMOVE", "none", "dst", "LEFT", "RIGHT"]),
+        Value::Nil
+    );
     q(&mut c, &["SET", "s", "x"]);
-    let e = cmd("LMOVE").arg("src").arg("s").arg("LEFT").arg("LEFT").query::<Value>(&mut c).unwrap_err();
+    let e = cmd("LMOVE")
+        .arg("src")
+        .arg("s")
+        .arg("LEFT")
+        .arg("LEFT")
+        .query::<Value>(&mut c)
+        .unwrap_err();
     assert_eq!(e.code(), Some("WRONGTYPE"));
-    assert_eq!(strings(q(&mut c, &["LRANGE", "src", "0", "-1"])), ["2"], "nothing popped");
-    let popped = q(&mut c, &["LMPOP", "3", "none", "dst", "src", "RIGHT", "COUNT", "5"]);
+    assert_eq!(
+        strings(q(&mut c, &["LRANGE", "src", "0", "-1"])),
+        ["2"],
+        "nothing popped"
+    );
+    let popped = q(
+        &mut c,
+        &["LMPOP", "3", "none", "dst", "src", "RIGHT", "COUNT", "5"],
+    );
     let (key, items): (String, Vec<String>) = redis::from_redis_value(&popped).unwrap();
-    assert_eq!((key.as_str(), items), ("dst", vec!["1".to_string(), "3".to_string()]));
+    assert_eq!(
+        (key.as_str(), items),
+        ("dst", vec!["1".to_string(), "3".to_string()])
+    );
     assert_eq!(q(&mut c, &["LMPOP", "1", "none", "LEFT"]), Value::Nil);
     assert_eq!(
-        err_text(cmd("LMPOP").arg("0").arg("k").arg("LEFT").query::<Value>(&mut c).unwrap_err()),
+        err_text(
+            cmd("LMPOP")
+                .arg("0")
+                .arg("k")
+                .arg("LEFT")
+                .query::<Value>(&mut c)
+                .unwrap_err()
+        ),
         "ERR numkeys should be greater than 0"
     );
     // Types.
-    assert_eq!(q(&mut c, &["TYPE", "src"]), Value::SimpleString("list".into()));
-    assert_eq!(cmd("LPUSH").arg("s").arg("x").query::<Value>(&mut c).unwrap_err().code(), Some("WRONGTYPE"));
-    assert_eq!(cmd("GET").arg("src").query::<Value>(&mut c).unwrap_err().code(), Some("WRONGTYPE"));
+    assert_eq!(
+        q(&mut c, &["TYPE", "src"]),
+        Value::SimpleString("list".into())
+    );
+    assert_eq!(
+        cmd("LPUSH")
+            .arg("s")
+            .arg("x")
+            .query::<Value>(&mut c)
+            .unwrap_err()
+            .code(),
+        Some("WRONGTYPE")
+    );
+    assert_eq!(
+        cmd("GET")
+            .arg("src")
+            .query::<Value>(&mut c)
+            .unwrap_err()
+            .code(),
+        Some("WRONGTYPE")
+    );
     let (_, keys): (u64, Vec<String>) =
-        redis::from_redis_value(&q(&mut c, &["SCAN", "0", "TYPE", "list", "COUNT", "1000"])).unwrap();
+        redis::from_redis_value(&q(&mut c, &["SCAN", "0", "TYPE", "list", "COUNT", "1000"]))
+            .unwrap();
     let mut keys = keys;
     keys.sort();
     assert_eq!(keys, ["l", "p", "src"]);

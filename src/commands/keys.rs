@@ -90,11 +90,11 @@ fn rename_generic(ctx: &mut Ctx<'_>, a: &[Bytes], nx: bool) -> CmdResult {
 }
 
 pub fn rename(ctx: &mut Ctx<'_>, a: &[Bytes]) -> CmdResult {
-    rename_generic(ctx, a, false)
+    ctx.atomic(|ctx| rename_generic(ctx, a, false))
 }
 
 pub fn renamenx(ctx: &mut Ctx<'_>, a: &[Bytes]) -> CmdResult {
-    rename_generic(ctx, a, true)
+    ctx.atomic(|ctx| rename_generic(ctx, a, true))
 }
 
 pub fn randomkey(ctx: &mut Ctx<'_>, _: &[Bytes]) -> CmdResult {

@@ -107,7 +107,8 @@ fn update_list<R>(
                         l.stamp();
                     }
                 }
-                let empty = matches!(cur, Some(Record { value: Value::List(l), .. }) if l.is_empty());
+                let empty =
+                    matches!(cur, Some(Record { value: Value::List(l), .. }) if l.is_empty());
                 if empty {
                     *cur = None;
                 }
@@ -248,8 +249,16 @@ pub fn llen(ctx: &mut Ctx<'_>, a: &[Bytes]) -> CmdResult {
 /// is clamped to the list, or None if empty.
 fn range(start: i64, stop: i64, len: usize) -> Option<(usize, usize)> {
     let len = len as i64;
-    let start = if start < 0 { (len + start).max(0) } else { start };
-    let stop = if stop < 0 { len + stop } else { stop.min(len - 1) };
+    let start = if start < 0 {
+        (len + start).max(0)
+    } else {
+        start
+    };
+    let stop = if stop < 0 {
+        len + stop
+    } else {
+        stop.min(len - 1)
+    };
     (start <= stop && start < len).then_some((start as usize, stop as usize))
 }
 
@@ -396,7 +405,11 @@ pub fn ltrim(ctx: &mut Ctx<'_>, a: &[Bytes]) -> CmdResult {
             l.pop_front();
             ends.popped_front += 1;
         }
-        let tail = if keep_from >= len { 0 } else { len - 1 - keep_to };
+        let tail = if keep_from >= len {
+            0
+        } else {
+            len - 1 - keep_to
+        };
         for _ in 0..tail {
             l.pop_back();
             ends.popped_back += 1;
@@ -445,7 +458,11 @@ pub fn lpos(ctx: &mut Ctx<'_>, a: &[Bytes]) -> CmdResult {
                 Some(c) => c,
                 None => 1,
             };
-            let scan = if maxlen == 0 { l.len() } else { maxlen.min(l.len()) };
+            let scan = if maxlen == 0 {
+                l.len()
+            } else {
+                maxlen.min(l.len())
+            };
             let mut skip = rank.unsigned_abs() as usize - 1;
             let mut check = |p: usize| {
                 if l.get(p) == Some(target) {
@@ -510,11 +527,11 @@ fn move_one(ctx: &mut Ctx<'_>, src: &[u8], dst: &[u8], from: End, to: End) -> Cm
 
 pub fn lmove(ctx: &mut Ctx<'_>, a: &[Bytes]) -> CmdResult {
     let (from, to) = (end_arg(&a[3])?, end_arg(&a[4])?);
-    move_one(ctx, &a[1], &a[2], from, to)
+    ctx.atomic(|ctx| move_one(ctx, &a[1], &a[2], from, to))
 }
 
 pub fn rpoplpush(ctx: &mut Ctx<'_>, a: &[Bytes]) -> CmdResult {
-    move_one(ctx, &a[1], &a[2], End::Right, End::Left)
+    ctx.atomic(|ctx| move_one(ctx, &a[1], &a[2], End::Right, End::Left))
 }
 
 pub fn lmpop(ctx: &mut Ctx<'_>, a: &[Bytes]) -> CmdResult {

@@ -503,6 +503,17 @@ impl Ctx<'_> {
         Ok(w)
     }
 
+    /// Runs `f` so that its writes reach the log as one record: after a
+    /// crash a multi-key command has happened entirely or not at all.
+    pub fn atomic<R>(&mut self, f: impl FnOnce(&mut Self) -> R) -> R {
+        let store = self.node.store.clone();
+        let (out, lsn) = store.atomic(|| f(self));
+        if let Some(lsn) = lsn {
+            self.s.pending_lsn = Some(self.s.pending_lsn.map_or(lsn, |p| p.max(lsn)));
+        }
+        out
+    }
+
     /// The string at `key`, WRONGTYPE for other types.
     pub fn get_str(&mut self, key: &[u8]) -> Result<Option<Vec<u8>>, Reply> {
         self.read(key, ReadHint::Normal, |r| match r {

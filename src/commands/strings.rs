@@ -267,10 +267,12 @@ pub fn mset(ctx: &mut Ctx<'_>, a: &[Bytes]) -> CmdResult {
     if a.len() % 2 != 1 {
         return Err(err::arity("mset"));
     }
-    for pair in a[1..].chunks(2) {
-        set_generic(ctx, &pair[0], &pair[1], Expiry::None, Cond::Always, false)?;
-    }
-    Ok(Reply::OK)
+    ctx.atomic(|ctx| {
+        for pair in a[1..].chunks(2) {
+            set_generic(ctx, &pair[0], &pair[1], Expiry::None, Cond::Always, false)?;
+        }
+        Ok(Reply::OK)
+    })
 }
 
 pub fn msetnx(ctx: &mut Ctx<'_>, a: &[Bytes]) -> CmdResult {
@@ -282,10 +284,12 @@ pub fn msetnx(ctx: &mut Ctx<'_>, a: &[Bytes]) -> CmdResult {
             return Ok(Reply::Int(0));
         }
     }
-    for pair in a[1..].chunks(2) {
-        set_generic(ctx, &pair[0], &pair[1], Expiry::None, Cond::Always, false)?;
-    }
-    Ok(Reply::Int(1))
+    ctx.atomic(|ctx| {
+        for pair in a[1..].chunks(2) {
+            set_generic(ctx, &pair[0], &pair[1], Expiry::None, Cond::Always, false)?;
+        }
+        Ok(Reply::Int(1))
+    })
 }
 
 fn parse_stored_int(v: &[u8]) -> Option<i64> {

@@ -225,6 +225,8 @@ const OP_HASH_DELTA: u8 = 5;
 const OP_LIST_DELTA: u8 = 7;
 /// A batch of records applied as one, with its group's mark.
 const OP_BATCH: u8 = 6;
+/// Writes of one multi-key command on a single node, replayed all or none.
+const OP_ATOMIC: u8 = 8;
 
 thread_local! {
     /// Log records of the apply batch running on this thread, if any.
@@ -441,6 +443,8 @@ impl Store {
                 }
                 let result = if body.first() == Some(&OP_BATCH) {
                     Self::apply_batch_record(disk, body, databases, marks)
+                } else if body.first() == Some(&OP_ATOMIC) {
+                    Self::apply_records(disk, &body[1..], databases)
                 } else {
                     Self::apply_record(disk, body, databases)
                 };
@@ -469,14 +473,17 @@ impl Store {
         let mut r = types::Reader { buf: body, pos: 1 };
         let group = r.u32()?;
         let mark = r.bytes()?.to_vec();
-        let mut records = types::Reader {
-            buf: r.rest(),
-            pos: 0,
-        };
+        Self::apply_records(disk, r.rest(), databases)?;
+        marks.insert(group, mark);
+        Ok(())
+    }
+
+    /// Replays length-prefixed records collected by a batch.
+    fn apply_records(disk: &Disk, body: &[u8], databases: usize) -> Result<(), StorageError> {
+        let mut records = types::Reader { buf: body, pos: 0 };
         while records.pos < records.buf.len() {
             Self::apply_record(disk, records.bytes()?, databases)?;
         }
-        marks.insert(group, mark);
         Ok(())
     }
 
@@ -722,6 +729,33 @@ impl Store {
             inner.remove_tombstones(deferred);
         }
         out
+    }
+
+    /// Runs `f`, whose writes form one record in the log: after a crash
+    /// all of them are there or none. Multi-key commands on a single node
+    /// use it; inside an apply batch (a replicated command) the batch
+    /// already is that unit, so `f` just runs. Returns the log position to
+    /// pass to [`Store::sync`], if anything was written.
+    pub fn atomic<R>(&self, f: impl FnOnce() -> R) -> (R, Option<Lsn>) {
+        if in_batch() {
+            return (f(), None);
+        }
+        let inner = &*self.inner;
+        let _open = inner.batches.read();
+        BATCH.with(|b| *b.borrow_mut() = Some(Vec::new()));
+        let out = f();
+        let records = BATCH.with(|b| b.borrow_mut().take()).unwrap_or_default();
+        let lsn = (!records.is_empty()).then(|| {
+            inner.wal.append_with(|b| {
+                b.push(OP_ATOMIC);
+                b.extend_from_slice(&records);
+            })
+        });
+        let deferred = DEFERRED.with(|d| std::mem::take(&mut *d.borrow_mut()));
+        if !deferred.is_empty() {
+            inner.remove_tombstones(deferred);
+        }
+        (out, lsn)
     }
 
     /// The mark of the last apply batch of `group` that is in the store.
