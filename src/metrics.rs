@@ -356,8 +356,15 @@ impl Metrics {
     }
 }
 
+/// A per-group series: name, help, and how to read it.
+type GroupSeries = (
+    &'static str,
+    &'static str,
+    fn(&crate::cluster::GroupStat) -> u64,
+);
+
 fn render_groups(out: &mut String, g: &GroupStats) {
-    let per_group: [(&str, &str, fn(&crate::cluster::GroupStat) -> u64); 6] = [
+    let per_group: [GroupSeries; 6] = [
         ("raft_leader", "1 if this node leads the group", |s| {
             s.leader as u64
         }),

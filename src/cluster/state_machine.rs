@@ -248,7 +248,7 @@ fn load_slots(
         }
     }
     let mut data = BufReader::with_capacity(1 << 20, data);
-    let mut pending: Vec<(usize, Vec<u8>, Vec<u8>)> = Vec::new();
+    let mut pending: Vec<DumpRecord> = Vec::new();
     let mut pending_bytes = 0;
     loop {
         let record = read_record(&mut data)?;
@@ -273,8 +273,11 @@ fn load_slots(
     }
 }
 
+/// One record of a dump: database, key, encoded record.
+type DumpRecord = (usize, Vec<u8>, Vec<u8>);
+
 /// The next record of a dump, or None at its end.
-fn read_record(data: &mut impl Read) -> Result<Option<(usize, Vec<u8>, Vec<u8>)>, String> {
+fn read_record(data: &mut impl Read) -> Result<Option<DumpRecord>, String> {
     let mut db = [0u8; 1];
     match data.read_exact(&mut db) {
         Ok(()) => {}
