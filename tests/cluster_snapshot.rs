@@ -11,13 +11,7 @@ use procs::*;
 use redis::{cmd, Commands};
 
 fn counter(p: &Proc, name: &str) -> u64 {
-    let text = http_agent()
-        .get(&format!("http://127.0.0.1:{}/metrics", p.http))
-        .call()
-        .expect("metrics")
-        .into_body()
-        .read_to_string()
-        .expect("metrics body");
+    let text = metrics_text(p);
     let line = format!("strata_{name}_total ");
     text.lines()
         .find_map(|l| l.strip_prefix(&line))

@@ -250,6 +250,26 @@ fn raft_config(snapshot_every: u64) -> Result<Arc<openraft::Config>, String> {
     cfg.validate().map(Arc::new).map_err(|e| e.to_string())
 }
 
+/// Runs `tick` every `period` until `stop` is cancelled or `tick` says
+/// there is nothing left to do.
+fn every<F, Fut>(period: Duration, stop: CancellationToken, mut tick: F)
+where
+    F: FnMut() -> Fut + Send + 'static,
+    Fut: Future<Output = bool> + Send,
+{
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                () = tokio::time::sleep(period) => {}
+                () = stop.cancelled() => return,
+            }
+            if !tick().await {
+                return;
+            }
+        }
+    });
+}
+
 /// A write waiting for the shard's committer.
 struct Pending {
     db: u8,
@@ -461,52 +481,32 @@ impl Cluster {
             });
         }
         // Probe every member, so status reports know who is reachable.
-        {
-            let weak = Arc::downgrade(&cluster);
-            let stop = cluster.stop.clone();
-            tokio::spawn(async move {
-                loop {
-                    tokio::select! {
-                        () = tokio::time::sleep(PROBE_EVERY) => {}
-                        () = stop.cancelled() => return,
-                    }
-                    let Some(c) = weak.upgrade() else { return };
-                    c.probe_members();
-                }
-            });
-        }
+        let weak = Arc::downgrade(&cluster);
+        every(PROBE_EVERY, cluster.stop.clone(), move || {
+            let c = weak.upgrade();
+            async move { c.map(|c| c.probe_members()).is_some() }
+        });
         // Expired keys are deleted through their shard's log, by its leader.
-        {
-            let weak = Arc::downgrade(&cluster);
-            let stop = cluster.stop.clone();
-            tokio::spawn(async move {
-                loop {
-                    tokio::select! {
-                        () = tokio::time::sleep(EXPIRE_EVERY) => {}
-                        () = stop.cancelled() => return,
-                    }
-                    let Some(c) = weak.upgrade() else { return };
-                    c.expire_found().await;
-                }
-            });
-        }
+        let weak = Arc::downgrade(&cluster);
+        every(EXPIRE_EVERY, cluster.stop.clone(), move || {
+            let c = weak.upgrade();
+            async move {
+                let Some(c) = c else { return false };
+                c.expire_found().await;
+                true
+            }
+        });
         // `everysec`: fsync the Raft log once a second.
-        {
-            let db = cluster.raftdb.clone();
-            let stop = cluster.stop.clone();
-            tokio::spawn(async move {
-                loop {
-                    tokio::select! {
-                        () = tokio::time::sleep(Duration::from_secs(1)) => {}
-                        () = stop.cancelled() => return,
-                    }
-                    let db = db.clone();
-                    if let Ok(Err(e)) = tokio::task::spawn_blocking(move || db.sync()).await {
-                        tracing::error!(error = %e, "fsync of the Raft log failed");
-                    }
+        let db = cluster.raftdb.clone();
+        every(Duration::from_secs(1), cluster.stop.clone(), move || {
+            let db = db.clone();
+            async move {
+                if let Ok(Err(e)) = tokio::task::spawn_blocking(move || db.sync()).await {
+                    tracing::error!(error = %e, "fsync of the Raft log failed");
                 }
-            });
-        }
+                true
+            }
+        });
         Ok(cluster)
     }
 

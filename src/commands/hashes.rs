@@ -13,17 +13,14 @@ fn with_hash<R>(
     key: &[u8],
     f: impl FnOnce(Option<&FieldMap>) -> R,
 ) -> Result<R, Reply> {
-    ctx.read(key, ReadHint::Normal, |r| match r {
-        None => Ok(f(None)),
-        Some((
-            Record {
-                value: Value::Hash(m),
-                ..
-            },
-            _,
-        )) => Ok(f(Some(m))),
-        Some(_) => Err(err::wrongtype()),
-    })?
+    ctx.read_typed(
+        key,
+        |v| match v {
+            Value::Hash(m) => Some(&**m),
+            _ => None,
+        },
+        f,
+    )
 }
 
 /// Fields a hash command set or removed.

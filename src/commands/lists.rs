@@ -5,7 +5,7 @@ use bytes::Bytes;
 
 use super::reply::Reply;
 use super::{err, int_arg, is, CmdResult, Ctx};
-use crate::storage::{Change, ListItems, ReadHint, Record, Value, Version};
+use crate::storage::{Change, ListItems, Record, Value, Version};
 
 /// Which end of a list.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -29,17 +29,14 @@ fn with_list<R>(
     key: &[u8],
     f: impl FnOnce(Option<&ListItems>) -> R,
 ) -> Result<R, Reply> {
-    ctx.read(key, ReadHint::Normal, |r| match r {
-        None => Ok(f(None)),
-        Some((
-            Record {
-                value: Value::List(l),
-                ..
-            },
-            _,
-        )) => Ok(f(Some(l))),
-        Some(_) => Err(err::wrongtype()),
-    })?
+    ctx.read_typed(
+        key,
+        |v| match v {
+            Value::List(l) => Some(&**l),
+            _ => None,
+        },
+        f,
+    )
 }
 
 /// What a list command did to the ends of the list, for the log.

@@ -503,6 +503,22 @@ impl Ctx<'_> {
         Ok(w)
     }
 
+    /// Reads `key` as one type: `pick` returns the value if it is of that
+    /// type; another type is WRONGTYPE, and `f` sees None for no key.
+    pub fn read_typed<T: ?Sized, R>(
+        &mut self,
+        key: &[u8],
+        pick: impl FnOnce(&Value) -> Option<&T>,
+        f: impl FnOnce(Option<&T>) -> R,
+    ) -> Result<R, Reply> {
+        self.read(key, ReadHint::Normal, |r| match r {
+            None => Ok(f(None)),
+            Some((rec, _)) => pick(&rec.value)
+                .map(|v| f(Some(v)))
+                .ok_or_else(err::wrongtype),
+        })?
+    }
+
     /// Runs `f` so that its writes reach the log as one record: after a
     /// crash a multi-key command has happened entirely or not at all.
     pub fn atomic<R>(&mut self, f: impl FnOnce(&mut Self) -> R) -> R {
@@ -516,17 +532,14 @@ impl Ctx<'_> {
 
     /// The string at `key`, WRONGTYPE for other types.
     pub fn get_str(&mut self, key: &[u8]) -> Result<Option<Vec<u8>>, Reply> {
-        self.read(key, ReadHint::Normal, |r| match r {
-            None => Ok(None),
-            Some((
-                Record {
-                    value: Value::Str(v),
-                    ..
-                },
-                _,
-            )) => Ok(Some(v.clone())),
-            Some(_) => Err(err::wrongtype()),
-        })?
+        self.read_typed(
+            key,
+            |v| match v {
+                Value::Str(s) => Some(s),
+                _ => None,
+            },
+            |s| s.cloned(),
+        )
     }
 
     /// The configured limit on string sizes.

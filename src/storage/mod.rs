@@ -319,17 +319,36 @@ fn encode_store(b: &mut Vec<u8>, db: usize, key: &[u8], rec: &Record, change: &C
     }
 }
 
-/// Reads what [`encode_delta_head`] wrote after the op and database.
-fn read_delta_head<'a>(
-    r: &mut types::Reader<'a>,
-) -> Result<(&'a [u8], u64, Version, u32), StorageError> {
-    let key = r.bytes()?;
-    let expire = r.u64()?;
-    let version = Version {
-        epoch: r.u32()?,
-        hlc: r.u64()?,
-    };
-    Ok((key, expire, version, r.u32()?))
+/// What [`encode_delta_head`] wrote after the op and database.
+struct DeltaHead<'a> {
+    key: &'a [u8],
+    expire: u64,
+    version: Version,
+    written_secs: u32,
+}
+
+impl<'a> DeltaHead<'a> {
+    fn read(r: &mut types::Reader<'a>) -> Result<DeltaHead<'a>, StorageError> {
+        Ok(DeltaHead {
+            key: r.bytes()?,
+            expire: r.u64()?,
+            version: Version {
+                epoch: r.u32()?,
+                hlc: r.u64()?,
+            },
+            written_secs: r.u32()?,
+        })
+    }
+
+    /// The record the delta leaves, holding `value`.
+    fn record(&self, value: Value) -> Record {
+        Record {
+            value,
+            expire_at_ms: (self.expire != 0).then_some(self.expire),
+            version: self.version,
+            written_secs: self.written_secs,
+        }
+    }
 }
 
 const MARKS_KEY: &[u8] = b"apply-marks";
@@ -509,9 +528,9 @@ impl Store {
             }
             OP_DEL => disk.remove(db, r.bytes()?),
             OP_LIST_DELTA => {
-                let (key, expire, version, written_secs) = read_delta_head(&mut r)?;
+                let head = DeltaHead::read(&mut r)?;
                 let (id, seq) = (r.u64()?, r.u64()?);
-                let mut list = match disk.get(db, key)? {
+                let mut list = match disk.get(db, head.key)? {
                     Some(Record {
                         value: Value::List(list),
                         ..
@@ -547,17 +566,11 @@ impl Store {
                 for _ in 0..nb {
                     list.push_back(r.bytes()?.into());
                 }
-                let rec = Record {
-                    value: Value::List(list),
-                    expire_at_ms: (expire != 0).then_some(expire),
-                    version,
-                    written_secs,
-                };
-                disk.put(db, key, &rec)
+                disk.put(db, head.key, &head.record(Value::List(list)))
             }
             OP_HASH_DELTA => {
-                let (key, expire, version, written_secs) = read_delta_head(&mut r)?;
-                let mut map = match disk.get(db, key)? {
+                let head = DeltaHead::read(&mut r)?;
+                let mut map = match disk.get(db, head.key)? {
                     Some(Record {
                         value: Value::Hash(map),
                         ..
@@ -572,13 +585,7 @@ impl Store {
                 for _ in 0..r.u32()? {
                     map.remove(r.bytes()?);
                 }
-                let rec = Record {
-                    value: Value::Hash(map),
-                    expire_at_ms: (expire != 0).then_some(expire),
-                    version,
-                    written_secs,
-                };
-                disk.put(db, key, &rec)
+                disk.put(db, head.key, &head.record(Value::Hash(map)))
             }
             OP_FLUSHDB => disk.clear(db),
             other => Err(StorageError::Corrupt {

@@ -405,15 +405,20 @@ pub fn check_all(nodes: &[Proc], acked: &[String]) {
     }
 }
 
-/// `strata_<name>{group="g"} v` series of a node's `/metrics`, by group.
-pub fn group_gauge(p: &Proc, name: &str) -> std::collections::HashMap<u32, u64> {
-    let text = http_agent()
+/// A node's `/metrics` exposition.
+pub fn metrics_text(p: &Proc) -> String {
+    http_agent()
         .get(&format!("http://{}:{}/metrics", p.host, p.http))
         .call()
         .expect("metrics")
         .into_body()
         .read_to_string()
-        .expect("metrics body");
+        .expect("metrics body")
+}
+
+/// `strata_<name>{group="g"} v` series of a node's `/metrics`, by group.
+pub fn group_gauge(p: &Proc, name: &str) -> std::collections::HashMap<u32, u64> {
+    let text = metrics_text(p);
     let prefix = format!("strata_{name}{{group=\"");
     text.lines()
         .filter_map(|l| l.strip_prefix(&prefix))
