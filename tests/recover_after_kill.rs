@@ -26,6 +26,49 @@ fn queue_after(n: u64) -> Vec<Vec<u8>> {
     q.into()
 }
 
+/// The set after writes `0..n`: write i adds `s{i}` and, every fourth
+/// write, removes `s{i-2}`, in one change.
+fn set_after(n: u64) -> std::collections::BTreeSet<Vec<u8>> {
+    let mut s = std::collections::BTreeSet::new();
+    for i in 0..n {
+        s.insert(format!("s{i}").into_bytes());
+        if i % 4 == 3 {
+            s.remove(format!("s{}", i - 2).as_bytes());
+        }
+    }
+    s
+}
+
+/// The sorted set after writes `0..n`: write i adds `r{i}` with score
+/// `i*7 % 1000`, every fifth write rescores `r{i-3}` to `-i`, every sixth
+/// removes `r{i-1}`.
+fn zset_after(n: u64) -> std::collections::BTreeMap<Vec<u8>, f64> {
+    let mut z = std::collections::BTreeMap::new();
+    for i in 0..n {
+        for (m, score) in zset_step(i).0 {
+            z.insert(m, score);
+        }
+        for m in zset_step(i).1 {
+            z.remove(&m);
+        }
+    }
+    z
+}
+
+/// What write i sets and removes in the sorted set.
+fn zset_step(i: u64) -> (Vec<(Vec<u8>, f64)>, Vec<Vec<u8>>) {
+    let mut set = vec![(format!("r{i}").into_bytes(), (i * 7 % 1000) as f64)];
+    if i % 5 == 4 {
+        set.push((format!("r{}", i - 3).into_bytes(), -(i as f64)));
+    }
+    let removed = if i % 6 == 5 {
+        vec![format!("r{}", i - 1).into_bytes()]
+    } else {
+        vec![]
+    };
+    (set, removed)
+}
+
 fn value(i: u64) -> Vec<u8> {
     format!("value-{i}-{}", "x".repeat((i % 50) as usize)).into_bytes()
 }
@@ -61,7 +104,7 @@ fn child_writer() {
                 }
                 (
                     (),
-                    Change::HashFields {
+                    Change::Fields {
                         set: vec![field],
                         removed: vec![],
                     },
@@ -103,6 +146,51 @@ fn child_writer() {
                 ((), change)
             })
             .expect("queue");
+        store.sync(w.lsn.expect("lsn")).expect("sync");
+        // A set and a sorted set: adds, removes and rescores are logged as
+        // member deltas.
+        let w = store
+            .write_change(0, b"seen", |cur| {
+                let rec = cur.get_or_insert_with(|| Record::new(Value::Set(Box::default())));
+                let Value::Set(set) = &mut rec.value else {
+                    unreachable!("seen is a set")
+                };
+                let added: Box<[u8]> = format!("s{i}").into_bytes().into();
+                set.insert(added.clone());
+                let mut removed = vec![];
+                if i % 4 == 3 {
+                    let gone: Box<[u8]> = format!("s{}", i - 2).into_bytes().into();
+                    set.remove(&gone);
+                    removed.push(gone);
+                }
+                let change = Change::Fields {
+                    set: vec![added],
+                    removed,
+                };
+                ((), change)
+            })
+            .expect("set");
+        store.sync(w.lsn.expect("lsn")).expect("sync");
+        let w = store
+            .write_change(0, b"ranked", |cur| {
+                let rec = cur.get_or_insert_with(|| Record::new(Value::ZSet(Box::default())));
+                let Value::ZSet(z) = &mut rec.value else {
+                    unreachable!("ranked is a sorted set")
+                };
+                let (set, removed) = zset_step(i);
+                for (m, score) in &set {
+                    z.insert(m, *score);
+                }
+                for m in &removed {
+                    z.remove(m);
+                }
+                let change = Change::Fields {
+                    set: set.into_iter().map(|(m, _)| m.into()).collect(),
+                    removed: removed.into_iter().map(Into::into).collect(),
+                };
+                ((), change)
+            })
+            .expect("zset");
         store.sync(w.lsn.expect("lsn")).expect("sync");
         // Two keys written as one unit (a multi-key command's writes).
         let ((), lsn) = store.atomic(|| {
@@ -201,6 +289,33 @@ fn acknowledged_writes_survive_sigkill() {
             assert_eq!(a.is_some(), b.is_some(), "pair {i} torn");
             assert!(i == acked || a.is_some(), "pair {i} lost");
         }
+        let seen = store
+            .read(0, b"seen", Default::default(), |r| match r {
+                Some((Record { value: Value::Set(set), .. }, _)) => {
+                    set.iter().map(<[u8]>::to_vec).collect::<std::collections::BTreeSet<_>>()
+                }
+                other => panic!("set lost: {other:?}"),
+            })
+            .expect("read set");
+        assert!(
+            seen == set_after(acked) || seen == set_after(acked + 1),
+            "set after {acked} writes has {} members",
+            seen.len()
+        );
+        let ranked = store
+            .read(0, b"ranked", Default::default(), |r| match r {
+                Some((Record { value: Value::ZSet(z), .. }, _)) => z
+                    .iter()
+                    .map(|(m, s)| (m.to_vec(), s))
+                    .collect::<std::collections::BTreeMap<_, _>>(),
+                other => panic!("sorted set lost: {other:?}"),
+            })
+            .expect("read sorted set");
+        assert!(
+            ranked == zset_after(acked) || ranked == zset_after(acked + 1),
+            "sorted set after {acked} writes has {} members",
+            ranked.len()
+        );
         // The write after the last acknowledged one may have landed too.
         assert!(
             queue == queue_after(acked) || queue == queue_after(acked + 1),

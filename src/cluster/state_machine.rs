@@ -383,6 +383,8 @@ impl RaftStateMachine<RaftTypes> for GroupSm {
             let mut layout_changed = false;
             for entry in entries {
                 mark.applied = Some(entry.log_id);
+                // Every replica applies this entry with the same random seed.
+                let entry_seed = entry.log_id.index;
                 let command = match entry.payload {
                     EntryPayload::Blank => None,
                     EntryPayload::Membership(m) => {
@@ -408,7 +410,9 @@ impl RaftStateMachine<RaftTypes> for GroupSm {
                 };
                 let bytes = bincode::serialize(&mark).map_err(sm_err)?;
                 let reply = store.apply_batch(group, &bytes, || match &command {
-                    Some((at_ms, writes)) => with_clock(*at_ms, || writes.apply(&*applier)),
+                    Some((at_ms, writes)) => {
+                        with_clock(*at_ms, entry_seed, || writes.apply(&*applier))
+                    }
                     None => Bytes::new(),
                 });
                 replies.push(reply);

@@ -3,43 +3,45 @@
 use bytes::Bytes;
 use rand::seq::IndexedRandom;
 
-use super::keys::{matches, scan_options};
+use super::keys::{cursor_arg, scan_options, scan_page};
 use super::reply::{format_double, Reply};
 use super::{err, float_arg, int_arg, is, CmdResult, Ctx};
-use crate::storage::{Change, FieldMap, ReadHint, Record, Value, Version};
+use crate::storage::{Change, FieldMap, ReadHint};
 
 fn with_hash<R>(
     ctx: &mut Ctx<'_>,
     key: &[u8],
     f: impl FnOnce(Option<&FieldMap>) -> R,
 ) -> Result<R, Reply> {
-    ctx.read_typed(
-        key,
-        |v| match v {
-            Value::Hash(m) => Some(&**m),
-            _ => None,
-        },
-        f,
-    )
+    ctx.read_as(key, f)
 }
 
-/// Fields a hash command set or removed.
+/// Fields (of a hash) or members (of a set or sorted set) a command set
+/// or removed.
 #[derive(Default)]
-struct Delta {
-    set: Vec<Box<[u8]>>,
-    removed: Vec<Box<[u8]>>,
+pub(super) struct Delta {
+    pub(super) set: Vec<Box<[u8]>>,
+    pub(super) removed: Vec<Box<[u8]>>,
 }
 
 impl Delta {
-    fn set(field: &[u8]) -> Delta {
+    pub(super) fn set(field: &[u8]) -> Delta {
         Delta {
             set: vec![field.into()],
             removed: Vec::new(),
         }
     }
 
-    fn is_empty(&self) -> bool {
-        self.set.is_empty() && self.removed.is_empty()
+    /// The change to log.
+    pub(super) fn change(self) -> Change {
+        if self.set.is_empty() && self.removed.is_empty() {
+            Change::None
+        } else {
+            Change::Fields {
+                set: self.set,
+                removed: self.removed,
+            }
+        }
     }
 }
 
@@ -51,50 +53,10 @@ fn update_hash<R>(
     key: &[u8],
     f: impl FnOnce(&mut FieldMap) -> Result<(R, Delta), Reply>,
 ) -> Result<R, Reply> {
-    let w = ctx.write_change(key, |cur| {
-        let created = cur.is_none();
-        if created {
-            *cur = Some(Record {
-                value: Value::Hash(Box::default()),
-                expire_at_ms: None,
-                version: Version::default(),
-                written_secs: 0,
-            });
-        }
-        let Some(Record {
-            value: Value::Hash(map),
-            ..
-        }) = cur.as_mut()
-        else {
-            return (Err(err::wrongtype()), Change::None);
-        };
-        match f(map) {
-            Ok((r, delta)) => {
-                let empty = map.is_empty();
-                if empty {
-                    *cur = None;
-                }
-                let change = if delta.is_empty() || (created && empty) {
-                    Change::None
-                } else if empty {
-                    Change::Full
-                } else {
-                    Change::HashFields {
-                        set: delta.set,
-                        removed: delta.removed,
-                    }
-                };
-                (Ok(r), change)
-            }
-            Err(e) => {
-                if created {
-                    *cur = None;
-                }
-                (Err(e), Change::None)
-            }
-        }
-    })?;
-    w.value
+    ctx.update(key, true, |map| {
+        let (r, delta) = f(map.expect("created"))?;
+        Ok((r, delta.change()))
+    })
 }
 
 fn hset_pairs(ctx: &mut Ctx<'_>, a: &[Bytes], cmd: &str) -> Result<i64, Reply> {
@@ -315,23 +277,23 @@ pub fn hrandfield(ctx: &mut Ctx<'_>, a: &[Bytes]) -> CmdResult {
 }
 
 pub fn hscan(ctx: &mut Ctx<'_>, a: &[Bytes]) -> CmdResult {
-    let cursor = std::str::from_utf8(&a[2])
-        .ok()
-        .and_then(|s| s.parse::<usize>().ok())
-        .ok_or_else(|| Reply::err("ERR invalid cursor"))?;
+    let cursor = cursor_arg(&a[2])?;
     let (pattern, count, _) = scan_options(&a[3..], false)?;
     with_hash(ctx, &a[1], |m| {
-        // Fields in sorted order; the cursor is an index into that order.
-        let fields = m.map(sorted).unwrap_or_default();
-        let end = (cursor + count).min(fields.len());
-        let mut out = Vec::new();
-        for (f, v) in fields.get(cursor..end).unwrap_or_default() {
-            if matches(pattern.as_deref(), f) {
-                out.push(Reply::bulk(f.to_vec()));
-                out.push(Reply::bulk(v.to_vec()));
-            }
+        let (next, page) = match m {
+            None => (0, Vec::new()),
+            Some(m) => scan_page(
+                m.iter().map(|(f, v)| (&f[..], &v[..])),
+                cursor,
+                count,
+                pattern.as_deref(),
+            ),
+        };
+        let mut out = Vec::with_capacity(page.len() * 2);
+        for (f, v) in page {
+            out.push(Reply::bulk(f.to_vec()));
+            out.push(Reply::bulk(v.to_vec()));
         }
-        let next = if end >= fields.len() { 0 } else { end };
         Reply::Array(vec![Reply::bulk(next.to_string()), Reply::Array(out)])
     })
 }

@@ -147,6 +147,10 @@ pub(crate) fn scan_options(
                 Some(ValueKind::Hash)
             } else if is(t, "list") {
                 Some(ValueKind::List)
+            } else if is(t, "set") {
+                Some(ValueKind::Set)
+            } else if is(t, "zset") {
+                Some(ValueKind::ZSet)
             } else {
                 // A type strata does not store matches nothing.
                 None
@@ -344,15 +348,7 @@ pub fn object(ctx: &mut Ctx<'_>, a: &[Bytes]) -> CmdResult {
     if is(sub, "ENCODING") {
         let enc = ctx.read(key, ReadHint::Peek, |r| {
             r.map(|(rec, _)| match &rec.value {
-                Value::Str(v)
-                    if v.len() <= 20
-                        && std::str::from_utf8(v)
-                            .ok()
-                            .and_then(|s| s.parse::<i64>().ok())
-                            .is_some() =>
-                {
-                    "int"
-                }
+                Value::Str(v) if int_like(v) => "int",
                 Value::Str(v) if v.len() <= 44 => "embstr",
                 Value::Str(_) => "raw",
                 Value::Hash(m)
@@ -362,6 +358,12 @@ pub fn object(ctx: &mut Ctx<'_>, a: &[Bytes]) -> CmdResult {
                 }
                 Value::Hash(_) => "hashtable",
                 Value::List(_) => "quicklist",
+                Value::Set(s) if s.len() <= 512 && s.iter().all(|m| int_like(m)) => "intset",
+                Value::Set(_) => "hashtable",
+                Value::ZSet(z) if z.len() <= 128 && z.iter().all(|(m, _)| m.len() <= 64) => {
+                    "listpack"
+                }
+                Value::ZSet(_) => "skiplist",
             })
         })?;
         return Ok(enc.map_or(Reply::Nil, Reply::bulk));
@@ -385,6 +387,66 @@ pub fn object(ctx: &mut Ctx<'_>, a: &[Bytes]) -> CmdResult {
     } else {
         Err(err::subcommand(sub, "object"))
     }
+}
+
+/// One page of HSCAN, SSCAN or ZSCAN over `items` (each with its member).
+/// The cursor is a position in the members' hash order, so a member present
+/// for the whole scan is returned at least once however the collection
+/// changes in between. Returns the next cursor (0 at the end) and the page.
+pub(crate) fn scan_page<'a, T>(
+    items: impl Iterator<Item = (&'a [u8], T)>,
+    cursor: u64,
+    count: usize,
+    pattern: Option<&[u8]>,
+) -> (u64, Vec<(&'a [u8], T)>) {
+    let position = |m: &[u8]| xxhash_rust::xxh3::xxh3_64(m).max(1);
+    let mut left: Vec<(u64, &'a [u8], T)> = items
+        .filter_map(|(m, t)| {
+            let p = position(m);
+            (p >= cursor).then_some((p, m, t))
+        })
+        .collect();
+    if left.len() > count {
+        left.select_nth_unstable_by_key(count - 1, |(p, _, _)| *p);
+        // Members sharing the last position go in this page too.
+        let last = left[..count].iter().map(|(p, _, _)| *p).max().unwrap_or(0);
+        let mut page: Vec<_> = Vec::with_capacity(count);
+        let mut more = false;
+        for item in left {
+            if item.0 <= last {
+                page.push(item);
+            } else {
+                more = true;
+            }
+        }
+        let next = if more { last.checked_add(1).unwrap_or(0) } else { 0 };
+        return (next, filter_page(page, pattern));
+    }
+    (0, filter_page(left, pattern))
+}
+
+/// A SCAN-family cursor argument.
+pub(crate) fn cursor_arg(b: &[u8]) -> Result<u64, Reply> {
+    std::str::from_utf8(b)
+        .ok()
+        .and_then(|s| s.parse::<u64>().ok())
+        .ok_or_else(|| Reply::err("ERR invalid cursor"))
+}
+
+fn filter_page<'a, T>(page: Vec<(u64, &'a [u8], T)>, pattern: Option<&[u8]>) -> Vec<(&'a [u8], T)> {
+    page.into_iter()
+        .filter(|(_, m, _)| matches(pattern, m))
+        .map(|(_, m, t)| (m, t))
+        .collect()
+}
+
+/// Whether Redis would store `v` as an integer.
+fn int_like(v: &[u8]) -> bool {
+    v.len() <= 20
+        && std::str::from_utf8(v)
+            .ok()
+            .and_then(|s| s.parse::<i64>().ok())
+            .is_some()
 }
 
 /// Whether `key` matches an optional glob.

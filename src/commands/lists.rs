@@ -5,7 +5,7 @@ use bytes::Bytes;
 
 use super::reply::Reply;
 use super::{err, int_arg, is, CmdResult, Ctx};
-use crate::storage::{Change, ListItems, Record, Value, Version};
+use crate::storage::{Change, ListItems};
 
 /// Which end of a list.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -29,14 +29,7 @@ fn with_list<R>(
     key: &[u8],
     f: impl FnOnce(Option<&ListItems>) -> R,
 ) -> Result<R, Reply> {
-    ctx.read_typed(
-        key,
-        |v| match v {
-            Value::List(l) => Some(&**l),
-            _ => None,
-        },
-        f,
-    )
+    ctx.read_as(key, f)
 }
 
 /// What a list command did to the ends of the list, for the log.
@@ -66,72 +59,35 @@ impl Ends {
     }
 }
 
-/// Changes the list at `key`. With `create`, an absent key starts as an
-/// empty list; otherwise `f` sees None and may not create one. A list
-/// left empty is removed, as in Redis.
+/// Changes the list at `key` (see [`Ctx::update`]); `f` says which ends
+/// it changed, which is all the log records.
 fn update_list<R>(
     ctx: &mut Ctx<'_>,
     key: &[u8],
     create: bool,
     f: impl FnOnce(Option<&mut ListItems>) -> Result<(R, Ends), Reply>,
 ) -> Result<R, Reply> {
-    let w = ctx.write_change(key, |cur| {
-        let created = cur.is_none() && create;
-        if created {
-            *cur = Some(Record {
-                value: Value::List(Box::default()),
-                expire_at_ms: None,
-                version: Version::default(),
-                written_secs: 0,
-            });
-        }
-        let list = match cur.as_mut() {
-            None => None,
-            Some(Record {
-                value: Value::List(list),
-                ..
-            }) => Some(&mut **list),
-            Some(_) => return (Err(err::wrongtype()), Change::None),
+    ctx.update(key, create, |list: Option<&mut ListItems>| {
+        let Some(list) = list else {
+            return Ok((f(None)?.0, Change::None));
         };
-        match f(list) {
-            Ok((r, ends)) => {
-                if ends.changed() {
-                    if let Some(Record {
-                        value: Value::List(l),
-                        ..
-                    }) = cur.as_mut()
-                    {
-                        l.stamp();
-                    }
-                }
-                let empty =
-                    matches!(cur, Some(Record { value: Value::List(l), .. }) if l.is_empty());
-                if empty {
-                    *cur = None;
-                }
-                let change = if !ends.changed() || (created && empty) {
-                    Change::None
-                } else if empty || created || ends.rewritten {
-                    Change::Full
-                } else {
-                    Change::ListEnds {
-                        popped_front: ends.popped_front,
-                        popped_back: ends.popped_back,
-                        pushed_front: ends.pushed_front,
-                        pushed_back: ends.pushed_back,
-                    }
-                };
-                (Ok(r), change)
-            }
-            Err(e) => {
-                if created {
-                    *cur = None;
-                }
-                (Err(e), Change::None)
-            }
+        let (r, ends) = f(Some(&mut *list))?;
+        if !ends.changed() {
+            return Ok((r, Change::None));
         }
-    })?;
-    w.value
+        list.stamp();
+        let change = if ends.rewritten {
+            Change::Full
+        } else {
+            Change::ListEnds {
+                popped_front: ends.popped_front,
+                popped_back: ends.popped_back,
+                pushed_front: ends.pushed_front,
+                pushed_back: ends.pushed_back,
+            }
+        };
+        Ok((r, change))
+    })
 }
 
 fn push(ctx: &mut Ctx<'_>, a: &[Bytes], end: End, create: bool) -> CmdResult {
@@ -244,7 +200,7 @@ pub fn llen(ctx: &mut Ctx<'_>, a: &[Bytes]) -> CmdResult {
 
 /// Redis's index range: negative indexes count from the end; the result
 /// is clamped to the list, or None if empty.
-fn range(start: i64, stop: i64, len: usize) -> Option<(usize, usize)> {
+pub(super) fn range(start: i64, stop: i64, len: usize) -> Option<(usize, usize)> {
     let len = len as i64;
     let start = if start < 0 {
         (len + start).max(0)

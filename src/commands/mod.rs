@@ -13,7 +13,9 @@ mod keys;
 mod lists;
 pub mod reply;
 mod server;
+mod sets;
 mod strings;
+mod zsets;
 
 use std::collections::HashMap;
 use std::sync::{Arc, OnceLock};
@@ -22,7 +24,10 @@ use std::time::Instant;
 use bytes::Bytes;
 
 use crate::node::{ClientHandle, Node};
-use crate::storage::{Change, Lsn, ReadHint, Record, StorageError, Tier, Value, Written};
+use crate::storage::{
+    Change, FieldMap, ListItems, Lsn, ReadHint, Record, SetMembers, SortedSet, StorageError, Tier,
+    Value, Version, Written,
+};
 pub use cluster::{dispatch, dispatch_pipeline, Applier, Forwarder};
 pub use reply::Reply;
 
@@ -92,6 +97,14 @@ const COUNTED_KEYS: KeySpec = KeySpec {
     numkeys: 1,
 };
 
+/// A destination key, then `numkeys key [key ...]` (ZUNIONSTORE).
+const DEST_COUNTED_KEYS: KeySpec = KeySpec {
+    first: 1,
+    last: 1,
+    step: 1,
+    numkeys: 2,
+};
+
 /// A command's entry in the table.
 pub struct Spec {
     /// Lower-case name.
@@ -131,6 +144,13 @@ impl Spec {
             .then(|| args.get(numkeys as usize))
             .flatten()
             .and_then(|c| std::str::from_utf8(c).ok()?.parse::<i32>().ok());
+        // A counted spec may also name one fixed key before the count
+        // (ZUNIONSTORE's destination).
+        let fixed = if numkeys > 0 && first > 0 && first < n {
+            Some(first as usize)
+        } else {
+            None
+        };
         let (first, last) = if let Some(count) = counted {
             (numkeys + 1, (numkeys + count.max(0)).min(n - 1))
         } else if first == 0 || numkeys > 0 {
@@ -146,7 +166,8 @@ impl Spec {
         } else {
             0..0
         };
-        range.step_by(step).filter_map(move |i| args.get(i))
+        let fixed = fixed.into_iter().filter_map(move |i| args.get(i));
+        fixed.chain(range.step_by(step).filter_map(move |i| args.get(i)))
     }
 }
 
@@ -252,7 +273,7 @@ pub static COMMANDS: &[Spec] = &[
     spec("getrange", 4, false, strings::getrange, FIRST_KEY),
     spec("substr", 4, false, strings::getrange, FIRST_KEY),
     spec("setrange", 4, true, strings::setrange, FIRST_KEY),
-    // hashes
+    // lists
     spec("lpush", -3, true, lists::lpush, FIRST_KEY),
     spec("rpush", -3, true, lists::rpush, FIRST_KEY),
     spec("lpushx", -3, true, lists::lpushx, FIRST_KEY),
@@ -270,6 +291,58 @@ pub static COMMANDS: &[Spec] = &[
     spec("lmove", 5, true, lists::lmove, TWO_KEYS),
     spec("rpoplpush", 3, true, lists::rpoplpush, TWO_KEYS),
     spec("lmpop", -4, true, lists::lmpop, COUNTED_KEYS),
+    // sets
+    spec("sadd", -3, true, sets::sadd, FIRST_KEY),
+    spec("srem", -3, true, sets::srem, FIRST_KEY),
+    spec("smembers", 2, false, sets::smembers, FIRST_KEY),
+    spec("sismember", 3, false, sets::sismember, FIRST_KEY),
+    spec("smismember", -3, false, sets::smismember, FIRST_KEY),
+    spec("scard", 2, false, sets::scard, FIRST_KEY),
+    spec("spop", -2, true, sets::spop, FIRST_KEY),
+    spec("srandmember", -2, false, sets::srandmember, FIRST_KEY),
+    spec("smove", 4, true, sets::smove, TWO_KEYS),
+    spec("sinter", -2, false, sets::sinter, ALL_KEYS),
+    spec("sintercard", -3, false, sets::sintercard, COUNTED_KEYS),
+    spec("sinterstore", -3, true, sets::sinterstore, ALL_KEYS),
+    spec("sunion", -2, false, sets::sunion, ALL_KEYS),
+    spec("sunionstore", -3, true, sets::sunionstore, ALL_KEYS),
+    spec("sdiff", -2, false, sets::sdiff, ALL_KEYS),
+    spec("sdiffstore", -3, true, sets::sdiffstore, ALL_KEYS),
+    spec("sscan", -3, false, sets::sscan, FIRST_KEY),
+    // sorted sets
+    spec("zadd", -4, true, zsets::zadd, FIRST_KEY),
+    spec("zincrby", 4, true, zsets::zincrby, FIRST_KEY),
+    spec("zrem", -3, true, zsets::zrem, FIRST_KEY),
+    spec("zcard", 2, false, zsets::zcard, FIRST_KEY),
+    spec("zcount", 4, false, zsets::zcount, FIRST_KEY),
+    spec("zlexcount", 4, false, zsets::zlexcount, FIRST_KEY),
+    spec("zscore", 3, false, zsets::zscore, FIRST_KEY),
+    spec("zmscore", -3, false, zsets::zmscore, FIRST_KEY),
+    spec("zrank", -3, false, zsets::zrank, FIRST_KEY),
+    spec("zrevrank", -3, false, zsets::zrevrank, FIRST_KEY),
+    spec("zrange", -4, false, zsets::zrange, FIRST_KEY),
+    spec("zrangestore", -5, true, zsets::zrangestore, TWO_KEYS),
+    spec("zrangebyscore", -4, false, zsets::zrangebyscore, FIRST_KEY),
+    spec("zrevrangebyscore", -4, false, zsets::zrevrangebyscore, FIRST_KEY),
+    spec("zrangebylex", -4, false, zsets::zrangebylex, FIRST_KEY),
+    spec("zrevrangebylex", -4, false, zsets::zrevrangebylex, FIRST_KEY),
+    spec("zrevrange", -4, false, zsets::zrevrange, FIRST_KEY),
+    spec("zremrangebyrank", 4, true, zsets::zremrangebyrank, FIRST_KEY),
+    spec("zremrangebyscore", 4, true, zsets::zremrangebyscore, FIRST_KEY),
+    spec("zremrangebylex", 4, true, zsets::zremrangebylex, FIRST_KEY),
+    spec("zpopmin", -2, true, zsets::zpopmin, FIRST_KEY),
+    spec("zpopmax", -2, true, zsets::zpopmax, FIRST_KEY),
+    spec("zmpop", -4, true, zsets::zmpop, COUNTED_KEYS),
+    spec("zrandmember", -2, false, zsets::zrandmember, FIRST_KEY),
+    spec("zunion", -3, false, zsets::zunion, COUNTED_KEYS),
+    spec("zinter", -3, false, zsets::zinter, COUNTED_KEYS),
+    spec("zdiff", -3, false, zsets::zdiff, COUNTED_KEYS),
+    spec("zunionstore", -4, true, zsets::zunionstore, DEST_COUNTED_KEYS),
+    spec("zinterstore", -4, true, zsets::zinterstore, DEST_COUNTED_KEYS),
+    spec("zdiffstore", -4, true, zsets::zdiffstore, DEST_COUNTED_KEYS),
+    spec("zintercard", -3, false, zsets::zintercard, COUNTED_KEYS),
+    spec("zscan", -3, false, zsets::zscan, FIRST_KEY),
+    // hashes
     spec("hset", -4, true, hashes::hset, FIRST_KEY),
     spec("hmset", -4, true, hashes::hmset, FIRST_KEY),
     spec("hsetnx", 4, true, hashes::hsetnx, FIRST_KEY),
@@ -451,7 +524,114 @@ pub fn is(arg: &[u8], word: &str) -> bool {
     arg.eq_ignore_ascii_case(word.as_bytes())
 }
 
+/// A collection type that commands read and change in place.
+pub(crate) trait Collection: Default {
+    /// The value holding `c`.
+    fn wrap(c: Box<Self>) -> Value;
+    /// `v` as this type, if it is one.
+    fn pick(v: &Value) -> Option<&Self>;
+    /// `v` as this type, if it is one.
+    fn pick_mut(v: &mut Value) -> Option<&mut Self>;
+    /// Whether it holds nothing (an empty collection is no key).
+    fn is_empty(&self) -> bool;
+}
+
+macro_rules! collection {
+    ($t:ty, $variant:ident) => {
+        impl Collection for $t {
+            fn wrap(c: Box<Self>) -> Value {
+                Value::$variant(c)
+            }
+            fn pick(v: &Value) -> Option<&Self> {
+                match v {
+                    Value::$variant(c) => Some(c),
+                    _ => None,
+                }
+            }
+            fn pick_mut(v: &mut Value) -> Option<&mut Self> {
+                match v {
+                    Value::$variant(c) => Some(c),
+                    _ => None,
+                }
+            }
+            fn is_empty(&self) -> bool {
+                <$t>::is_empty(self)
+            }
+        }
+    };
+}
+collection!(FieldMap, Hash);
+collection!(ListItems, List);
+collection!(SetMembers, Set);
+collection!(SortedSet, ZSet);
+
 impl Ctx<'_> {
+    /// Reads the collection at `key`: None if there is no key, WRONGTYPE if
+    /// it holds another type.
+    pub(crate) fn read_as<T: Collection, R>(
+        &mut self,
+        key: &[u8],
+        f: impl FnOnce(Option<&T>) -> R,
+    ) -> Result<R, Reply> {
+        self.read_typed(key, T::pick, f)
+    }
+
+    /// Changes the collection at `key`. With `create`, an absent key starts
+    /// empty; otherwise `f` sees None and can't create one. `f` returns its
+    /// result and how it changed the collection ([`Change::None`] for not
+    /// at all). A collection left empty is removed, as in Redis.
+    pub(crate) fn update<T: Collection, R>(
+        &mut self,
+        key: &[u8],
+        create: bool,
+        f: impl FnOnce(Option<&mut T>) -> Result<(R, Change), Reply>,
+    ) -> Result<R, Reply> {
+        let w = self.write_change(key, |cur| {
+            let created = cur.is_none() && create;
+            if created {
+                *cur = Some(Record {
+                    value: T::wrap(Box::default()),
+                    expire_at_ms: None,
+                    version: Version::default(),
+                    written_secs: 0,
+                });
+            }
+            let c = match cur.as_mut() {
+                None => None,
+                Some(rec) => match T::pick_mut(&mut rec.value) {
+                    Some(c) => Some(c),
+                    None => return (Err(err::wrongtype()), Change::None),
+                },
+            };
+            match f(c) {
+                Ok((r, change)) => {
+                    let empty = cur
+                        .as_ref()
+                        .and_then(|rec| T::pick(&rec.value))
+                        .is_some_and(T::is_empty);
+                    if empty {
+                        *cur = None;
+                    }
+                    let change = if change == Change::None || (created && empty) {
+                        Change::None
+                    } else if empty || created {
+                        Change::Full
+                    } else {
+                        change
+                    };
+                    (Ok(r), change)
+                }
+                Err(e) => {
+                    if created {
+                        *cur = None;
+                    }
+                    (Err(e), Change::None)
+                }
+            }
+        })?;
+        w.value
+    }
+
     /// Reads `key` in the selected database.
     pub fn read<R>(
         &mut self,

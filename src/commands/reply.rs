@@ -31,6 +31,20 @@ pub enum Reply {
     Double(f64),
     /// `=` verbatim text in RESP3, a bulk string in RESP2.
     Verbatim(String),
+    /// Pairs such as member and score: an array of two-element arrays in
+    /// RESP3, one flat array in RESP2 (ZRANGE WITHSCORES, ZPOPMIN count).
+    Pairs(Vec<(Reply, Reply)>),
+}
+
+/// How a reply is encoded.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Proto {
+    Resp2,
+    Resp3,
+    /// Between strata nodes: RESP3 that also keeps what RESP3 folds
+    /// together (a nil array, pairs), so the node that answers the client
+    /// can encode them for the client's protocol.
+    Wire,
 }
 
 impl Reply {
@@ -76,6 +90,11 @@ pub fn format_double(d: f64) -> String {
 impl Reply {
     /// Appends the encoding to `out`.
     pub fn encode(&self, resp3: bool, out: &mut BytesMut) {
+        self.encode_as(if resp3 { Proto::Resp3 } else { Proto::Resp2 }, out)
+    }
+
+    fn encode_as(&self, proto: Proto, out: &mut BytesMut) {
+        let resp3 = proto != Proto::Resp2;
         fn line(out: &mut BytesMut, tag: u8, n: impl itoa_like::Display) {
             out.extend_from_slice(&[tag]);
             n.write(out);
@@ -107,17 +126,21 @@ impl Reply {
                 out.extend_from_slice(b"\r\n");
             }
             Reply::Nil => out.extend_from_slice(if resp3 { b"_\r\n" } else { b"$-1\r\n" }),
-            Reply::NilArray => out.extend_from_slice(if resp3 { b"_\r\n" } else { b"*-1\r\n" }),
+            Reply::NilArray => out.extend_from_slice(if proto == Proto::Resp3 {
+                b"_\r\n"
+            } else {
+                b"*-1\r\n"
+            }),
             Reply::Array(items) => {
                 line(out, b'*', items.len() as i64);
                 for i in items {
-                    i.encode(resp3, out);
+                    i.encode_as(proto, out);
                 }
             }
             Reply::Set(items) => {
                 line(out, if resp3 { b'~' } else { b'*' }, items.len() as i64);
                 for i in items {
-                    i.encode(resp3, out);
+                    i.encode_as(proto, out);
                 }
             }
             Reply::Map(pairs) => {
@@ -127,8 +150,8 @@ impl Reply {
                     line(out, b'*', 2 * pairs.len() as i64);
                 }
                 for (k, v) in pairs {
-                    k.encode(resp3, out);
-                    v.encode(resp3, out);
+                    k.encode_as(proto, out);
+                    v.encode_as(proto, out);
                 }
             }
             Reply::Double(d) => {
@@ -139,6 +162,20 @@ impl Reply {
                     out.extend_from_slice(b"\r\n");
                 } else {
                     Reply::Bulk(Bytes::from(s)).encode(false, out);
+                }
+            }
+            Reply::Pairs(pairs) => {
+                match proto {
+                    Proto::Resp2 => line(out, b'*', 2 * pairs.len() as i64),
+                    Proto::Resp3 => line(out, b'*', pairs.len() as i64),
+                    Proto::Wire => line(out, b'P', pairs.len() as i64),
+                }
+                for (k, v) in pairs {
+                    if proto == Proto::Resp3 {
+                        out.extend_from_slice(b"*2\r\n");
+                    }
+                    k.encode_as(proto, out);
+                    v.encode_as(proto, out);
                 }
             }
             Reply::Verbatim(s) => {
@@ -186,14 +223,15 @@ mod itoa_like {
 }
 
 impl Reply {
-    /// The reply encoded as RESP3 bytes.
+    /// The reply encoded for another strata node: RESP3, keeping the
+    /// distinctions RESP2 clients need (see [`Reply::from_resp3`]).
     pub fn to_resp3(&self) -> Bytes {
         let mut out = BytesMut::new();
-        self.encode(true, &mut out);
+        self.encode_as(Proto::Wire, &mut out);
         out.freeze()
     }
 
-    /// Decodes one RESP3 reply as [`Reply::encode`] writes it. Anything
+    /// Decodes one reply as [`Reply::to_resp3`] writes it. Anything
     /// malformed becomes an error reply naming the problem, never a panic.
     pub fn from_resp3(buf: &[u8]) -> Reply {
         let mut pos = 0;
@@ -260,14 +298,18 @@ fn decode(buf: &[u8], pos: &mut usize, depth: usize) -> Option<Reply> {
         }
         b'*' => Reply::Array(items(count(line)?, pos)?),
         b'~' => Reply::Set(items(count(line)?, pos)?),
-        b'%' => {
+        b'%' | b'P' => {
             let flat = items(count(line)?.checked_mul(2)?, pos)?;
             let mut pairs = Vec::with_capacity(flat.len() / 2);
             let mut it = flat.into_iter();
             while let (Some(k), Some(v)) = (it.next(), it.next()) {
                 pairs.push((k, v));
             }
-            Reply::Map(pairs)
+            if tag == b'P' {
+                Reply::Pairs(pairs)
+            } else {
+                Reply::Map(pairs)
+            }
         }
         _ => return None,
     })
@@ -289,8 +331,18 @@ mod tests {
             Reply::Map(vec![(Reply::bulk("k"), Reply::Double(1.5))]),
             Reply::Set(vec![Reply::Int(1)]),
             Reply::Verbatim("text".into()),
+            Reply::NilArray,
+            Reply::Pairs(vec![(Reply::bulk("m"), Reply::Double(-2.0))]),
         ]);
         assert_eq!(Reply::from_resp3(&r.to_resp3()), r);
+        // Pairs are flat for RESP2 clients and nested for RESP3 ones.
+        let pairs = Reply::Pairs(vec![(Reply::bulk("m"), Reply::Double(1.5))]);
+        let mut out = BytesMut::new();
+        pairs.encode(false, &mut out);
+        assert_eq!(&out[..], b"*2\r\n$1\r\nm\r\n$3\r\n1.5\r\n");
+        out.clear();
+        pairs.encode(true, &mut out);
+        assert_eq!(&out[..], b"*1\r\n*2\r\n$1\r\nm\r\n,1.5\r\n");
         assert!(Reply::from_resp3(b"*3\r\n:1\r\n").is_error());
         assert!(Reply::from_resp3(b"$5\r\nab").is_error());
         assert!(Reply::from_resp3(b"").is_error());

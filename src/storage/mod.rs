@@ -23,6 +23,7 @@ mod doorkeeper;
 mod error;
 mod memory;
 mod pattern;
+mod sets;
 mod snapshot;
 mod stats;
 mod types;
@@ -40,8 +41,10 @@ pub use error::StorageError;
 pub use pattern::glob_match;
 pub use snapshot::SnapshotInfo;
 pub use stats::{OffloadReport, StatsSnapshot};
+pub use sets::{LexBound, Members, ScoreBound, SetMembers, SortedSet};
 pub use types::{
-    now_ms, now_secs, with_clock, FieldMap, ListItems, Record, Value, ValueKind, Version,
+    now_ms, now_secs, with_clock, with_rng, FieldMap, ListItems, Record, Value, ValueKind,
+    Version,
 };
 pub use wal::{FailPoint, Lsn};
 
@@ -92,12 +95,14 @@ pub enum Change {
     None,
     /// Log the whole new record (or the deletion).
     Full,
-    /// Only these fields of a hash were set or removed: the log records just
-    /// them, so updating one field of a big hash costs O(1) in the log.
-    HashFields {
-        /// Fields set (their values are read from the new record).
+    /// Only these fields of a hash, or members of a set or sorted set,
+    /// were set or removed: the log records just them, so changing one
+    /// field or member of a big collection costs O(1) in the log.
+    Fields {
+        /// Fields or members set (their values or scores are read from the
+        /// new record).
         set: Vec<Box<[u8]>>,
-        /// Fields removed.
+        /// Fields or members removed.
         removed: Vec<Box<[u8]>>,
     },
     /// Only the ends of a list changed: this many items were popped from
@@ -223,6 +228,8 @@ const OP_FLUSHDB: u8 = 3;
 const OP_FLUSHALL: u8 = 4;
 const OP_HASH_DELTA: u8 = 5;
 const OP_LIST_DELTA: u8 = 7;
+const OP_SET_DELTA: u8 = 9;
+const OP_ZSET_DELTA: u8 = 10;
 /// A batch of records applied as one, with its group's mark.
 const OP_BATCH: u8 = 6;
 /// Writes of one multi-key command on a single node, replayed all or none.
@@ -300,19 +307,40 @@ fn encode_store(b: &mut Vec<u8>, db: usize, key: &[u8], rec: &Record, change: &C
             return;
         }
     }
-    let (Change::HashFields { set, removed }, Value::Hash(map)) = (change, &rec.value) else {
+    let Change::Fields { set, removed } = change else {
         return encode_put(b, db, key, rec);
     };
-    encode_delta_head(b, OP_HASH_DELTA, db, key, rec);
-    let present: Vec<(&[u8], &[u8])> = set
-        .iter()
-        .filter_map(|f| map.get(f).map(|v| (&f[..], v)))
-        .collect();
-    b.extend_from_slice(&(present.len() as u32).to_le_bytes());
-    for (f, v) in present {
-        types::put_bytes(b, f);
-        types::put_bytes(b, v);
+    let op = match &rec.value {
+        Value::Hash(_) => OP_HASH_DELTA,
+        Value::Set(_) => OP_SET_DELTA,
+        Value::ZSet(_) => OP_ZSET_DELTA,
+        _ => return encode_put(b, db, key, rec),
+    };
+    encode_delta_head(b, op, db, key, rec);
+    // Each field or member set, with what it now holds (a set's members
+    // hold nothing); those no longer present were removed again later in
+    // the same command and are left out.
+    let count_at = b.len();
+    b.extend_from_slice(&0u32.to_le_bytes());
+    let mut present = 0u32;
+    for f in set {
+        match &rec.value {
+            Value::Hash(map) => {
+                let Some(v) = map.get(f) else { continue };
+                types::put_bytes(b, f);
+                types::put_bytes(b, v);
+            }
+            Value::Set(members) if members.contains(f) => types::put_bytes(b, f),
+            Value::ZSet(z) => {
+                let Some(score) = z.score(f) else { continue };
+                types::put_bytes(b, f);
+                b.extend_from_slice(&score.to_le_bytes());
+            }
+            _ => continue,
+        }
+        present += 1;
     }
+    b[count_at..count_at + 4].copy_from_slice(&present.to_le_bytes());
     b.extend_from_slice(&(removed.len() as u32).to_le_bytes());
     for f in removed {
         types::put_bytes(b, f);
@@ -568,24 +596,51 @@ impl Store {
                 }
                 disk.put(db, head.key, &head.record(Value::List(list)))
             }
-            OP_HASH_DELTA => {
+            OP_HASH_DELTA | OP_SET_DELTA | OP_ZSET_DELTA => {
+                // Setting and removing fields is idempotent: replaying a
+                // delta the disk tier already holds changes nothing.
                 let head = DeltaHead::read(&mut r)?;
-                let mut map = match disk.get(db, head.key)? {
-                    Some(Record {
-                        value: Value::Hash(map),
-                        ..
-                    }) => map,
-                    _ => Box::default(),
+                let mut value = match (op, disk.get(db, head.key)?) {
+                    (OP_HASH_DELTA, Some(rec @ Record { value: Value::Hash(_), .. }))
+                    | (OP_SET_DELTA, Some(rec @ Record { value: Value::Set(_), .. }))
+                    | (OP_ZSET_DELTA, Some(rec @ Record { value: Value::ZSet(_), .. })) => {
+                        rec.value
+                    }
+                    (OP_HASH_DELTA, _) => Value::Hash(Box::default()),
+                    (OP_SET_DELTA, _) => Value::Set(Box::default()),
+                    _ => Value::ZSet(Box::default()),
                 };
                 for _ in 0..r.u32()? {
                     let f = r.bytes()?;
-                    let v = r.bytes()?;
-                    map.insert(f.into(), v.into());
+                    match &mut value {
+                        Value::Hash(map) => {
+                            map.insert(f.into(), r.bytes()?.into());
+                        }
+                        Value::Set(members) => {
+                            members.insert(f.into());
+                        }
+                        Value::ZSet(z) => {
+                            z.insert(f, r.f64()?);
+                        }
+                        _ => unreachable!("delta value chosen above"),
+                    }
                 }
                 for _ in 0..r.u32()? {
-                    map.remove(r.bytes()?);
+                    let f = r.bytes()?;
+                    match &mut value {
+                        Value::Hash(map) => {
+                            map.remove(f);
+                        }
+                        Value::Set(members) => {
+                            members.remove(f);
+                        }
+                        Value::ZSet(z) => {
+                            z.remove(f);
+                        }
+                        _ => unreachable!("delta value chosen above"),
+                    }
                 }
-                disk.put(db, head.key, &head.record(Value::Hash(map)))
+                disk.put(db, head.key, &head.record(value))
             }
             OP_FLUSHDB => disk.clear(db),
             other => Err(StorageError::Corrupt {

@@ -4,6 +4,7 @@
 use std::collections::{HashMap, VecDeque};
 
 use super::error::StorageError;
+use super::sets::{SetMembers, SortedSet};
 
 /// A hash's fields. It keeps a running count of its buffers' bytes, so
 /// charging a hash against `maxmemory` costs O(1) however many fields it has.
@@ -204,6 +205,10 @@ pub enum Value {
     Hash(Box<FieldMap>),
     /// A sequence of byte strings; job queues keep their jobs in lists.
     List(Box<ListItems>),
+    /// Distinct byte strings; feature stores keep seen items in sets.
+    Set(Box<SetMembers>),
+    /// Members ranked by score; ranked candidates, delayed jobs.
+    ZSet(Box<SortedSet>),
 }
 
 /// The type a key holds, as `TYPE` names it.
@@ -215,6 +220,10 @@ pub enum ValueKind {
     Hash,
     /// `list`
     List,
+    /// `set`
+    Set,
+    /// `zset`
+    ZSet,
 }
 
 impl ValueKind {
@@ -224,6 +233,8 @@ impl ValueKind {
             ValueKind::Str => "string",
             ValueKind::Hash => "hash",
             ValueKind::List => "list",
+            ValueKind::Set => "set",
+            ValueKind::ZSet => "zset",
         }
     }
 }
@@ -235,6 +246,8 @@ impl Value {
             Value::Str(_) => ValueKind::Str,
             Value::Hash(_) => ValueKind::Hash,
             Value::List(_) => ValueKind::List,
+            Value::Set(_) => ValueKind::Set,
+            Value::ZSet(_) => ValueKind::ZSet,
         }
     }
 
@@ -243,6 +256,8 @@ impl Value {
             Value::Str(_) => 0,
             Value::Hash(_) => 1,
             Value::List(_) => 2,
+            Value::Set(_) => 3,
+            Value::ZSet(_) => 4,
         }
     }
 
@@ -254,11 +269,13 @@ impl Value {
             // control byte per bucket), and each field's two buffers.
             Value::Hash(map) => round16(std::mem::size_of::<FieldMap>()) + map.heap_size(),
             Value::List(list) => round16(std::mem::size_of::<ListItems>()) + list.heap_size(),
+            Value::Set(set) => round16(std::mem::size_of::<SetMembers>()) + set.heap_size(),
+            Value::ZSet(z) => round16(std::mem::size_of::<SortedSet>()) + z.heap_size(),
         }
     }
 }
 
-fn round16(n: usize) -> usize {
+pub(crate) fn round16(n: usize) -> usize {
     (n + 15) & !15
 }
 
@@ -328,20 +345,41 @@ pub fn now_ms() -> u64 {
 thread_local! {
     /// The time a replicated write was stamped with, while it is applied.
     static APPLY_CLOCK: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+    /// The random source of a replicated write, while it is applied.
+    static APPLY_RNG: std::cell::RefCell<Option<rand::rngs::StdRng>> =
+        const { std::cell::RefCell::new(None) };
 }
 
-/// Runs `f` with [`now_ms`] fixed at `at_ms` on this thread. Replicas apply
-/// a write at the time its leader stamped on it, so TTLs, expiry checks and
-/// write ages come out the same on every replica.
-pub fn with_clock<R>(at_ms: u64, f: impl FnOnce() -> R) -> R {
-    struct Restore(u64);
+/// Runs `f` as a replicated write is applied: [`now_ms`] fixed at `at_ms`
+/// and [`with_rng`] drawing from a generator seeded with `seed`. Replicas
+/// apply a write at the time its leader stamped on it and make the same
+/// random choices (SPOP), so TTLs, expiry checks, write ages and picks
+/// come out the same on every replica.
+pub fn with_clock<R>(at_ms: u64, seed: u64, f: impl FnOnce() -> R) -> R {
+    use rand::SeedableRng;
+    struct Restore(u64, Option<rand::rngs::StdRng>);
     impl Drop for Restore {
         fn drop(&mut self) {
             APPLY_CLOCK.with(|c| c.set(self.0));
+            APPLY_RNG.with(|r| *r.borrow_mut() = self.1.take());
         }
     }
-    let _restore = Restore(APPLY_CLOCK.with(|c| c.replace(at_ms)));
+    let rng = rand::rngs::StdRng::seed_from_u64(seed ^ at_ms.rotate_left(32));
+    let _restore = Restore(
+        APPLY_CLOCK.with(|c| c.replace(at_ms)),
+        APPLY_RNG.with(|r| r.borrow_mut().replace(rng)),
+    );
     f()
+}
+
+/// Runs `f` with the random source a command's effects must draw from:
+/// the replicated write's seeded generator while one is applied (see
+/// [`with_clock`]), the thread's generator otherwise.
+pub fn with_rng<R>(f: impl FnOnce(&mut dyn rand::RngCore) -> R) -> R {
+    APPLY_RNG.with(|r| match r.borrow_mut().as_mut() {
+        Some(rng) => f(rng),
+        None => f(&mut rand::rng()),
+    })
 }
 
 /// Seconds since the Unix epoch.
@@ -374,6 +412,19 @@ pub fn encode_record(rec: &Record, out: &mut Vec<u8>) {
             out.extend_from_slice(&(list.len() as u32).to_le_bytes());
             for v in list.iter() {
                 put_bytes(out, v);
+            }
+        }
+        Value::Set(set) => {
+            out.extend_from_slice(&(set.len() as u32).to_le_bytes());
+            for m in set.iter() {
+                put_bytes(out, m);
+            }
+        }
+        Value::ZSet(z) => {
+            out.extend_from_slice(&(z.len() as u32).to_le_bytes());
+            for (m, score) in z.iter() {
+                out.extend_from_slice(&score.to_le_bytes());
+                put_bytes(out, m);
             }
         }
     }
@@ -428,6 +479,23 @@ pub fn decode_record(buf: &[u8]) -> Result<Record, StorageError> {
                 list.push_back(r.bytes()?.into());
             }
             Value::List(Box::new(list))
+        }
+        3 => {
+            let n = r.u32()? as usize;
+            let mut set = SetMembers::with_capacity(n.min(1 << 16));
+            for _ in 0..n {
+                set.insert(r.bytes()?.into());
+            }
+            Value::Set(Box::new(set))
+        }
+        4 => {
+            let n = r.u32()? as usize;
+            let mut z = SortedSet::new();
+            for _ in 0..n {
+                let score = r.f64()?;
+                z.insert(r.bytes()?, score);
+            }
+            Value::ZSet(Box::new(z))
         }
         other => {
             return Err(StorageError::Corrupt {
@@ -485,6 +553,16 @@ impl<'a> Reader<'a> {
         let mut a = [0u8; 8];
         a.copy_from_slice(self.take(8)?);
         Ok(u64::from_le_bytes(a))
+    }
+    /// A little-endian f64 (never NaN: a NaN is corruption).
+    pub fn f64(&mut self) -> Result<f64, StorageError> {
+        let v = f64::from_bits(self.u64()?);
+        if v.is_nan() {
+            return Err(StorageError::Corrupt {
+                what: "NaN score".into(),
+            });
+        }
+        Ok(v)
     }
     /// A u32-length-prefixed byte string.
     pub fn bytes(&mut self) -> Result<&'a [u8], StorageError> {

@@ -12,6 +12,7 @@ use strata::server::ServerHandle;
 pub struct TestNode {
     pub handle: Option<ServerHandle>,
     pub dir: tempfile::TempDir,
+    cfg: Config,
 }
 
 impl TestNode {
@@ -25,11 +26,21 @@ impl TestNode {
         cfg.storage.data_dir = dir.path().to_path_buf();
         cfg.storage.maxmemory = 64 << 20;
         tweak(&mut cfg);
-        let handle = ServerHandle::start(cfg).expect("start node");
+        let handle = ServerHandle::start(cfg.clone()).expect("start node");
         TestNode {
             handle: Some(handle),
             dir,
+            cfg,
         }
+    }
+
+    /// Stops the node cleanly and starts it again on the same data (and
+    /// new ports).
+    pub fn restart(&mut self) {
+        if let Some(h) = self.handle.take() {
+            h.stop();
+        }
+        self.handle = Some(ServerHandle::start(self.cfg.clone()).expect("restart node"));
     }
 
     pub fn h(&self) -> &ServerHandle {
