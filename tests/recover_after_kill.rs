@@ -8,7 +8,9 @@ use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
 
 use storage_common::{config, get_str, string};
-use strata::storage::{AppendFsync, Change, Record, Store, Value, Version};
+use strata::storage::{
+    AppendFsync, Change, Pending, Record, Store, StreamId, StreamOp, Value, Version,
+};
 
 const CHILD_ENV: &str = "STRATA_RECOVERY_CHILD_DIR";
 const ROUND_ENV: &str = "STRATA_RECOVERY_ROUND";
@@ -55,8 +57,11 @@ fn zset_after(n: u64) -> std::collections::BTreeMap<Vec<u8>, f64> {
     z
 }
 
+/// Members set with their scores, and members removed.
+type ZsetStep = (Vec<(Vec<u8>, f64)>, Vec<Vec<u8>>);
+
 /// What write i sets and removes in the sorted set.
-fn zset_step(i: u64) -> (Vec<(Vec<u8>, f64)>, Vec<Vec<u8>>) {
+fn zset_step(i: u64) -> ZsetStep {
     let mut set = vec![(format!("r{i}").into_bytes(), (i * 7 % 1000) as f64)];
     if i % 5 == 4 {
         set.push((format!("r{}", i - 3).into_bytes(), -(i as f64)));
@@ -192,6 +197,49 @@ fn child_writer() {
             })
             .expect("zset");
         store.sync(w.lsn.expect("lsn")).expect("sync");
+        // A stream with a consumer group: each write appends an entry and
+        // delivers it; every other write acknowledges the one before.
+        let w = store
+            .write_change(0, b"events", |cur| {
+                let rec = cur.get_or_insert_with(|| Record::new(Value::Stream(Box::default())));
+                let Value::Stream(st) = &mut rec.value else {
+                    unreachable!("events is a stream")
+                };
+                let id = StreamId { ms: i + 1, seq: 0 };
+                let fields = vec![Box::from(&b"n"[..]), value(i).into()].into_boxed_slice();
+                let mut ops = vec![
+                    StreamOp::Add(id, fields),
+                    StreamOp::Meta {
+                        last_id: id,
+                        entries_added: i + 1,
+                        max_deleted: StreamId::MIN,
+                    },
+                    StreamOp::GroupCursor(b"g"[..].into(), id, Some(i + 1)),
+                    StreamOp::PendingSet(
+                        b"g"[..].into(),
+                        id,
+                        Pending {
+                            consumer: b"c"[..].into(),
+                            delivered_ms: 1,
+                            deliveries: 1,
+                        },
+                    ),
+                ];
+                if i % 2 == 1 {
+                    ops.push(StreamOp::PendingDel(b"g"[..].into(), StreamId { ms: i, seq: 0 }));
+                }
+                for op in &ops {
+                    st.apply(op.clone());
+                }
+                let change = if i == 0 {
+                    Change::Full
+                } else {
+                    Change::Stream(ops)
+                };
+                ((), change)
+            })
+            .expect("stream");
+        store.sync(w.lsn.expect("lsn")).expect("sync");
         // Two keys written as one unit (a multi-key command's writes).
         let ((), lsn) = store.atomic(|| {
             for side in ["a", "b"] {
@@ -316,6 +364,24 @@ fn acknowledged_writes_survive_sigkill() {
             "sorted set after {acked} writes has {} members",
             ranked.len()
         );
+        let (entries, pending, cursor) = store
+            .read(0, b"events", Default::default(), |r| match r {
+                Some((Record { value: Value::Stream(st), .. }, _)) => (
+                    st.len() as u64,
+                    st.groups[&b"g"[..]].pel.len() as u64,
+                    st.groups[&b"g"[..]].last_delivered.ms,
+                ),
+                other => panic!("stream lost: {other:?}"),
+            })
+            .expect("read stream");
+        // Write i delivers entry i+1 and, when i is odd, acknowledges
+        // entry i: n writes leave n - n/2 pending.
+        let pending_after = |n: u64| n - n / 2;
+        assert!(
+            (entries, cursor) == (acked, acked) || (entries, cursor) == (acked + 1, acked + 1),
+            "stream after {acked} writes has {entries} entries, cursor {cursor}"
+        );
+        assert_eq!(pending, pending_after(entries), "pending entries after {entries} writes");
         // The write after the last acknowledged one may have landed too.
         assert!(
             queue == queue_after(acked) || queue == queue_after(acked + 1),

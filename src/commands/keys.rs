@@ -151,6 +151,8 @@ pub(crate) fn scan_options(
                 Some(ValueKind::Set)
             } else if is(t, "zset") {
                 Some(ValueKind::ZSet)
+            } else if is(t, "stream") {
+                Some(ValueKind::Stream)
             } else {
                 // A type strata does not store matches nothing.
                 None
@@ -364,6 +366,7 @@ pub fn object(ctx: &mut Ctx<'_>, a: &[Bytes]) -> CmdResult {
                     "listpack"
                 }
                 Value::ZSet(_) => "skiplist",
+                Value::Stream(_) => "stream",
             })
         })?;
         return Ok(enc.map_or(Reply::Nil, Reply::bulk));

@@ -14,6 +14,7 @@ mod lists;
 pub mod reply;
 mod server;
 mod sets;
+mod streams;
 mod strings;
 mod zsets;
 
@@ -25,8 +26,8 @@ use bytes::Bytes;
 
 use crate::node::{ClientHandle, Node};
 use crate::storage::{
-    Change, FieldMap, ListItems, Lsn, ReadHint, Record, SetMembers, SortedSet, StorageError, Tier,
-    Value, Version, Written,
+    Change, FieldMap, ListItems, Lsn, ReadHint, Record, SetMembers, SortedSet, StorageError,
+    StreamData, Tier, Value, Version, Written,
 };
 pub use cluster::{dispatch, dispatch_pipeline, Applier, Forwarder};
 pub use reply::Reply;
@@ -105,6 +106,15 @@ const DEST_COUNTED_KEYS: KeySpec = KeySpec {
     numkeys: 2,
 };
 
+/// The keys of XREAD and XREADGROUP: the first half of what follows the
+/// STREAMS keyword.
+const STREAMS_KEYS: KeySpec = KeySpec {
+    first: 0,
+    last: 0,
+    step: 0,
+    numkeys: -1,
+};
+
 /// A command's entry in the table.
 pub struct Spec {
     /// Lower-case name.
@@ -132,7 +142,7 @@ impl Spec {
     }
 
     /// The keys of one request to this command, in order.
-    pub fn keys_of<'a>(&self, args: &'a [Bytes]) -> impl Iterator<Item = &'a Bytes> + 'a {
+    pub fn keys_of<'a>(&self, args: &'a [Bytes]) -> impl Iterator<Item = &'a Bytes> + Send + 'a {
         let KeySpec {
             first,
             last,
@@ -140,6 +150,13 @@ impl Spec {
             numkeys,
         } = self.keys;
         let n = args.len() as i32;
+        if numkeys < 0 {
+            // After STREAMS: as many keys as IDs follow them.
+            let at = args.iter().position(|a| is(a, "STREAMS")).unwrap_or(args.len());
+            let rest = args.len().saturating_sub(at + 1);
+            let keys = args.get(at + 1..at + 1 + rest / 2).unwrap_or_default();
+            return Box::new(keys.iter()) as Box<dyn Iterator<Item = &'a Bytes> + Send + 'a>;
+        }
         let counted = (numkeys > 0)
             .then(|| args.get(numkeys as usize))
             .flatten()
@@ -167,7 +184,7 @@ impl Spec {
             0..0
         };
         let fixed = fixed.into_iter().filter_map(move |i| args.get(i));
-        fixed.chain(range.step_by(step).filter_map(move |i| args.get(i)))
+        Box::new(fixed.chain(range.step_by(step).filter_map(move |i| args.get(i))))
     }
 }
 
@@ -342,6 +359,22 @@ pub static COMMANDS: &[Spec] = &[
     spec("zdiffstore", -4, true, zsets::zdiffstore, DEST_COUNTED_KEYS),
     spec("zintercard", -3, false, zsets::zintercard, COUNTED_KEYS),
     spec("zscan", -3, false, zsets::zscan, FIRST_KEY),
+    // streams
+    spec("xadd", -5, true, streams::xadd, FIRST_KEY),
+    spec("xlen", 2, false, streams::xlen, FIRST_KEY),
+    spec("xrange", -4, false, streams::xrange, FIRST_KEY),
+    spec("xrevrange", -4, false, streams::xrevrange, FIRST_KEY),
+    spec("xdel", -3, true, streams::xdel, FIRST_KEY),
+    spec("xtrim", -4, true, streams::xtrim, FIRST_KEY),
+    spec("xsetid", -3, true, streams::xsetid, FIRST_KEY),
+    spec("xread", -4, false, streams::xread, STREAMS_KEYS),
+    spec("xreadgroup", -7, true, streams::xreadgroup, STREAMS_KEYS),
+    spec("xack", -4, true, streams::xack, FIRST_KEY),
+    spec("xpending", -3, false, streams::xpending, FIRST_KEY),
+    spec("xclaim", -6, true, streams::xclaim, FIRST_KEY),
+    spec("xautoclaim", -6, true, streams::xautoclaim, FIRST_KEY),
+    spec("xgroup", -2, true, streams::xgroup, SECOND_KEY),
+    spec("xinfo", -2, false, streams::xinfo, SECOND_KEY),
     // hashes
     spec("hset", -4, true, hashes::hset, FIRST_KEY),
     spec("hmset", -4, true, hashes::hmset, FIRST_KEY),
@@ -564,6 +597,28 @@ collection!(FieldMap, Hash);
 collection!(ListItems, List);
 collection!(SetMembers, Set);
 collection!(SortedSet, ZSet);
+
+impl Collection for StreamData {
+    fn wrap(c: Box<Self>) -> Value {
+        Value::Stream(c)
+    }
+    fn pick(v: &Value) -> Option<&Self> {
+        match v {
+            Value::Stream(c) => Some(c),
+            _ => None,
+        }
+    }
+    fn pick_mut(v: &mut Value) -> Option<&mut Self> {
+        match v {
+            Value::Stream(c) => Some(c),
+            _ => None,
+        }
+    }
+    /// A stream stays when its last entry goes, as in Redis.
+    fn is_empty(&self) -> bool {
+        false
+    }
+}
 
 impl Ctx<'_> {
     /// Reads the collection at `key`: None if there is no key, WRONGTYPE if

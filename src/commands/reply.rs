@@ -34,6 +34,9 @@ pub enum Reply {
     /// Pairs such as member and score: an array of two-element arrays in
     /// RESP3, one flat array in RESP2 (ZRANGE WITHSCORES, ZPOPMIN count).
     Pairs(Vec<(Reply, Reply)>),
+    /// Replies by key: a map in RESP3, an array of key-reply arrays in
+    /// RESP2 (XREAD, XREADGROUP).
+    Keyed(Vec<(Reply, Reply)>),
 }
 
 /// How a reply is encoded.
@@ -178,6 +181,20 @@ impl Reply {
                     v.encode_as(proto, out);
                 }
             }
+            Reply::Keyed(pairs) => {
+                match proto {
+                    Proto::Resp2 => line(out, b'*', pairs.len() as i64),
+                    Proto::Resp3 => line(out, b'%', pairs.len() as i64),
+                    Proto::Wire => line(out, b'K', pairs.len() as i64),
+                }
+                for (k, v) in pairs {
+                    if proto == Proto::Resp2 {
+                        out.extend_from_slice(b"*2\r\n");
+                    }
+                    k.encode_as(proto, out);
+                    v.encode_as(proto, out);
+                }
+            }
             Reply::Verbatim(s) => {
                 if resp3 {
                     line(out, b'=', (s.len() + 4) as i64);
@@ -298,17 +315,17 @@ fn decode(buf: &[u8], pos: &mut usize, depth: usize) -> Option<Reply> {
         }
         b'*' => Reply::Array(items(count(line)?, pos)?),
         b'~' => Reply::Set(items(count(line)?, pos)?),
-        b'%' | b'P' => {
+        b'%' | b'P' | b'K' => {
             let flat = items(count(line)?.checked_mul(2)?, pos)?;
             let mut pairs = Vec::with_capacity(flat.len() / 2);
             let mut it = flat.into_iter();
             while let (Some(k), Some(v)) = (it.next(), it.next()) {
                 pairs.push((k, v));
             }
-            if tag == b'P' {
-                Reply::Pairs(pairs)
-            } else {
-                Reply::Map(pairs)
+            match tag {
+                b'P' => Reply::Pairs(pairs),
+                b'K' => Reply::Keyed(pairs),
+                _ => Reply::Map(pairs),
             }
         }
         _ => return None,
@@ -333,6 +350,7 @@ mod tests {
             Reply::Verbatim("text".into()),
             Reply::NilArray,
             Reply::Pairs(vec![(Reply::bulk("m"), Reply::Double(-2.0))]),
+            Reply::Keyed(vec![(Reply::bulk("k"), Reply::Array(vec![]))]),
         ]);
         assert_eq!(Reply::from_resp3(&r.to_resp3()), r);
         // Pairs are flat for RESP2 clients and nested for RESP3 ones.

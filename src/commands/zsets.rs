@@ -16,6 +16,9 @@ use crate::storage::{
     Change, LexBound, Members, ReadHint, Record, ScoreBound, SortedSet, Value,
 };
 
+/// Owned members with their scores.
+type Scored = Vec<(Box<[u8]>, f64)>;
+
 fn zset_of<R>(
     ctx: &mut Ctx<'_>,
     key: &[u8],
@@ -263,7 +266,7 @@ pub fn zrevrangebylex(ctx: &mut Ctx<'_>, a: &[Bytes]) -> CmdResult {
 
 /// Replaces `dst` with a sorted set of `items` (deleting it if there are
 /// none); returns how many members it holds.
-fn store_zset(ctx: &mut Ctx<'_>, dst: &[u8], items: Vec<(Box<[u8]>, f64)>) -> CmdResult {
+fn store_zset(ctx: &mut Ctx<'_>, dst: &[u8], items: Scored) -> CmdResult {
     let mut z = SortedSet::new();
     for (m, s) in items {
         z.insert(&m, s);
@@ -388,7 +391,7 @@ pub fn zadd(ctx: &mut Ctx<'_>, a: &[Bytes]) -> CmdResult {
             "ERR XX and NX options at the same time are not compatible",
         ));
     }
-    if (flags.gt && flags.nx) || (flags.lt && flags.nx) || (flags.gt && flags.lt) {
+    if (flags.nx && (flags.gt || flags.lt)) || (flags.gt && flags.lt) {
         return Err(Reply::err(
             "ERR GT, LT, and/or NX options at the same time are not compatible",
         ));
@@ -582,7 +585,7 @@ fn pop_n(
     key: &[u8],
     highest: bool,
     count: usize,
-) -> Result<Option<Vec<(Box<[u8]>, f64)>>, Reply> {
+) -> Result<Option<Scored>, Reply> {
     ctx.update(key, false, |z: Option<&mut SortedSet>| {
         let Some(z) = z else {
             return Ok((None, Change::None));
@@ -744,7 +747,7 @@ enum SetOp {
 }
 
 /// The members and scores of a sorted set, or of a set (every score 1).
-fn scored_members(ctx: &mut Ctx<'_>, key: &[u8]) -> Result<Vec<(Box<[u8]>, f64)>, Reply> {
+fn scored_members(ctx: &mut Ctx<'_>, key: &[u8]) -> Result<Scored, Reply> {
     ctx.read(key, ReadHint::Normal, |r| match r.map(|(rec, _)| &rec.value) {
         None => Ok(Vec::new()),
         Some(Value::ZSet(z)) => Ok(z.iter().map(|(m, s)| (Box::from(m), s)).collect()),
@@ -760,7 +763,7 @@ fn combine(
     op: SetOp,
     weights: &[f64],
     agg: Aggregate,
-) -> Result<Vec<(Box<[u8]>, f64)>, Reply> {
+) -> Result<Scored, Reply> {
     let mut inputs = Vec::with_capacity(keys.len());
     for (i, k) in keys.iter().enumerate() {
         let w = weights.get(i).copied().unwrap_or(1.0);
@@ -806,7 +809,7 @@ fn combine(
             }
         }
     }
-    let mut out: Vec<(Box<[u8]>, f64)> = acc.into_iter().collect();
+    let mut out: Scored = acc.into_iter().collect();
     out.sort_by(|a, b| {
         a.1.partial_cmp(&b.1)
             .unwrap_or(std::cmp::Ordering::Equal)

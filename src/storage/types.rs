@@ -5,6 +5,7 @@ use std::collections::{HashMap, VecDeque};
 
 use super::error::StorageError;
 use super::sets::{SetMembers, SortedSet};
+use super::streams::{decode_stream, encode_stream, StreamData};
 
 /// A hash's fields. It keeps a running count of its buffers' bytes, so
 /// charging a hash against `maxmemory` costs O(1) however many fields it has.
@@ -209,6 +210,8 @@ pub enum Value {
     Set(Box<SetMembers>),
     /// Members ranked by score; ranked candidates, delayed jobs.
     ZSet(Box<SortedSet>),
+    /// An append-only log of entries with consumer groups.
+    Stream(Box<StreamData>),
 }
 
 /// The type a key holds, as `TYPE` names it.
@@ -224,6 +227,8 @@ pub enum ValueKind {
     Set,
     /// `zset`
     ZSet,
+    /// `stream`
+    Stream,
 }
 
 impl ValueKind {
@@ -235,6 +240,7 @@ impl ValueKind {
             ValueKind::List => "list",
             ValueKind::Set => "set",
             ValueKind::ZSet => "zset",
+            ValueKind::Stream => "stream",
         }
     }
 }
@@ -248,6 +254,7 @@ impl Value {
             Value::List(_) => ValueKind::List,
             Value::Set(_) => ValueKind::Set,
             Value::ZSet(_) => ValueKind::ZSet,
+            Value::Stream(_) => ValueKind::Stream,
         }
     }
 
@@ -258,6 +265,7 @@ impl Value {
             Value::List(_) => 2,
             Value::Set(_) => 3,
             Value::ZSet(_) => 4,
+            Value::Stream(_) => 5,
         }
     }
 
@@ -271,6 +279,7 @@ impl Value {
             Value::List(list) => round16(std::mem::size_of::<ListItems>()) + list.heap_size(),
             Value::Set(set) => round16(std::mem::size_of::<SetMembers>()) + set.heap_size(),
             Value::ZSet(z) => round16(std::mem::size_of::<SortedSet>()) + z.heap_size(),
+            Value::Stream(st) => round16(std::mem::size_of::<StreamData>()) + st.heap_size(),
         }
     }
 }
@@ -427,6 +436,7 @@ pub fn encode_record(rec: &Record, out: &mut Vec<u8>) {
                 put_bytes(out, m);
             }
         }
+        Value::Stream(st) => encode_stream(st, out),
     }
 }
 
@@ -497,6 +507,7 @@ pub fn decode_record(buf: &[u8]) -> Result<Record, StorageError> {
             }
             Value::ZSet(Box::new(z))
         }
+        5 => Value::Stream(Box::new(decode_stream(&mut r)?)),
         other => {
             return Err(StorageError::Corrupt {
                 what: format!("unknown value type {other}"),
