@@ -49,7 +49,122 @@ pub struct Config {
     pub raft_snapshot_every: u64,
     /// Storage settings.
     pub storage: StorageConfig,
+    /// Redis's encoding thresholds. strata's layouts don't depend on them;
+    /// they are kept so clients and tools that set and read them work,
+    /// and OBJECT ENCODING names encodings by them as Redis would.
+    pub encoding: EncodingKnobs,
 }
+
+/// Redis's per-type encoding thresholds (`CONFIG SET hash-max-listpack-entries`
+/// and friends).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EncodingKnobs {
+    /// `hash-max-listpack-entries` (alias `hash-max-ziplist-entries`).
+    pub hash_max_listpack_entries: i64,
+    /// `hash-max-listpack-value` (alias `hash-max-ziplist-value`).
+    pub hash_max_listpack_value: i64,
+    /// `list-max-listpack-size` (alias `list-max-ziplist-size`).
+    pub list_max_listpack_size: i64,
+    /// `list-compress-depth`.
+    pub list_compress_depth: i64,
+    /// `set-max-intset-entries`.
+    pub set_max_intset_entries: i64,
+    /// `set-max-listpack-entries`.
+    pub set_max_listpack_entries: i64,
+    /// `set-max-listpack-value`.
+    pub set_max_listpack_value: i64,
+    /// `zset-max-listpack-entries` (alias `zset-max-ziplist-entries`).
+    pub zset_max_listpack_entries: i64,
+    /// `zset-max-listpack-value` (alias `zset-max-ziplist-value`).
+    pub zset_max_listpack_value: i64,
+    /// `stream-node-max-bytes`.
+    pub stream_node_max_bytes: i64,
+    /// `stream-node-max-entries`.
+    pub stream_node_max_entries: i64,
+    /// `hll-sparse-max-bytes`.
+    pub hll_sparse_max_bytes: i64,
+}
+
+impl Default for EncodingKnobs {
+    fn default() -> Self {
+        EncodingKnobs {
+            hash_max_listpack_entries: 128,
+            hash_max_listpack_value: 64,
+            list_max_listpack_size: -2,
+            list_compress_depth: 0,
+            set_max_intset_entries: 512,
+            set_max_listpack_entries: 128,
+            set_max_listpack_value: 64,
+            zset_max_listpack_entries: 128,
+            zset_max_listpack_value: 64,
+            stream_node_max_bytes: 4096,
+            stream_node_max_entries: 100,
+            hll_sparse_max_bytes: 3000,
+        }
+    }
+}
+
+impl EncodingKnobs {
+    /// Every knob's Redis name (aliases included) with its value.
+    pub fn list(&self) -> Vec<(&'static str, i64)> {
+        KNOB_NAMES
+            .iter()
+            .map(|&name| {
+                let mut copy = self.clone();
+                let v = *copy.knob_mut(name).expect("listed knob");
+                (name, v)
+            })
+            .collect()
+    }
+
+    /// The knob Redis calls `name`.
+    pub fn knob_mut(&mut self, name: &str) -> Option<&mut i64> {
+        Some(match name {
+            "hash-max-listpack-entries" | "hash-max-ziplist-entries" => {
+                &mut self.hash_max_listpack_entries
+            }
+            "hash-max-listpack-value" | "hash-max-ziplist-value" => {
+                &mut self.hash_max_listpack_value
+            }
+            "list-max-listpack-size" | "list-max-ziplist-size" => &mut self.list_max_listpack_size,
+            "list-compress-depth" => &mut self.list_compress_depth,
+            "set-max-intset-entries" => &mut self.set_max_intset_entries,
+            "set-max-listpack-entries" => &mut self.set_max_listpack_entries,
+            "set-max-listpack-value" => &mut self.set_max_listpack_value,
+            "zset-max-listpack-entries" | "zset-max-ziplist-entries" => {
+                &mut self.zset_max_listpack_entries
+            }
+            "zset-max-listpack-value" | "zset-max-ziplist-value" => {
+                &mut self.zset_max_listpack_value
+            }
+            "stream-node-max-bytes" => &mut self.stream_node_max_bytes,
+            "stream-node-max-entries" => &mut self.stream_node_max_entries,
+            "hll-sparse-max-bytes" => &mut self.hll_sparse_max_bytes,
+            _ => return None,
+        })
+    }
+}
+
+const KNOB_NAMES: &[&str] = &[
+    "hash-max-listpack-entries",
+    "hash-max-ziplist-entries",
+    "hash-max-listpack-value",
+    "hash-max-ziplist-value",
+    "list-max-listpack-size",
+    "list-max-ziplist-size",
+    "list-compress-depth",
+    "set-max-intset-entries",
+    "set-max-listpack-entries",
+    "set-max-listpack-value",
+    "zset-max-listpack-entries",
+    "zset-max-ziplist-entries",
+    "zset-max-listpack-value",
+    "zset-max-ziplist-value",
+    "stream-node-max-bytes",
+    "stream-node-max-entries",
+    "hll-sparse-max-bytes",
+];
 
 impl Default for Config {
     fn default() -> Self {
@@ -70,6 +185,7 @@ impl Default for Config {
             cluster_secret: None,
             raft_snapshot_every: 100_000,
             storage: StorageConfig::default(),
+            encoding: EncodingKnobs::default(),
         }
     }
 }

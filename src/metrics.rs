@@ -85,9 +85,16 @@ pub struct CommandHandles {
     pub seconds: Histogram,
     /// Error replies.
     pub errors: Counter,
+    /// Microseconds spent executing (INFO's Commandstats).
+    pub micros: AtomicU64,
 }
 
 impl Metrics {
+    /// The handles resolved so far (none before the first command).
+    pub fn command_stats(&self) -> &[CommandHandles] {
+        self.command_handles.get().map_or(&[], |v| &v[..])
+    }
+
     /// Handles for every command of `names`, in that order; the names are
     /// read on the first call only.
     pub fn command_handles<'a>(&self, names: impl FnOnce() -> Vec<&'a str>) -> &[CommandHandles] {
@@ -102,6 +109,7 @@ impl Metrics {
                         count: self.commands.get_or_create(&l).clone(),
                         seconds: self.command_seconds.get_or_create(&l).clone(),
                         errors: self.command_errors.get_or_create(&l).clone(),
+                        micros: AtomicU64::new(0),
                     }
                 })
                 .collect()

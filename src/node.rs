@@ -75,6 +75,8 @@ pub struct Node {
     pub cluster: OnceLock<Arc<crate::cluster::Cluster>>,
     /// Counter values at the last CONFIG RESETSTAT.
     pub stat_baseline: Mutex<StatBaseline>,
+    /// Error replies by their first word (INFO's Errorstats).
+    pub errors_by_prefix: Mutex<BTreeMap<String, u64>>,
 }
 
 impl Node {
@@ -108,6 +110,7 @@ impl Node {
             total_commands: AtomicU64::new(0),
             node_id,
             stat_baseline: Mutex::new(StatBaseline::default()),
+            errors_by_prefix: Mutex::new(BTreeMap::new()),
             cluster: OnceLock::new(),
         }
     }

@@ -129,17 +129,18 @@ fn writes_route_and_survive_leader_kill_and_pause() {
     // SPOP picks at random, yet every replica removes the same members:
     // the pick is drawn from a generator seeded by the log entry.
     let members: Vec<u32> = (0..50).collect();
-    let _: i64 = nodes[0]
-        .client()
-        .sadd("{q}:seen", &members)
-        .expect("sadd");
+    let _: i64 = nodes[0].client().sadd("{q}:seen", &members).expect("sadd");
     let popped: Vec<u32> = cmd("SPOP")
         .arg("{q}:seen")
         .arg(20)
         .query(&mut nodes[1].client())
         .expect("spop");
     assert_eq!(popped.len(), 20);
-    let mut want: Vec<u32> = members.iter().copied().filter(|m| !popped.contains(m)).collect();
+    let mut want: Vec<u32> = members
+        .iter()
+        .copied()
+        .filter(|m| !popped.contains(m))
+        .collect();
     want.sort_unstable();
     for p in &nodes {
         let mut c = p.client();
@@ -153,7 +154,11 @@ fn writes_route_and_survive_leader_kill_and_pause() {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        assert_eq!(local, want, "replica on port {} popped other members", p.port);
+        assert_eq!(
+            local, want,
+            "replica on port {} popped other members",
+            p.port
+        );
     }
     // A replicated pop answers a RESP2 client in RESP2's shape.
     let _: i64 = nodes[0]

@@ -226,7 +226,10 @@ fn child_writer() {
                     ),
                 ];
                 if i % 2 == 1 {
-                    ops.push(StreamOp::PendingDel(b"g"[..].into(), StreamId { ms: i, seq: 0 }));
+                    ops.push(StreamOp::PendingDel(
+                        b"g"[..].into(),
+                        StreamId { ms: i, seq: 0 },
+                    ));
                 }
                 for op in &ops {
                     st.apply(op.clone());
@@ -339,9 +342,16 @@ fn acknowledged_writes_survive_sigkill() {
         }
         let seen = store
             .read(0, b"seen", Default::default(), |r| match r {
-                Some((Record { value: Value::Set(set), .. }, _)) => {
-                    set.iter().map(<[u8]>::to_vec).collect::<std::collections::BTreeSet<_>>()
-                }
+                Some((
+                    Record {
+                        value: Value::Set(set),
+                        ..
+                    },
+                    _,
+                )) => set
+                    .iter()
+                    .map(<[u8]>::to_vec)
+                    .collect::<std::collections::BTreeSet<_>>(),
                 other => panic!("set lost: {other:?}"),
             })
             .expect("read set");
@@ -352,7 +362,13 @@ fn acknowledged_writes_survive_sigkill() {
         );
         let ranked = store
             .read(0, b"ranked", Default::default(), |r| match r {
-                Some((Record { value: Value::ZSet(z), .. }, _)) => z
+                Some((
+                    Record {
+                        value: Value::ZSet(z),
+                        ..
+                    },
+                    _,
+                )) => z
                     .iter()
                     .map(|(m, s)| (m.to_vec(), s))
                     .collect::<std::collections::BTreeMap<_, _>>(),
@@ -366,7 +382,13 @@ fn acknowledged_writes_survive_sigkill() {
         );
         let (entries, pending, cursor) = store
             .read(0, b"events", Default::default(), |r| match r {
-                Some((Record { value: Value::Stream(st), .. }, _)) => (
+                Some((
+                    Record {
+                        value: Value::Stream(st),
+                        ..
+                    },
+                    _,
+                )) => (
                     st.len() as u64,
                     st.groups[&b"g"[..]].pel.len() as u64,
                     st.groups[&b"g"[..]].last_delivered.ms,
@@ -381,7 +403,11 @@ fn acknowledged_writes_survive_sigkill() {
             (entries, cursor) == (acked, acked) || (entries, cursor) == (acked + 1, acked + 1),
             "stream after {acked} writes has {entries} entries, cursor {cursor}"
         );
-        assert_eq!(pending, pending_after(entries), "pending entries after {entries} writes");
+        assert_eq!(
+            pending,
+            pending_after(entries),
+            "pending entries after {entries} writes"
+        );
         // The write after the last acknowledged one may have landed too.
         assert!(
             queue == queue_after(acked) || queue == queue_after(acked + 1),

@@ -1215,3 +1215,115 @@ fn lists() {
     keys.sort();
     assert_eq!(keys, ["l", "p", "src"]);
 }
+
+/// What client libraries and test suites read before they start.
+#[test]
+fn what_clients_probe() {
+    let node = TestNode::start(|_| {});
+    let mut c = node.client();
+    let _: () = cmd("SET").arg("k").arg("v").query(&mut c).unwrap();
+    assert!(cmd("LPUSH")
+        .arg("k")
+        .arg("x")
+        .query::<Value>(&mut c)
+        .is_err());
+    let info: String = cmd("INFO").query(&mut c).unwrap();
+    for field in [
+        "# Server",
+        "# Clients",
+        "# Memory",
+        "maxmemory_policy:noeviction",
+        "# Persistence",
+        "# Stats",
+        "# Replication",
+        "role:master",
+        "# CPU",
+        "used_cpu_user:",
+        "# Cluster",
+        "cluster_enabled:0",
+        "# Keyspace",
+        "db0:keys=1",
+    ] {
+        assert!(info.contains(field), "INFO lacks {field}");
+    }
+    assert!(
+        !info.contains("# Commandstats"),
+        "INFO leaves commandstats out by default"
+    );
+    let stats: String = cmd("INFO").arg("commandstats").query(&mut c).unwrap();
+    assert!(stats.contains("cmdstat_set:calls=1,"), "{stats}");
+    assert!(
+        stats.contains("cmdstat_lpush:calls=1,") && stats.contains("failed_calls=1"),
+        "{stats}"
+    );
+    let errors: String = cmd("INFO").arg("errorstats").query(&mut c).unwrap();
+    assert!(errors.contains("errorstat_WRONGTYPE:count=1"), "{errors}");
+    // Redis's encoding knobs are accepted, read back, and name encodings.
+    let _: () = cmd("CONFIG")
+        .arg("SET")
+        .arg("zset-max-ziplist-entries")
+        .arg("2")
+        .arg("list-compress-depth")
+        .arg("1")
+        .query(&mut c)
+        .unwrap();
+    let got: Vec<String> = cmd("CONFIG")
+        .arg("GET")
+        .arg("zset-max-listpack-entries")
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(got, ["zset-max-listpack-entries", "2"]);
+    let got: Vec<String> = cmd("CONFIG")
+        .arg("GET")
+        .arg("list-compress-depth")
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(got, ["list-compress-depth", "1"]);
+    let _: i64 = cmd("ZADD")
+        .arg("z")
+        .arg(1)
+        .arg("a")
+        .arg(2)
+        .arg("b")
+        .query(&mut c)
+        .unwrap();
+    let enc: String = cmd("OBJECT")
+        .arg("ENCODING")
+        .arg("z")
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(enc, "listpack");
+    let _: i64 = cmd("ZADD").arg("z").arg(3).arg("c").query(&mut c).unwrap();
+    let enc: String = cmd("OBJECT")
+        .arg("ENCODING")
+        .arg("z")
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(enc, "skiplist");
+    let e = cmd("CONFIG")
+        .arg("SET")
+        .arg("hash-max-listpack-entries")
+        .arg("many")
+        .query::<()>(&mut c)
+        .unwrap_err();
+    assert!(e.to_string().contains("hash-max-listpack-entries"), "{e}");
+    // COMMAND INFO: Redis 7's ten fields; counted keys are flagged movable.
+    let info: Vec<Value> = cmd("COMMAND")
+        .arg("INFO")
+        .arg("zunionstore")
+        .arg("xread")
+        .query(&mut c)
+        .unwrap();
+    for entry in &info {
+        let Value::Array(fields) = entry else {
+            panic!("{entry:?}")
+        };
+        assert_eq!(fields.len(), 10);
+        let flags: Vec<String> = redis::from_redis_value(&fields[2]).unwrap();
+        assert!(flags.contains(&"movablekeys".to_string()), "{flags:?}");
+    }
+    let count: i64 = cmd("COMMAND").arg("COUNT").query(&mut c).unwrap();
+    let all: Vec<Value> = cmd("COMMAND").query(&mut c).unwrap();
+    assert_eq!(all.len() as i64, count);
+    assert!(count > 150, "{count} commands");
+}

@@ -219,13 +219,19 @@ fn sorted_sets() {
         ]
     );
     // Flags.
-    assert_eq!(int(q(c, &["ZADD", "z", "XX", "CH", "5", "a", "9", "new"])), 1);
+    assert_eq!(
+        int(q(c, &["ZADD", "z", "XX", "CH", "5", "a", "9", "new"])),
+        1
+    );
     assert_eq!(q(c, &["ZSCORE", "z", "new"]), Value::Nil);
     assert_eq!(int(q(c, &["ZADD", "z", "NX", "0", "a", "4", "e"])), 1);
     assert_eq!(q(c, &["ZSCORE", "z", "a"]), bulk("5"));
     assert_eq!(int(q(c, &["ZADD", "z", "GT", "CH", "1", "a", "6", "b"])), 1);
     assert_eq!(q(c, &["ZSCORE", "z", "b"]), bulk("6"));
-    assert_eq!(int(q(c, &["ZADD", "z", "LT", "CH", "7", "a", "0.5", "c"])), 1);
+    assert_eq!(
+        int(q(c, &["ZADD", "z", "LT", "CH", "7", "a", "0.5", "c"])),
+        1
+    );
     assert_eq!(q(c, &["ZADD", "z", "INCR", "2", "a"]), bulk("7"));
     assert_eq!(q(c, &["ZADD", "z", "NX", "INCR", "2", "a"]), Value::Nil);
     assert_eq!(q(c, &["ZINCRBY", "z", "-1.25", "a"]), bulk("5.75"));
@@ -242,7 +248,10 @@ fn sorted_sets() {
         qe(c, &["ZADD", "z", "INCR", "1", "a", "2", "b"]),
         "ERR INCR option supports a single increment-element pair"
     );
-    assert_eq!(qe(c, &["ZADD", "z", "x", "a"]), "ERR value is not a valid float");
+    assert_eq!(
+        qe(c, &["ZADD", "z", "x", "a"]),
+        "ERR value is not a valid float"
+    );
     assert_eq!(qe(c, &["ZADD", "z", "1", "a", "2"]), "ERR syntax error");
     q(c, &["ZADD", "inf", "+inf", "p", "-inf", "n"]);
     assert_eq!(
@@ -271,7 +280,10 @@ fn sorted_sets() {
     assert_eq!(strings(q(c, &["ZRANGE", "z", "0", "1", "REV"])), ["b", "a"]);
     assert_eq!(strings(q(c, &["ZREVRANGE", "z", "0", "1"])), ["b", "a"]);
     assert_eq!(
-        strings(q(c, &["ZRANGE", "z", "(1.5", "6", "BYSCORE", "LIMIT", "1", "2"])),
+        strings(q(
+            c,
+            &["ZRANGE", "z", "(1.5", "6", "BYSCORE", "LIMIT", "1", "2"]
+        )),
         ["a", "b"]
     );
     assert_eq!(
@@ -285,11 +297,23 @@ fn sorted_sets() {
     assert_eq!(
         with_scores(q(
             c,
-            &["ZREVRANGEBYSCORE", "z", "+inf", "4", "WITHSCORES", "LIMIT", "0", "1"]
+            &[
+                "ZREVRANGEBYSCORE",
+                "z",
+                "+inf",
+                "4",
+                "WITHSCORES",
+                "LIMIT",
+                "0",
+                "1"
+            ]
         )),
         [("b".into(), 6.0)]
     );
-    assert_eq!(strings(q(c, &["ZRANGEBYSCORE", "z", "5", "1"])), Vec::<String>::new());
+    assert_eq!(
+        strings(q(c, &["ZRANGEBYSCORE", "z", "5", "1"])),
+        Vec::<String>::new()
+    );
     assert_eq!(
         qe(c, &["ZRANGE", "z", "0", "1", "LIMIT", "0", "1"]),
         "ERR syntax error, LIMIT is only supported in combination with either BYSCORE or BYLEX"
@@ -298,18 +322,32 @@ fn sorted_sets() {
         qe(c, &["ZRANGE", "z", "-", "+", "BYLEX", "WITHSCORES"]),
         "ERR syntax error, WITHSCORES not supported in combination with BYLEX"
     );
-    q(c, &["ZADD", "lex", "0", "a", "0", "b", "0", "c", "0", "d", "0", "e"]);
-    assert_eq!(strings(q(c, &["ZRANGEBYLEX", "lex", "[b", "(d"])), ["b", "c"]);
+    q(
+        c,
+        &[
+            "ZADD", "lex", "0", "a", "0", "b", "0", "c", "0", "d", "0", "e",
+        ],
+    );
+    assert_eq!(
+        strings(q(c, &["ZRANGEBYLEX", "lex", "[b", "(d"])),
+        ["b", "c"]
+    );
     assert_eq!(strings(q(c, &["ZRANGEBYLEX", "lex", "-", "[a"])), ["a"]);
     assert_eq!(
-        strings(q(c, &["ZREVRANGEBYLEX", "lex", "+", "(c", "LIMIT", "0", "1"])),
+        strings(q(
+            c,
+            &["ZREVRANGEBYLEX", "lex", "+", "(c", "LIMIT", "0", "1"]
+        )),
         ["e"]
     );
     assert_eq!(
         strings(q(c, &["ZRANGE", "lex", "(c", "+", "BYLEX"])),
         ["d", "e"]
     );
-    assert_eq!(strings(q(c, &["ZRANGEBYLEX", "lex", "+", "-"])), Vec::<String>::new());
+    assert_eq!(
+        strings(q(c, &["ZRANGEBYLEX", "lex", "+", "-"])),
+        Vec::<String>::new()
+    );
     assert_eq!(int(q(c, &["ZLEXCOUNT", "lex", "[b", "+"])), 4);
     assert_eq!(
         qe(c, &["ZRANGEBYLEX", "lex", "b", "c"]),
@@ -328,10 +366,7 @@ fn sorted_sets() {
     assert_eq!(int(q(c, &["ZREM", "rm", "a", "c", "x"])), 2);
     assert_eq!(int(q(c, &["EXISTS", "rm"])), 0);
     // Pops.
-    assert_eq!(
-        with_scores(q(c, &["ZPOPMIN", "z"])),
-        [("c".into(), 0.5)]
-    );
+    assert_eq!(with_scores(q(c, &["ZPOPMIN", "z"])), [("c".into(), 0.5)]);
     assert_eq!(
         with_scores(q(c, &["ZPOPMAX", "z", "2"])),
         [("b".into(), 6.0), ("a".into(), 5.75)]
@@ -362,7 +397,10 @@ fn sorted_sets() {
     let two = strings(q(c, &["ZRANDMEMBER", "rnd", "2"]));
     assert_eq!(two.len(), 2);
     assert_ne!(two[0], two[1]);
-    assert_eq!(with_scores(q(c, &["ZRANDMEMBER", "rnd", "-5", "WITHSCORES"])).len(), 5);
+    assert_eq!(
+        with_scores(q(c, &["ZRANDMEMBER", "rnd", "-5", "WITHSCORES"])).len(),
+        5
+    );
     assert_eq!(q(c, &["ZRANDMEMBER", "nokey"]), Value::Nil);
     // Algebra, sets taking part with score 1.
     q(c, &["ZADD", "za", "1", "a", "2", "b", "3", "c"]);
@@ -380,7 +418,18 @@ fn sorted_sets() {
     assert_eq!(
         with_scores(q(
             c,
-            &["ZINTER", "2", "za", "zb", "WEIGHTS", "2", "1", "AGGREGATE", "MAX", "WITHSCORES"]
+            &[
+                "ZINTER",
+                "2",
+                "za",
+                "zb",
+                "WEIGHTS",
+                "2",
+                "1",
+                "AGGREGATE",
+                "MAX",
+                "WITHSCORES"
+            ]
         )),
         [("b".into(), 10.0), ("c".into(), 20.0)]
     );
@@ -389,7 +438,13 @@ fn sorted_sets() {
         with_scores(q(c, &["ZINTER", "2", "za", "plain", "WITHSCORES"])),
         [("c".into(), 4.0)]
     );
-    assert_eq!(int(q(c, &["ZUNIONSTORE", "out", "2", "zb", "plain", "AGGREGATE", "MIN"])), 4);
+    assert_eq!(
+        int(q(
+            c,
+            &["ZUNIONSTORE", "out", "2", "zb", "plain", "AGGREGATE", "MIN"]
+        )),
+        4
+    );
     assert_eq!(
         with_scores(q(c, &["ZRANGE", "out", "0", "-1", "WITHSCORES"])),
         [
@@ -415,7 +470,10 @@ fn sorted_sets() {
     assert!(qe(c, &["ZUNION", "2", "za", "str"]).starts_with("WRONGTYPE"));
     // Key positions for cluster routing.
     assert_eq!(
-        strings(q(c, &["COMMAND", "GETKEYS", "ZUNIONSTORE", "out", "2", "za", "zb"])),
+        strings(q(
+            c,
+            &["COMMAND", "GETKEYS", "ZUNIONSTORE", "out", "2", "za", "zb"]
+        )),
         ["out", "za", "zb"]
     );
     // ZSCAN.
@@ -476,10 +534,7 @@ fn wrongtype_across_types() {
             if *kind == key {
                 q(c, &args);
             } else {
-                assert!(
-                    qe(c, &args).starts_with("WRONGTYPE"),
-                    "{args:?} on a {key}"
-                );
+                assert!(qe(c, &args).starts_with("WRONGTYPE"), "{args:?} on a {key}");
             }
         }
         assert_eq!(q(c, &["TYPE", key]), Value::SimpleString(key.into()));
@@ -547,7 +602,11 @@ fn check(c: &mut redis::Connection, model: &Model) {
             .get(&k)
             .map(|s| s.iter().cloned().collect())
             .unwrap_or_default();
-        assert_eq!(sorted(q(c, &["SMEMBERS", &format!("s{k}")])), want, "set s{k}");
+        assert_eq!(
+            sorted(q(c, &["SMEMBERS", &format!("s{k}")])),
+            want,
+            "set s{k}"
+        );
         let mut want: Vec<(String, f64)> = model
             .zsets
             .get(&k)
@@ -593,11 +652,26 @@ fn run(ops: Vec<Op>) {
                 }
             }
             Op::ZAdd(k, m, s) => {
-                q(&mut c, &["ZADD", &format!("z{k}"), &s.to_string(), &format!("m{m}")]);
-                model.zsets.entry(k).or_default().insert(format!("m{m}"), s.into());
+                q(
+                    &mut c,
+                    &["ZADD", &format!("z{k}"), &s.to_string(), &format!("m{m}")],
+                );
+                model
+                    .zsets
+                    .entry(k)
+                    .or_default()
+                    .insert(format!("m{m}"), s.into());
             }
             Op::ZIncr(k, m, s) => {
-                q(&mut c, &["ZINCRBY", &format!("z{k}"), &s.to_string(), &format!("m{m}")]);
+                q(
+                    &mut c,
+                    &[
+                        "ZINCRBY",
+                        &format!("z{k}"),
+                        &s.to_string(),
+                        &format!("m{m}"),
+                    ],
+                );
                 *model
                     .zsets
                     .entry(k)
@@ -634,7 +708,15 @@ fn run(ops: Vec<Op>) {
                 }
             }
             Op::ZRemRangeByScore(k, a, b) => {
-                q(&mut c, &["ZREMRANGEBYSCORE", &format!("z{k}"), &a.to_string(), &b.to_string()]);
+                q(
+                    &mut c,
+                    &[
+                        "ZREMRANGEBYSCORE",
+                        &format!("z{k}"),
+                        &a.to_string(),
+                        &b.to_string(),
+                    ],
+                );
                 if let Some(z) = model.zsets.get_mut(&k) {
                     z.retain(|_, s| !(i64::from(a)..=i64::from(b)).contains(s));
                     if z.is_empty() {

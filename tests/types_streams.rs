@@ -89,11 +89,20 @@ fn entries_ids_ranges_and_trimming() {
     );
     let auto: String = redis::from_redis_value(&q(c, &["XADD", "s", "*", "d", "4"])).unwrap();
     let ms: u64 = auto.split('-').next().unwrap().parse().unwrap();
-    assert!(ms > 1_600_000_000_000, "an auto ID carries the time: {auto}");
+    assert!(
+        ms > 1_600_000_000_000,
+        "an auto ID carries the time: {auto}"
+    );
     assert_eq!(int(q(c, &["XLEN", "s"])), 4);
-    assert_eq!(ids(&q(c, &["XRANGE", "s", "-", "+", "COUNT", "2"])), ["1-1", "1-2"]);
+    assert_eq!(
+        ids(&q(c, &["XRANGE", "s", "-", "+", "COUNT", "2"])),
+        ["1-1", "1-2"]
+    );
     assert_eq!(ids(&q(c, &["XRANGE", "s", "(1-1", "5"])), ["1-2", "5-0"]);
-    assert_eq!(ids(&q(c, &["XREVRANGE", "s", "+", "1-2", "COUNT", "2"]))[1], "5-0");
+    assert_eq!(
+        ids(&q(c, &["XREVRANGE", "s", "+", "1-2", "COUNT", "2"]))[1],
+        "5-0"
+    );
     assert_eq!(
         q(c, &["XRANGE", "s", "1-1", "1-1"]),
         Value::Array(vec![Value::Array(vec![
@@ -101,7 +110,10 @@ fn entries_ids_ranges_and_trimming() {
             Value::Array(vec![bulk("a"), bulk("1")])
         ])])
     );
-    assert_eq!(q(c, &["XADD", "nos", "NOMKSTREAM", "*", "a", "b"]), Value::Nil);
+    assert_eq!(
+        q(c, &["XADD", "nos", "NOMKSTREAM", "*", "a", "b"]),
+        Value::Nil
+    );
     assert_eq!(int(q(c, &["EXISTS", "nos"])), 0);
     // Deletion and trimming; the stream stays when empty.
     assert_eq!(int(q(c, &["XDEL", "s", "1-2", "9-9"])), 1);
@@ -117,7 +129,10 @@ fn entries_ids_ranges_and_trimming() {
         qe(c, &["XTRIM", "cap", "MAXLEN", "1", "LIMIT", "10"]),
         "ERR syntax error, LIMIT cannot be used without the special ~ option"
     );
-    assert_eq!(int(q(c, &["XTRIM", "s", "MAXLEN", "~", "0", "LIMIT", "1"])), 1);
+    assert_eq!(
+        int(q(c, &["XTRIM", "s", "MAXLEN", "~", "0", "LIMIT", "1"])),
+        1
+    );
     let info = q(c, &["XINFO", "STREAM", "s"]);
     assert_eq!(field(&info, "length"), Value::Int(1));
     assert_eq!(field(&info, "entries-added"), Value::Int(4));
@@ -127,12 +142,18 @@ fn entries_ids_ranges_and_trimming() {
         qe(c, &["XSETID", "s", "1-0"]),
         "ERR The ID specified in XSETID is smaller than the target stream top item"
     );
-    q(c, &["XSETID", "s", "999999999999999-0", "ENTRIESADDED", "50"]);
+    q(
+        c,
+        &["XSETID", "s", "999999999999999-0", "ENTRIESADDED", "50"],
+    );
     assert_eq!(
         field(&q(c, &["XINFO", "STREAM", "s"]), "entries-added"),
         Value::Int(50)
     );
-    assert_eq!(q(c, &["XADD", "s", "999999999999999-*", "k", "v"]), bulk("999999999999999-1"));
+    assert_eq!(
+        q(c, &["XADD", "s", "999999999999999-*", "k", "v"]),
+        bulk("999999999999999-1")
+    );
     // XREAD: by ID, `$`, several streams; RESP3 gives a map.
     q(c, &["XADD", "r1", "1-0", "a", "1"]);
     q(c, &["XADD", "r1", "2-0", "a", "2"]);
@@ -166,7 +187,21 @@ fn entries_ids_ranges_and_trimming() {
     assert_eq!(q(c, &["TYPE", "r1"]), Value::SimpleString("stream".into()));
     let keys: Vec<String> = redis::from_redis_value(&q(
         c,
-        &["COMMAND", "GETKEYS", "XREADGROUP", "GROUP", "g", "c", "COUNT", "1", "STREAMS", "a", "b", ">", ">"],
+        &[
+            "COMMAND",
+            "GETKEYS",
+            "XREADGROUP",
+            "GROUP",
+            "g",
+            "c",
+            "COUNT",
+            "1",
+            "STREAMS",
+            "a",
+            "b",
+            ">",
+            ">",
+        ],
     ))
     .unwrap();
     assert_eq!(keys, ["a", "b"]);
@@ -178,9 +213,15 @@ fn consumer_groups() {
     let mut c = node.client();
     let c = &mut c;
     for i in 1..=5 {
-        q(c, &["XADD", "jobs", &format!("{i}-0"), "job", &i.to_string()]);
+        q(
+            c,
+            &["XADD", "jobs", &format!("{i}-0"), "job", &i.to_string()],
+        );
     }
-    assert_eq!(q(c, &["XGROUP", "CREATE", "jobs", "workers", "0"]), Value::Okay);
+    assert_eq!(
+        q(c, &["XGROUP", "CREATE", "jobs", "workers", "0"]),
+        Value::Okay
+    );
     assert_eq!(
         qe(c, &["XGROUP", "CREATE", "jobs", "workers", "0"]),
         "BUSYGROUP Consumer Group name already exists"
@@ -193,19 +234,65 @@ fn consumer_groups() {
     assert_eq!(int(q(c, &["XLEN", "fresh"])), 0);
     assert!(qe(
         c,
-        &["XREADGROUP", "GROUP", "nogroup", "a", "STREAMS", "jobs", ">"]
+        &[
+            "XREADGROUP",
+            "GROUP",
+            "nogroup",
+            "a",
+            "STREAMS",
+            "jobs",
+            ">"
+        ]
     )
     .starts_with("NOGROUP"));
 
     // Two consumers share the work; nothing is delivered twice.
-    let v = q(c, &["XREADGROUP", "GROUP", "workers", "alice", "COUNT", "2", "STREAMS", "jobs", ">"]);
+    let v = q(
+        c,
+        &[
+            "XREADGROUP",
+            "GROUP",
+            "workers",
+            "alice",
+            "COUNT",
+            "2",
+            "STREAMS",
+            "jobs",
+            ">",
+        ],
+    );
     let got: Read = redis::from_redis_value(&v).unwrap();
-    assert_eq!(got[0].1.iter().map(|e| e.0.clone()).collect::<Vec<_>>(), ["1-0", "2-0"]);
-    let v = q(c, &["XREADGROUP", "GROUP", "workers", "bob", "STREAMS", "jobs", ">"]);
+    assert_eq!(
+        got[0].1.iter().map(|e| e.0.clone()).collect::<Vec<_>>(),
+        ["1-0", "2-0"]
+    );
+    let v = q(
+        c,
+        &[
+            "XREADGROUP",
+            "GROUP",
+            "workers",
+            "bob",
+            "STREAMS",
+            "jobs",
+            ">",
+        ],
+    );
     let got: Read = redis::from_redis_value(&v).unwrap();
     assert_eq!(got[0].1.len(), 3);
     assert_eq!(
-        q(c, &["XREADGROUP", "GROUP", "workers", "bob", "STREAMS", "jobs", ">"]),
+        q(
+            c,
+            &[
+                "XREADGROUP",
+                "GROUP",
+                "workers",
+                "bob",
+                "STREAMS",
+                "jobs",
+                ">"
+            ]
+        ),
         Value::Nil
     );
     // Pending: summary, extended, per consumer.
@@ -213,7 +300,10 @@ fn consumer_groups() {
     let (n, first, last, per): (i64, String, String, Vec<(String, String)>) =
         redis::from_redis_value(&summary).unwrap();
     assert_eq!((n, first.as_str(), last.as_str()), (5, "1-0", "5-0"));
-    assert_eq!(per, [("alice".into(), "2".into()), ("bob".into(), "3".into())]);
+    assert_eq!(
+        per,
+        [("alice".into(), "2".into()), ("bob".into(), "3".into())]
+    );
     let rows: Vec<(String, String, i64, i64)> = redis::from_redis_value(&q(
         c,
         &["XPENDING", "jobs", "workers", "-", "+", "10", "alice"],
@@ -222,12 +312,41 @@ fn consumer_groups() {
     assert_eq!(rows.len(), 2);
     assert_eq!(rows[0].3, 1, "delivered once");
     // Acknowledge; history reads show what is still pending.
-    assert_eq!(int(q(c, &["XACK", "jobs", "workers", "1-0", "1-0", "9-0"])), 1);
-    let v = q(c, &["XREADGROUP", "GROUP", "workers", "alice", "STREAMS", "jobs", "0"]);
+    assert_eq!(
+        int(q(c, &["XACK", "jobs", "workers", "1-0", "1-0", "9-0"])),
+        1
+    );
+    let v = q(
+        c,
+        &[
+            "XREADGROUP",
+            "GROUP",
+            "workers",
+            "alice",
+            "STREAMS",
+            "jobs",
+            "0",
+        ],
+    );
     let got: Read = redis::from_redis_value(&v).unwrap();
-    assert_eq!(got[0].1.iter().map(|e| e.0.clone()).collect::<Vec<_>>(), ["2-0"]);
+    assert_eq!(
+        got[0].1.iter().map(|e| e.0.clone()).collect::<Vec<_>>(),
+        ["2-0"]
+    );
     // Claims: XCLAIM moves an entry; a deleted entry leaves the PEL.
-    let claimed = q(c, &["XCLAIM", "jobs", "workers", "carol", "0", "2-0", "RETRYCOUNT", "7"]);
+    let claimed = q(
+        c,
+        &[
+            "XCLAIM",
+            "jobs",
+            "workers",
+            "carol",
+            "0",
+            "2-0",
+            "RETRYCOUNT",
+            "7",
+        ],
+    );
     assert_eq!(ids(&claimed), ["2-0"]);
     let rows: Vec<(String, String, i64, i64)> =
         redis::from_redis_value(&q(c, &["XPENDING", "jobs", "workers", "2-0", "2-0", "1"]))
@@ -240,14 +359,30 @@ fn consumer_groups() {
         "not idle long enough"
     );
     q(c, &["XDEL", "jobs", "4-0"]);
-    let v = q(c, &["XAUTOCLAIM", "jobs", "workers", "dan", "0", "0", "COUNT", "10", "JUSTID"]);
+    let v = q(
+        c,
+        &[
+            "XAUTOCLAIM",
+            "jobs",
+            "workers",
+            "dan",
+            "0",
+            "0",
+            "COUNT",
+            "10",
+            "JUSTID",
+        ],
+    );
     let (cursor, claimed, deleted): (String, Vec<String>, Vec<String>) =
         redis::from_redis_value(&v).unwrap();
     assert_eq!(cursor, "0-0");
     assert_eq!(claimed, ["2-0", "3-0", "5-0"]);
     assert_eq!(deleted, ["4-0"]);
     assert_eq!(
-        int(q(c, &["XPENDING", "jobs", "workers"]).as_sequence().unwrap()[0].clone()),
+        int(q(c, &["XPENDING", "jobs", "workers"])
+            .as_sequence()
+            .unwrap()[0]
+            .clone()),
         3
     );
     // XINFO GROUPS and CONSUMERS.
@@ -265,19 +400,55 @@ fn consumer_groups() {
         .iter()
         .map(|c| field(c, "name"))
         .collect();
-    assert_eq!(names, [bulk("alice"), bulk("bob"), bulk("carol"), bulk("dan")]);
+    assert_eq!(
+        names,
+        [bulk("alice"), bulk("bob"), bulk("carol"), bulk("dan")]
+    );
     let full = q(c, &["XINFO", "STREAM", "jobs", "FULL"]);
     assert_eq!(field(&full, "length"), Value::Int(4));
     // Consumers and groups go.
-    assert_eq!(int(q(c, &["XGROUP", "DELCONSUMER", "jobs", "workers", "dan"])), 3);
-    assert_eq!(int(q(c, &["XGROUP", "CREATECONSUMER", "jobs", "workers", "erin"])), 1);
-    assert_eq!(int(q(c, &["XGROUP", "CREATECONSUMER", "jobs", "workers", "erin"])), 0);
-    assert_eq!(q(c, &["XGROUP", "SETID", "jobs", "workers", "0"]), Value::Okay);
-    let v = q(c, &["XREADGROUP", "GROUP", "workers", "erin", "NOACK", "STREAMS", "jobs", ">"]);
+    assert_eq!(
+        int(q(c, &["XGROUP", "DELCONSUMER", "jobs", "workers", "dan"])),
+        3
+    );
+    assert_eq!(
+        int(q(
+            c,
+            &["XGROUP", "CREATECONSUMER", "jobs", "workers", "erin"]
+        )),
+        1
+    );
+    assert_eq!(
+        int(q(
+            c,
+            &["XGROUP", "CREATECONSUMER", "jobs", "workers", "erin"]
+        )),
+        0
+    );
+    assert_eq!(
+        q(c, &["XGROUP", "SETID", "jobs", "workers", "0"]),
+        Value::Okay
+    );
+    let v = q(
+        c,
+        &[
+            "XREADGROUP",
+            "GROUP",
+            "workers",
+            "erin",
+            "NOACK",
+            "STREAMS",
+            "jobs",
+            ">",
+        ],
+    );
     let got: Read = redis::from_redis_value(&v).unwrap();
     assert_eq!(got[0].1.len(), 4, "re-delivered after SETID");
     assert_eq!(
-        int(q(c, &["XPENDING", "jobs", "workers"]).as_sequence().unwrap()[0].clone()),
+        int(q(c, &["XPENDING", "jobs", "workers"])
+            .as_sequence()
+            .unwrap()[0]
+            .clone()),
         0,
         "NOACK adds nothing to the PEL"
     );
@@ -290,10 +461,26 @@ fn streams_with_groups_survive_spills_and_restarts() {
     let mut node = TestNode::start(|cfg| cfg.storage.maxmemory = 8 << 20);
     let mut c = node.client();
     for i in 1..=300 {
-        q(&mut c, &["XADD", "log", &format!("{i}-0"), "n", &i.to_string()]);
+        q(
+            &mut c,
+            &["XADD", "log", &format!("{i}-0"), "n", &i.to_string()],
+        );
     }
     q(&mut c, &["XGROUP", "CREATE", "log", "g", "0"]);
-    q(&mut c, &["XREADGROUP", "GROUP", "g", "w", "COUNT", "100", "STREAMS", "log", ">"]);
+    q(
+        &mut c,
+        &[
+            "XREADGROUP",
+            "GROUP",
+            "g",
+            "w",
+            "COUNT",
+            "100",
+            "STREAMS",
+            "log",
+            ">",
+        ],
+    );
     q(&mut c, &["XACK", "log", "g", "1-0", "2-0"]);
     node.h().node.store.spill_all().unwrap();
     // Changes to a stream that lives on disk.
@@ -315,7 +502,20 @@ fn streams_with_groups_survive_spills_and_restarts() {
     assert_eq!(rows.len(), 97);
     assert_eq!(int(q(&mut c, &["XLEN", "log"])), 300);
     // The group's cursor survived: the next read starts at 101.
-    let v = q(&mut c, &["XREADGROUP", "GROUP", "g", "w", "COUNT", "1", "STREAMS", "log", ">"]);
+    let v = q(
+        &mut c,
+        &[
+            "XREADGROUP",
+            "GROUP",
+            "g",
+            "w",
+            "COUNT",
+            "1",
+            "STREAMS",
+            "log",
+            ">",
+        ],
+    );
     let got: Read = redis::from_redis_value(&v).unwrap();
     assert_eq!(got[0].1[0].0, "101-0");
 }

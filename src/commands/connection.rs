@@ -235,16 +235,38 @@ pub fn client(ctx: &mut Ctx<'_>, a: &[Bytes]) -> CmdResult {
     }
 }
 
+/// The ACL category of a command family.
+fn category(group: &str) -> &'static str {
+    match group {
+        "string" => "@string",
+        "hash" => "@hash",
+        "list" => "@list",
+        "set" => "@set",
+        "sorted-set" => "@sortedset",
+        "stream" => "@stream",
+        "connection" => "@connection",
+        "generic" => "@keyspace",
+        _ => "@admin",
+    }
+}
+
+/// COMMAND INFO's ten fields, as Redis 7 gives them.
 fn command_info(s: &super::Spec) -> Reply {
     let mut flags = vec![Reply::Simple(if s.write { "write" } else { "readonly" })];
     if s.noauth {
-        flags.push(Reply::Simple("no-auth"));
+        flags.push(Reply::Simple("no_auth"));
     }
-    // Commands whose keys follow a count report 0 0 0, as Redis does
-    // for movable keys.
+    // Commands whose keys follow a count (or STREAMS) report their fixed
+    // keys only and flag the rest as movable, as Redis does.
     let super::KeySpec {
-        first, last, step, ..
+        first,
+        last,
+        step,
+        numkeys,
     } = s.keys;
+    if numkeys != 0 {
+        flags.push(Reply::Simple("movablekeys"));
+    }
     Reply::Array(vec![
         Reply::bulk(s.name),
         Reply::Int(i64::from(s.arity)),
@@ -252,6 +274,13 @@ fn command_info(s: &super::Spec) -> Reply {
         Reply::Int(i64::from(first)),
         Reply::Int(i64::from(last)),
         Reply::Int(i64::from(step)),
+        Reply::Set(vec![
+            Reply::Simple(if s.write { "@write" } else { "@read" }),
+            Reply::Simple(category(s.group)),
+        ]),
+        Reply::Set(Vec::new()),
+        Reply::Array(Vec::new()),
+        Reply::Array(Vec::new()),
     ])
 }
 
@@ -293,10 +322,8 @@ pub fn command(_: &mut Ctx<'_>, a: &[Bytes]) -> CmdResult {
                                 Reply::bulk(format!("The {} command", s.name.to_ascii_uppercase())),
                             ),
                             (Reply::bulk("since"), Reply::bulk("1.0.0")),
-                            (
-                                Reply::bulk("group"),
-                                Reply::bulk(if s.write { "write" } else { "read" }),
-                            ),
+                            (Reply::bulk("group"), Reply::bulk(s.group)),
+                            (Reply::bulk("arity"), Reply::Int(i64::from(s.arity))),
                         ]),
                     )
                 })

@@ -348,21 +348,35 @@ pub fn object(ctx: &mut Ctx<'_>, a: &[Bytes]) -> CmdResult {
     }
     let key = &a[2];
     if is(sub, "ENCODING") {
+        let k = ctx.node.cfg.read().encoding.clone();
+        let small = |n: usize, entries: i64| n as i64 <= entries;
+        let short = |b: &[u8], value: i64| b.len() as i64 <= value;
         let enc = ctx.read(key, ReadHint::Peek, |r| {
             r.map(|(rec, _)| match &rec.value {
                 Value::Str(v) if int_like(v) => "int",
                 Value::Str(v) if v.len() <= 44 => "embstr",
                 Value::Str(_) => "raw",
                 Value::Hash(m)
-                    if m.len() <= 128 && m.iter().all(|(f, v)| f.len() <= 64 && v.len() <= 64) =>
+                    if small(m.len(), k.hash_max_listpack_entries)
+                        && m.iter().all(|(f, v)| {
+                            short(f, k.hash_max_listpack_value)
+                                && short(v, k.hash_max_listpack_value)
+                        }) =>
                 {
                     "listpack"
                 }
                 Value::Hash(_) => "hashtable",
                 Value::List(_) => "quicklist",
-                Value::Set(s) if s.len() <= 512 && s.iter().all(|m| int_like(m)) => "intset",
+                Value::Set(s)
+                    if small(s.len(), k.set_max_intset_entries) && s.iter().all(int_like) =>
+                {
+                    "intset"
+                }
                 Value::Set(_) => "hashtable",
-                Value::ZSet(z) if z.len() <= 128 && z.iter().all(|(m, _)| m.len() <= 64) => {
+                Value::ZSet(z)
+                    if small(z.len(), k.zset_max_listpack_entries)
+                        && z.iter().all(|(m, _)| short(m, k.zset_max_listpack_value)) =>
+                {
                     "listpack"
                 }
                 Value::ZSet(_) => "skiplist",
@@ -422,7 +436,11 @@ pub(crate) fn scan_page<'a, T>(
                 more = true;
             }
         }
-        let next = if more { last.checked_add(1).unwrap_or(0) } else { 0 };
+        let next = if more {
+            last.checked_add(1).unwrap_or(0)
+        } else {
+            0
+        };
         return (next, filter_page(page, pattern));
     }
     (0, filter_page(left, pattern))

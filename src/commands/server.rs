@@ -23,18 +23,32 @@ fn human(bytes: u64) -> String {
     }
 }
 
+/// User and system CPU seconds of this process, from /proc (zero where
+/// there is no /proc).
+fn cpu_seconds() -> (f64, f64) {
+    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
+        return (0.0, 0.0);
+    };
+    // Fields after the command name, which is in parentheses and may hold
+    // spaces: utime and stime are the 12th and 13th, in clock ticks.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0) / 100.0;
+    (ticks(11), ticks(12))
+}
+
 /// Renders INFO for the requested sections.
 pub fn info_text(ctx: &Ctx<'_>, sections: &[String]) -> String {
     let node = ctx.node;
     let cfg = node.cfg.read().clone();
     let s = node.store.stats();
+    // With no argument (or `default`) INFO leaves out the long per-command
+    // sections, as Redis does.
+    let verbose = |name: &str| matches!(name, "commandstats" | "errorstats" | "latencystats");
     let want = |name: &str| {
-        sections.is_empty()
+        (sections.is_empty() && !verbose(name))
             || sections.iter().any(|x| {
-                x == name
-                    || x == "all"
-                    || x == "everything"
-                    || (x == "default" && name != "commandstats")
+                x == name || x == "all" || x == "everything" || (x == "default" && !verbose(name))
             })
     };
     let mut out = String::new();
@@ -147,6 +161,38 @@ pub fn info_text(ctx: &Ctx<'_>, sections: &[String]) -> String {
     if want("cluster") {
         let enabled = u8::from(node.cluster.get().is_some());
         let _ = write!(out, "# Cluster\r\ncluster_enabled:{enabled}\r\n\r\n");
+    }
+    if want("cpu") {
+        let (user, sys) = cpu_seconds();
+        let _ = write!(
+            out,
+            "# CPU\r\nused_cpu_sys:{sys:.6}\r\nused_cpu_user:{user:.6}\r\nused_cpu_sys_children:0.000000\r\nused_cpu_user_children:0.000000\r\n\r\n"
+        );
+    }
+    if want("commandstats") {
+        out.push_str("# Commandstats\r\n");
+        for (spec, m) in super::COMMANDS.iter().zip(node.metrics.command_stats()) {
+            let calls = m.count.get();
+            if calls == 0 {
+                continue;
+            }
+            let usec = m.micros.load(Ordering::Relaxed);
+            let _ = write!(
+                out,
+                "cmdstat_{}:calls={calls},usec={usec},usec_per_call={:.2},rejected_calls=0,failed_calls={}\r\n",
+                spec.name,
+                usec as f64 / calls as f64,
+                m.errors.get()
+            );
+        }
+        out.push_str("\r\n");
+    }
+    if want("errorstats") {
+        out.push_str("# Errorstats\r\n");
+        for (prefix, n) in node.errors_by_prefix.lock().iter() {
+            let _ = write!(out, "errorstat_{prefix}:count={n}\r\n");
+        }
+        out.push_str("\r\n");
     }
     if want("keyspace") {
         out.push_str("# Keyspace\r\n");
@@ -296,7 +342,7 @@ pub fn tier(ctx: &mut Ctx<'_>, a: &[Bytes]) -> CmdResult {
 fn params(ctx: &Ctx<'_>) -> Vec<(&'static str, String)> {
     let c = ctx.node.cfg.read();
     let s = &c.storage;
-    vec![
+    let mut out = vec![
         ("maxmemory", s.maxmemory.to_string()),
         ("maxmemory-policy", "noeviction".into()),
         ("appendfsync", s.appendfsync.as_str().into()),
@@ -332,11 +378,17 @@ fn params(ctx: &Ctx<'_>) -> Vec<(&'static str, String)> {
                 .to_string(),
         ),
         ("bind", c.bind.clone()),
-    ]
+    ];
+    out.extend(
+        c.encoding
+            .list()
+            .into_iter()
+            .map(|(name, v)| (name, v.to_string())),
+    );
+    out
 }
 
 fn apply(cfg: &mut crate::config::Config, name: &str, v: &str) -> Result<(), String> {
-    let s: &mut StorageConfig = &mut cfg.storage;
     let num = |v: &str| {
         v.parse::<u64>()
             .map_err(|_| "argument must be a number".to_string())
@@ -345,6 +397,13 @@ fn apply(cfg: &mut crate::config::Config, name: &str, v: &str) -> Result<(), Str
         v.parse::<f64>()
             .map_err(|_| "argument must be a number".to_string())
     };
+    if let Some(knob) = cfg.encoding.knob_mut(name) {
+        *knob = v
+            .parse::<i64>()
+            .map_err(|_| "argument couldn't be parsed into an integer".to_string())?;
+        return Ok(());
+    }
+    let s: &mut StorageConfig = &mut cfg.storage;
     match name {
         "maxmemory" => s.maxmemory = parse_size(v).ok_or("argument must be a memory value")?,
         "appendfsync" => {

@@ -147,7 +147,12 @@ pub fn srandmember(ctx: &mut Ctx<'_>, a: &[Bytes]) -> CmdResult {
                 .filter_map(|i| s.get_index(i))
                 .collect()
         };
-        Reply::Array(picked.into_iter().map(|m| Reply::bulk(m.to_vec())).collect())
+        Reply::Array(
+            picked
+                .into_iter()
+                .map(|m| Reply::bulk(m.to_vec()))
+                .collect(),
+        )
     })
 }
 
@@ -209,7 +214,8 @@ fn combine(
         sizes.push(ctx.read_as(k, |s: Option<&SetMembers>| s.map_or(0, |s| s.len()))?);
     }
     let collect = |s: Option<&SetMembers>| -> IndexSet<Box<[u8]>> {
-        s.map(|s| s.iter().map(Box::from).collect()).unwrap_or_default()
+        s.map(|s| s.iter().map(Box::from).collect())
+            .unwrap_or_default()
     };
     match op {
         Op::Union => {
@@ -358,7 +364,11 @@ pub fn sscan(ctx: &mut Ctx<'_>, a: &[Bytes]) -> CmdResult {
         };
         Reply::Array(vec![
             Reply::bulk(next.to_string()),
-            Reply::Array(page.into_iter().map(|(m, _)| Reply::bulk(m.to_vec())).collect()),
+            Reply::Array(
+                page.into_iter()
+                    .map(|(m, _)| Reply::bulk(m.to_vec()))
+                    .collect(),
+            ),
         ])
     })
 }

@@ -319,9 +319,16 @@ fn range_cmd(ctx: &mut Ctx<'_>, a: &[Bytes], rev: bool) -> CmdResult {
         let items = s.entries.range(start..=end);
         let take = count.unwrap_or(usize::MAX);
         let out: Vec<Reply> = if rev {
-            items.rev().take(take).map(|(id, f)| entry_reply(*id, Some(f))).collect()
+            items
+                .rev()
+                .take(take)
+                .map(|(id, f)| entry_reply(*id, Some(f)))
+                .collect()
         } else {
-            items.take(take).map(|(id, f)| entry_reply(*id, Some(f))).collect()
+            items
+                .take(take)
+                .map(|(id, f)| entry_reply(*id, Some(f)))
+                .collect()
         };
         Reply::Array(out)
     })
@@ -387,9 +394,7 @@ pub fn xsetid(ctx: &mut Ctx<'_>, a: &[Bytes]) -> CmdResult {
         if is(&a[i], "ENTRIESADDED") {
             let n = int_arg(v)?;
             if n < 0 {
-                return Err(Reply::err(
-                    "ERR entries_added must be positive",
-                ));
+                return Err(Reply::err("ERR entries_added must be positive"));
             }
             added = Some(n as u64);
         } else if is(&a[i], "MAXDELETEDID") {
@@ -630,13 +635,22 @@ pub fn xreadgroup(ctx: &mut Ctx<'_>, a: &[Bytes]) -> CmdResult {
                         for id in pending {
                             replies.push(entry_reply(id, s.entries.get(&id)));
                         }
-                        ops.push(StreamOp::ConsumerSet(gname.clone(), cname, now, active_before));
+                        ops.push(StreamOp::ConsumerSet(
+                            gname.clone(),
+                            cname,
+                            now,
+                            active_before,
+                        ));
                     }
                     // New entries after the group's cursor.
                     None => {
                         let start = g.last_delivered.next().unwrap_or(StreamId::MAX);
-                        let fresh: Vec<StreamId> =
-                            s.entries.range(start..).take(take).map(|(id, _)| *id).collect();
+                        let fresh: Vec<StreamId> = s
+                            .entries
+                            .range(start..)
+                            .take(take)
+                            .map(|(id, _)| *id)
+                            .collect();
                         let mut cursor = (g.last_delivered, g.entries_read);
                         for id in &fresh {
                             let probe = Group {
@@ -648,7 +662,12 @@ pub fn xreadgroup(ctx: &mut Ctx<'_>, a: &[Bytes]) -> CmdResult {
                             replies.push(entry_reply(*id, s.entries.get(id)));
                         }
                         let active = if fresh.is_empty() { active_before } else { now };
-                        ops.push(StreamOp::ConsumerSet(gname.clone(), cname.clone(), now, active));
+                        ops.push(StreamOp::ConsumerSet(
+                            gname.clone(),
+                            cname.clone(),
+                            now,
+                            active,
+                        ));
                         if !fresh.is_empty() {
                             ops.push(StreamOp::GroupCursor(gname.clone(), cursor.0, cursor.1));
                         }
@@ -697,7 +716,8 @@ pub fn xack(ctx: &mut Ctx<'_>, a: &[Bytes]) -> CmdResult {
         };
         let mut ops = Vec::new();
         for id in ids {
-            if g.pel.contains_key(&id) && !ops.contains(&StreamOp::PendingDel(group[..].into(), id)) {
+            if g.pel.contains_key(&id) && !ops.contains(&StreamOp::PendingDel(group[..].into(), id))
+            {
                 ops.push(StreamOp::PendingDel(group[..].into(), id));
             }
         }
@@ -899,7 +919,10 @@ pub fn xclaim(ctx: &mut Ctx<'_>, a: &[Bytes]) -> CmdResult {
     update_stream(ctx, key, false, |s| {
         let s = s.ok_or_else(|| nogroup(key, group, ""))?;
         let gname: Box<[u8]> = group[..].into();
-        let g = s.groups.get(&gname).ok_or_else(|| nogroup(key, group, ""))?;
+        let g = s
+            .groups
+            .get(&gname)
+            .ok_or_else(|| nogroup(key, group, ""))?;
         let mut ops = Vec::new();
         if let Some(last) = o.lastid {
             if last > g.last_delivered {
@@ -923,7 +946,10 @@ pub fn xclaim(ctx: &mut Ctx<'_>, a: &[Bytes]) -> CmdResult {
         } else {
             now
         };
-        ops.insert(0, StreamOp::ConsumerSet(gname.clone(), consumer[..].into(), now, active));
+        ops.insert(
+            0,
+            StreamOp::ConsumerSet(gname.clone(), consumer[..].into(), now, active),
+        );
         for op in &ops {
             s.apply(op.clone());
         }
@@ -972,7 +998,10 @@ pub fn xautoclaim(ctx: &mut Ctx<'_>, a: &[Bytes]) -> CmdResult {
     update_stream(ctx, key, false, |s| {
         let s = s.ok_or_else(|| nogroup(key, group, ""))?;
         let gname: Box<[u8]> = group[..].into();
-        let g = s.groups.get(&gname).ok_or_else(|| nogroup(key, group, ""))?;
+        let g = s
+            .groups
+            .get(&gname)
+            .ok_or_else(|| nogroup(key, group, ""))?;
         let mut ops = Vec::new();
         let (mut claimed, mut deleted) = (Vec::new(), Vec::new());
         let mut attempts = count * 10;
@@ -1003,7 +1032,10 @@ pub fn xautoclaim(ctx: &mut Ctx<'_>, a: &[Bytes]) -> CmdResult {
         } else {
             now
         };
-        ops.insert(0, StreamOp::ConsumerSet(gname.clone(), consumer[..].into(), now, active));
+        ops.insert(
+            0,
+            StreamOp::ConsumerSet(gname.clone(), consumer[..].into(), now, active),
+        );
         for op in &ops {
             s.apply(op.clone());
         }
@@ -1071,7 +1103,9 @@ pub fn xgroup(ctx: &mut Ctx<'_>, a: &[Bytes]) -> CmdResult {
             } else if is(&a[i], "ENTRIESREAD") {
                 let n = int_arg(a.get(i + 1).ok_or_else(err::syntax)?)?;
                 if n < -1 {
-                    return Err(Reply::err("ERR value for ENTRIESREAD must be positive or -1"));
+                    return Err(Reply::err(
+                        "ERR value for ENTRIESREAD must be positive or -1",
+                    ));
                 }
                 entries_read = (n >= 0).then_some(n as u64);
                 i += 2;
@@ -1119,7 +1153,10 @@ pub fn xgroup(ctx: &mut Ctx<'_>, a: &[Bytes]) -> CmdResult {
         let now = now_ms();
         let n = update_stream(ctx, key, false, |s| {
             let s = s.ok_or_else(|| nogroup(key, group, ""))?;
-            let g = s.groups.get(&gname).ok_or_else(|| nogroup(key, group, ""))?;
+            let g = s
+                .groups
+                .get(&gname)
+                .ok_or_else(|| nogroup(key, group, ""))?;
             let existing = g.consumers.get(&cname);
             let (n, op) = match (create, existing) {
                 (true, Some(_)) => return Ok((0, Vec::new())),
@@ -1172,7 +1209,10 @@ fn read_reply(g: &Group) -> Reply {
 fn group_summary(s: &StreamData, name: &[u8], g: &Group) -> Reply {
     Reply::Map(vec![
         (Reply::bulk("name"), Reply::bulk(name.to_vec())),
-        (Reply::bulk("consumers"), Reply::Int(g.consumers.len() as i64)),
+        (
+            Reply::bulk("consumers"),
+            Reply::Int(g.consumers.len() as i64),
+        ),
         (Reply::bulk("pending"), Reply::Int(g.pel.len() as i64)),
         (Reply::bulk("last-delivered-id"), id_reply(g.last_delivered)),
         (Reply::bulk("entries-read"), read_reply(g)),

@@ -12,9 +12,7 @@ use super::lists::range;
 use super::reply::{format_double, Reply};
 use super::sets::{counted_keys, limit_option};
 use super::{err, float_arg, int_arg, is, CmdResult, Ctx};
-use crate::storage::{
-    Change, LexBound, Members, ReadHint, Record, ScoreBound, SortedSet, Value,
-};
+use crate::storage::{Change, LexBound, Members, ReadHint, Record, ScoreBound, SortedSet, Value};
 
 /// Owned members with their scores.
 type Scored = Vec<(Box<[u8]>, f64)>;
@@ -181,16 +179,17 @@ fn select<'a>(z: &'a SortedSet, q: &'a Query) -> Vec<(&'a [u8], f64)> {
         Bounds::Lex(None) => return Vec::new(),
         Bounds::Lex(Some((min, max))) => z.range_by_lex(min, max),
     };
-    let items: Box<dyn Iterator<Item = (&[u8], f64)>> = if q.rev {
-        Box::new(items.rev())
-    } else {
-        items
-    };
+    let items: Box<dyn Iterator<Item = (&[u8], f64)>> =
+        if q.rev { Box::new(items.rev()) } else { items };
     match q.limit {
         None => items.collect(),
         Some((offset, _)) if offset < 0 => Vec::new(),
         Some((offset, count)) => {
-            let count = if count < 0 { usize::MAX } else { count as usize };
+            let count = if count < 0 {
+                usize::MAX
+            } else {
+                count as usize
+            };
             items.skip(offset as usize).take(count).collect()
         }
     }
@@ -748,11 +747,13 @@ enum SetOp {
 
 /// The members and scores of a sorted set, or of a set (every score 1).
 fn scored_members(ctx: &mut Ctx<'_>, key: &[u8]) -> Result<Scored, Reply> {
-    ctx.read(key, ReadHint::Normal, |r| match r.map(|(rec, _)| &rec.value) {
-        None => Ok(Vec::new()),
-        Some(Value::ZSet(z)) => Ok(z.iter().map(|(m, s)| (Box::from(m), s)).collect()),
-        Some(Value::Set(s)) => Ok(s.iter().map(|m| (Box::from(m), 1.0)).collect()),
-        Some(_) => Err(err::wrongtype()),
+    ctx.read(key, ReadHint::Normal, |r| {
+        match r.map(|(rec, _)| &rec.value) {
+            None => Ok(Vec::new()),
+            Some(Value::ZSet(z)) => Ok(z.iter().map(|(m, s)| (Box::from(m), s)).collect()),
+            Some(Value::Set(s)) => Ok(s.iter().map(|m| (Box::from(m), 1.0)).collect()),
+            Some(_) => Err(err::wrongtype()),
+        }
     })?
 }
 
@@ -831,7 +832,9 @@ fn combine_args(
     while i < opts.len() {
         let o = &opts[i];
         if op != SetOp::Diff && is(o, "WEIGHTS") {
-            let ws = opts.get(i + 1..i + 1 + keys.len()).ok_or_else(err::syntax)?;
+            let ws = opts
+                .get(i + 1..i + 1 + keys.len())
+                .ok_or_else(err::syntax)?;
             weights = ws
                 .iter()
                 .map(|w| float_arg(w).map_err(|_| Reply::err("ERR weight value is not a float")))
@@ -904,7 +907,11 @@ pub fn zintercard(ctx: &mut Ctx<'_>, a: &[Bytes]) -> CmdResult {
     let (keys, opts) = counted_keys(a)?;
     let limit = limit_option(opts)?;
     let out = combine(ctx, keys, SetOp::Inter, &[], Aggregate::Sum)?;
-    let n = if limit > 0 { out.len().min(limit) } else { out.len() };
+    let n = if limit > 0 {
+        out.len().min(limit)
+    } else {
+        out.len()
+    };
     Ok(Reply::Int(n as i64))
 }
 

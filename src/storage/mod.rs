@@ -40,13 +40,12 @@ use parking_lot::{Mutex, RwLock};
 pub use config::{parse_size, AppendFsync, StorageConfig, MAX_KEY_BYTES, MIN_MAXMEMORY};
 pub use error::StorageError;
 pub use pattern::glob_match;
-pub use snapshot::SnapshotInfo;
-pub use streams::{Consumer, Fields, Group, Pending, StreamData, StreamId, StreamOp};
-pub use stats::{OffloadReport, StatsSnapshot};
 pub use sets::{LexBound, Members, ScoreBound, SetMembers, SortedSet};
+pub use snapshot::SnapshotInfo;
+pub use stats::{OffloadReport, StatsSnapshot};
+pub use streams::{Consumer, Fields, Group, Pending, StreamData, StreamId, StreamOp};
 pub use types::{
-    now_ms, now_secs, with_clock, with_rng, FieldMap, ListItems, Record, Value, ValueKind,
-    Version,
+    now_ms, now_secs, with_clock, with_rng, FieldMap, ListItems, Record, Value, ValueKind, Version,
 };
 pub use wal::{FailPoint, Lsn};
 
@@ -612,11 +611,33 @@ impl Store {
                 // delta the disk tier already holds changes nothing.
                 let head = DeltaHead::read(&mut r)?;
                 let mut value = match (op, disk.get(db, head.key)?) {
-                    (OP_HASH_DELTA, Some(rec @ Record { value: Value::Hash(_), .. }))
-                    | (OP_SET_DELTA, Some(rec @ Record { value: Value::Set(_), .. }))
-                    | (OP_ZSET_DELTA, Some(rec @ Record { value: Value::ZSet(_), .. })) => {
-                        rec.value
-                    }
+                    (
+                        OP_HASH_DELTA,
+                        Some(
+                            rec @ Record {
+                                value: Value::Hash(_),
+                                ..
+                            },
+                        ),
+                    )
+                    | (
+                        OP_SET_DELTA,
+                        Some(
+                            rec @ Record {
+                                value: Value::Set(_),
+                                ..
+                            },
+                        ),
+                    )
+                    | (
+                        OP_ZSET_DELTA,
+                        Some(
+                            rec @ Record {
+                                value: Value::ZSet(_),
+                                ..
+                            },
+                        ),
+                    ) => rec.value,
                     (OP_HASH_DELTA, _) => Value::Hash(Box::default()),
                     (OP_SET_DELTA, _) => Value::Set(Box::default()),
                     _ => Value::ZSet(Box::default()),

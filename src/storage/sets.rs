@@ -305,7 +305,9 @@ impl SortedSet {
         };
         let ordered = match (&start, &end) {
             (Bound::Included(a) | Bound::Excluded(a), Bound::Included(b) | Bound::Excluded(b)) => {
-                a < b || (a == b && matches!((&start, &end), (Bound::Included(_), Bound::Included(_))))
+                a < b
+                    || (a == b
+                        && matches!((&start, &end), (Bound::Included(_), Bound::Included(_))))
             }
             _ => true,
         };

@@ -548,7 +548,11 @@ mod tests {
         assert_eq!(once.groups[&b"g"[..]].consumers[&b"c"[..]].pending.len(), 1);
         let mut whole = Vec::new();
         encode_stream(&once, &mut whole);
-        let back = decode_stream(&mut Reader { buf: &whole, pos: 0 }).unwrap();
+        let back = decode_stream(&mut Reader {
+            buf: &whole,
+            pos: 0,
+        })
+        .unwrap();
         assert_eq!(back, once);
     }
 }
