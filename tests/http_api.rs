@@ -99,6 +99,34 @@ fn seed_000_ingest_and_get() {
     let (s, body) = get(&node, "/get/missing");
     assert_eq!(s, 404);
     assert_eq!(body["ok"], json!(false));
+
+    // Collections read back whole, from either tier.
+    let run = |c: &mut redis::Connection, args: &[&str]| {
+        let mut command = redis::cmd(args[0]);
+        for a in &args[1..] {
+            command.arg(*a);
+        }
+        command.query::<redis::Value>(c).unwrap();
+    };
+    run(&mut c, &["HSET", "h", "f", "v"]);
+    run(&mut c, &["RPUSH", "l", "a", "b"]);
+    run(&mut c, &["SADD", "s", "m"]);
+    run(&mut c, &["ZADD", "z", "1.5", "m"]);
+    run(&mut c, &["XADD", "x", "1-1", "f", "v"]);
+    node.h().node.store.demote_key(0, b"z").unwrap();
+    assert_eq!(get(&node, "/get/z").1["source"], json!("disk"));
+    let cases = [
+        ("h", json!("hash"), json!({"f": "v"})),
+        ("l", json!("list"), json!(["a", "b"])),
+        ("s", json!("set"), json!(["m"])),
+        ("z", json!("zset"), json!([["m", 1.5]])),
+        ("x", json!("stream"), json!([["1-1", ["f", "v"]]])),
+    ];
+    for (key, kind, value) in cases {
+        let (s, body) = get(&node, &format!("/get/{key}"));
+        assert_eq!(s, 200, "{body}");
+        assert_eq!((&body["type"], &body["value"]), (&kind, &value), "{key}");
+    }
 }
 
 #[test]

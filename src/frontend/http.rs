@@ -269,12 +269,76 @@ async fn get_key(
             json!({"ok": true, "source": "local_cache", "value": v}),
         ));
     }
-    let (reply, tier) = exec(&node, args(&[b"GET", key.as_bytes()])).await?;
+    let got = match exec(&node, args(&[b"GET", key.as_bytes()])).await {
+        Err(ApiError(_, e)) if e.starts_with("WRONGTYPE") => Ok((Reply::Error(e), None)),
+        other => other,
+    };
+    let (reply, tier) = got?;
     match reply {
         Reply::Bulk(v) => Ok(Json(
             json!({"ok": true, "source": tier.unwrap_or(Tier::Memory).as_str(), "value": String::from_utf8_lossy(&v)}),
         )),
+        Reply::Error(_) => {
+            // A collection: its whole content, as JSON.
+            let (kind, _) = exec(&node, args(&[b"TYPE", key.as_bytes()])).await?;
+            let kind = match kind {
+                Reply::Simple(t) => t.to_string(),
+                Reply::Status(t) => t,
+                _ => String::new(),
+            };
+            let read: &[&[u8]] = match kind.as_str() {
+                "hash" => &[b"HGETALL"],
+                "list" => &[b"LRANGE", b"0", b"-1"],
+                "set" => &[b"SMEMBERS"],
+                "zset" => &[b"ZRANGE", b"0", b"-1", b"WITHSCORES"],
+                "stream" => &[b"XRANGE", b"-", b"+"],
+                _ => return Err(not_found(format!("key '{key}' not found"))),
+            };
+            let mut cmd: Vec<&[u8]> = vec![read[0], key.as_bytes()];
+            cmd.extend_from_slice(&read[1..]);
+            let (value, tier) = exec(&node, args(&cmd)).await?;
+            Ok(Json(json!({
+                "ok": true,
+                "source": tier.unwrap_or(Tier::Memory).as_str(),
+                "type": kind,
+                "value": reply_json(&value),
+            })))
+        }
         _ => Err(not_found(format!("key '{key}' not found"))),
+    }
+}
+
+/// A reply as JSON: strings, numbers, arrays, objects for maps, and
+/// `[member, score]` pairs.
+fn reply_json(r: &Reply) -> Json_ {
+    match r {
+        Reply::Bulk(b) => Json_::String(String::from_utf8_lossy(b).into_owned()),
+        Reply::Simple(s) => Json_::String((*s).to_string()),
+        Reply::Status(s) | Reply::Verbatim(s) | Reply::Error(s) => Json_::String(s.clone()),
+        Reply::Int(n) => json!(n),
+        Reply::Double(d) => json!(d),
+        Reply::Nil | Reply::NilArray => Json_::Null,
+        Reply::Array(items) | Reply::Set(items) => {
+            Json_::Array(items.iter().map(reply_json).collect())
+        }
+        Reply::Map(pairs) => Json_::Object(
+            pairs
+                .iter()
+                .map(|(k, v)| {
+                    let key = match reply_json(k) {
+                        Json_::String(s) => s,
+                        other => other.to_string(),
+                    };
+                    (key, reply_json(v))
+                })
+                .collect(),
+        ),
+        Reply::Pairs(pairs) | Reply::Keyed(pairs) => Json_::Array(
+            pairs
+                .iter()
+                .map(|(k, v)| Json_::Array(vec![reply_json(k), reply_json(v)]))
+                .collect(),
+        ),
     }
 }
 
