@@ -3,10 +3,21 @@
 # the same redis-benchmark runs against each in one go, and strata/Redis
 # ratios. Installs redis-server and redis-tools from Debian if missing.
 #
-#   scripts/bench-vs-redis.sh [requests]     (default 300000)
+#   scripts/bench-vs-redis.sh [requests] [tests]
+#
+# requests defaults to 300000; tests is redis-benchmark's -t list (default
+# set,get,incr,hset) and may include xadd, run as `XADD s * f v`. The data
+# types line of the README comes from
+#   scripts/bench-vs-redis.sh 200000 lpush,rpush,lpop,rpop,sadd,hset,spop,zadd,zpopmin,lrange_100,lrange_600,xadd
 set -euo pipefail
 cd "$(dirname "$0")/.."
 N="${1:-300000}"
+TESTS="${2:-set,get,incr,hset}"
+XADD=0
+if [[ ",$TESTS," == *,xadd,* ]]; then
+  XADD=1
+  TESTS=$(echo ",$TESTS," | sed 's/,xadd,/,/; s/^,//; s/,$//')
+fi
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/strata-target}"
 
 if ! command -v redis-server >/dev/null || ! command -v redis-benchmark >/dev/null; then
@@ -33,8 +44,14 @@ for p in "$RP" "$SP"; do
 done
 
 run() { # port, extra args -> "TEST rps" lines
-  redis-benchmark -p "$1" -t set,get,incr,hset -c 50 -n "$N" -r 100000 --csv "${@:2}" 2>/dev/null \
-    | awk -F'","' 'NR>1 {gsub(/"/,""); split($0,a,","); print a[1], a[2]}'
+  if [ -n "$TESTS" ]; then
+    redis-benchmark -p "$1" -t "$TESTS" -c 50 -n "$N" -r 100000 --csv "${@:2}" 2>/dev/null \
+      | awk -F'","' 'NR>1 {gsub(/"/,""); split($0,a,","); if (a[1] ~ /needed/) next; split(a[1],n," "); print n[1], a[2]}'
+  fi
+  if [ "$XADD" = 1 ]; then
+    redis-benchmark -p "$1" -c 50 -n "$N" --csv "${@:2}" XADD s '*' f v 2>/dev/null \
+      | awk -F'","' 'NR>1 {gsub(/"/,""); split($0,a,","); print "XADD", a[2]}'
+  fi
 }
 
 printf '%-16s %14s %14s %8s\n' "test" "redis rps" "strata rps" "ratio"

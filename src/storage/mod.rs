@@ -306,8 +306,11 @@ fn encode_store(b: &mut Vec<u8>, db: usize, key: &[u8], rec: &Record, change: &C
             for v in list.iter().take(pushed_front) {
                 types::put_bytes(b, v);
             }
-            for v in list.iter().skip(list.len() - pushed_back) {
-                types::put_bytes(b, v);
+            // By index: skipping through the list's iterator would walk it.
+            for i in list.len() - pushed_back..list.len() {
+                if let Some(v) = list.get(i) {
+                    types::put_bytes(b, v);
+                }
             }
             return;
         }
