@@ -7,36 +7,9 @@ mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use common::TestNode;
+use common::{q, qe, TestNode};
 use proptest::prelude::*;
 use redis::{cmd, Value};
-
-/// Runs a command; panics on an error reply.
-fn q(c: &mut redis::Connection, args: &[&str]) -> Value {
-    let mut command = cmd(args[0]);
-    for a in &args[1..] {
-        command.arg(*a);
-    }
-    match command.query(c) {
-        Ok(v) => v,
-        Err(e) => panic!("{args:?}: {e}"),
-    }
-}
-
-/// Runs a command that must fail; returns the error text.
-fn qe(c: &mut redis::Connection, args: &[&str]) -> String {
-    let mut command = cmd(args[0]);
-    for a in &args[1..] {
-        command.arg(*a);
-    }
-    let e = command
-        .query::<Value>(c)
-        .expect_err(&format!("{args:?} should fail"));
-    match (e.code(), e.detail()) {
-        (Some(code), Some(detail)) => format!("{code} {detail}"),
-        _ => e.to_string(),
-    }
-}
 
 fn strings(v: Value) -> Vec<String> {
     redis::from_redis_value(&v).unwrap()

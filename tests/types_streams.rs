@@ -5,33 +5,8 @@
 
 mod common;
 
-use common::TestNode;
+use common::{q, qe, TestNode};
 use redis::{cmd, Value};
-
-fn q(c: &mut redis::Connection, args: &[&str]) -> Value {
-    let mut command = cmd(args[0]);
-    for a in &args[1..] {
-        command.arg(*a);
-    }
-    match command.query(c) {
-        Ok(v) => v,
-        Err(e) => panic!("{args:?}: {e}"),
-    }
-}
-
-fn qe(c: &mut redis::Connection, args: &[&str]) -> String {
-    let mut command = cmd(args[0]);
-    for a in &args[1..] {
-        command.arg(*a);
-    }
-    let e = command
-        .query::<Value>(c)
-        .expect_err(&format!("{args:?} should fail"));
-    match (e.code(), e.detail()) {
-        (Some(code), Some(detail)) => format!("{code} {detail}"),
-        _ => e.to_string(),
-    }
-}
 
 /// XREAD's reply: entries by stream.
 type Read = Vec<(String, Vec<(String, Vec<String>)>)>;

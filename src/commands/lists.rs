@@ -487,6 +487,19 @@ pub fn rpoplpush(ctx: &mut Ctx<'_>, a: &[Bytes]) -> CmdResult {
     ctx.atomic(|ctx| move_one(ctx, &a[1], &a[2], End::Right, End::Left))
 }
 
+/// The `[COUNT n]` that ends LMPOP and ZMPOP (1 without it).
+pub(super) fn mpop_count(opts: &[Bytes]) -> Result<usize, Reply> {
+    match opts {
+        [] => Ok(1),
+        [w, n] if is(w, "COUNT") => int_arg(n)
+            .ok()
+            .filter(|c| *c > 0)
+            .map(|c| c as usize)
+            .ok_or_else(|| Reply::err("ERR count should be greater than 0")),
+        _ => Err(err::syntax()),
+    }
+}
+
 pub fn lmpop(ctx: &mut Ctx<'_>, a: &[Bytes]) -> CmdResult {
     let n = int_arg(&a[1])
         .ok()
@@ -495,15 +508,7 @@ pub fn lmpop(ctx: &mut Ctx<'_>, a: &[Bytes]) -> CmdResult {
     let keys = a.get(2..2 + n).ok_or_else(err::syntax)?;
     let rest = &a[2 + n..];
     let end = end_arg(rest.first().ok_or_else(err::syntax)?)?;
-    let count = match rest.len() {
-        1 => 1,
-        3 if is(&rest[1], "COUNT") => int_arg(&rest[2])
-            .ok()
-            .filter(|c| *c > 0)
-            .ok_or_else(|| Reply::err("ERR count should be greater than 0"))?
-            as usize,
-        _ => return Err(err::syntax()),
-    };
+    let count = mpop_count(&rest[1..])?;
     for key in keys {
         if let Some(items) = pop_n(ctx, key, end, count)? {
             if !items.is_empty() {

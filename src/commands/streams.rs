@@ -873,6 +873,43 @@ fn claim_one(
     )))
 }
 
+/// Ends a claim: records the consumer as seen (and active if it claimed
+/// anything), applies `ops` to the stream, and answers with the claimed
+/// entries (or only their IDs).
+fn finish_claim(
+    s: &mut StreamData,
+    gname: &[u8],
+    consumer: &[u8],
+    now: u64,
+    claimed: &[StreamId],
+    ops: &mut Vec<StreamOp>,
+    justid: bool,
+) -> Vec<Reply> {
+    let c = s.groups[gname].consumers.get(consumer);
+    let active = if claimed.is_empty() {
+        c.map_or(0, |c| c.active_ms)
+    } else {
+        now
+    };
+    ops.insert(
+        0,
+        StreamOp::ConsumerSet(gname.into(), consumer.into(), now, active),
+    );
+    for op in ops.iter() {
+        s.apply(op.clone());
+    }
+    claimed
+        .iter()
+        .map(|&id| {
+            if justid {
+                id_reply(id)
+            } else {
+                entry_reply(id, s.entries.get(&id))
+            }
+        })
+        .collect()
+}
+
 pub fn xclaim(ctx: &mut Ctx<'_>, a: &[Bytes]) -> CmdResult {
     let (key, group, consumer) = (&a[1], &a[2], &a[3]);
     let min_idle = int_arg(&a[4])
@@ -940,29 +977,7 @@ pub fn xclaim(ctx: &mut Ctx<'_>, a: &[Bytes]) -> CmdResult {
                 Err(drop) => ops.push(drop),
             }
         }
-        let c = s.groups[&gname].consumers.get(&consumer[..]);
-        let active = if claimed.is_empty() {
-            c.map_or(0, |c| c.active_ms)
-        } else {
-            now
-        };
-        ops.insert(
-            0,
-            StreamOp::ConsumerSet(gname.clone(), consumer[..].into(), now, active),
-        );
-        for op in &ops {
-            s.apply(op.clone());
-        }
-        let reply = claimed
-            .into_iter()
-            .map(|id| {
-                if o.justid {
-                    id_reply(id)
-                } else {
-                    entry_reply(id, s.entries.get(&id))
-                }
-            })
-            .collect();
+        let reply = finish_claim(s, &gname, consumer, now, &claimed, &mut ops, o.justid);
         Ok((Reply::Array(reply), ops))
     })
 }
@@ -1026,29 +1041,7 @@ pub fn xautoclaim(ctx: &mut Ctx<'_>, a: &[Bytes]) -> CmdResult {
                 }
             }
         }
-        let c = s.groups[&gname].consumers.get(&consumer[..]);
-        let active = if claimed.is_empty() {
-            c.map_or(0, |c| c.active_ms)
-        } else {
-            now
-        };
-        ops.insert(
-            0,
-            StreamOp::ConsumerSet(gname.clone(), consumer[..].into(), now, active),
-        );
-        for op in &ops {
-            s.apply(op.clone());
-        }
-        let entries = claimed
-            .into_iter()
-            .map(|id| {
-                if justid {
-                    id_reply(id)
-                } else {
-                    entry_reply(id, s.entries.get(&id))
-                }
-            })
-            .collect();
+        let entries = finish_claim(s, &gname, consumer, now, &claimed, &mut ops, justid);
         Ok((
             Reply::Array(vec![
                 id_reply(next),

@@ -8,7 +8,7 @@ use bytes::Bytes;
 
 use super::hashes::Delta;
 use super::keys::{cursor_arg, scan_options, scan_page};
-use super::lists::range;
+use super::lists::{mpop_count, range};
 use super::reply::{format_double, Reply};
 use super::sets::{counted_keys, limit_option};
 use super::{err, float_arg, int_arg, is, CmdResult, Ctx};
@@ -649,15 +649,7 @@ pub fn zmpop(ctx: &mut Ctx<'_>, a: &[Bytes]) -> CmdResult {
         Some(w) if is(w, "MAX") => true,
         _ => return Err(err::syntax()),
     };
-    let count = match &rest[1..] {
-        [] => 1,
-        [w, n] if is(w, "COUNT") => int_arg(n)
-            .ok()
-            .filter(|c| *c > 0)
-            .ok_or_else(|| Reply::err("ERR count should be greater than 0"))?
-            as usize,
-        _ => return Err(err::syntax()),
-    };
+    let count = mpop_count(&rest[1..])?;
     for key in keys {
         if let Some(items) = pop_n(ctx, key, highest, count)? {
             if !items.is_empty() {

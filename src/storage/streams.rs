@@ -110,6 +110,18 @@ pub struct Group {
     pub consumers: BTreeMap<Box<[u8]>, Consumer>,
 }
 
+impl Group {
+    /// Records `id` as pending for `p.consumer` (created if need be).
+    fn add_pending(&mut self, id: StreamId, p: Pending) {
+        self.consumers
+            .entry(p.consumer.clone())
+            .or_default()
+            .pending
+            .insert(id);
+        self.pel.insert(id, p);
+    }
+}
+
 /// A stream.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct StreamData {
@@ -251,12 +263,7 @@ impl StreamData {
                             c.pending.remove(&id);
                         }
                     }
-                    g.consumers
-                        .entry(p.consumer.clone())
-                        .or_default()
-                        .pending
-                        .insert(id);
-                    g.pel.insert(id, p);
+                    g.add_pending(id, p);
                 }
             }
             StreamOp::PendingDel(group, id) => {
@@ -398,12 +405,7 @@ pub fn decode_stream(r: &mut Reader<'_>) -> Result<StreamData, StorageError> {
         for _ in 0..r.u64()? {
             let id = StreamId::read(r)?;
             let p = read_pending(r)?;
-            g.consumers
-                .entry(p.consumer.clone())
-                .or_default()
-                .pending
-                .insert(id);
-            g.pel.insert(id, p);
+            g.add_pending(id, p);
         }
         s.groups.insert(name, g);
     }

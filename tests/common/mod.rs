@@ -116,3 +116,30 @@ impl Raw {
         matches!(self.0.read(&mut b), Ok(0))
     }
 }
+
+/// Runs a command; panics with the command on an error reply.
+pub fn q(c: &mut redis::Connection, args: &[&str]) -> redis::Value {
+    let mut command = redis::cmd(args[0]);
+    for a in &args[1..] {
+        command.arg(*a);
+    }
+    match command.query(c) {
+        Ok(v) => v,
+        Err(e) => panic!("{args:?}: {e}"),
+    }
+}
+
+/// Runs a command that must fail; returns its error text.
+pub fn qe(c: &mut redis::Connection, args: &[&str]) -> String {
+    let mut command = redis::cmd(args[0]);
+    for a in &args[1..] {
+        command.arg(*a);
+    }
+    let e = command
+        .query::<redis::Value>(c)
+        .expect_err(&format!("{args:?} should fail"));
+    match (e.code(), e.detail()) {
+        (Some(code), Some(detail)) => format!("{code} {detail}"),
+        _ => e.to_string(),
+    }
+}
