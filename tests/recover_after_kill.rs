@@ -74,6 +74,24 @@ fn zset_step(i: u64) -> ZsetStep {
     (set, removed)
 }
 
+/// Write i of the block sets this byte to this value.
+fn block_step(i: u64) -> (usize, u8) {
+    ((i * 7 % 64) as usize, (i % 251) as u8 + 1)
+}
+
+fn block_after(n: u64) -> Vec<u8> {
+    let mut v = vec![0u8; 64];
+    for i in 0..n {
+        let (at, byte) = block_step(i);
+        v[at] = byte;
+    }
+    v
+}
+
+fn journal_after(n: u64) -> Vec<u8> {
+    (0..n).flat_map(|i| format!("<{i}>").into_bytes()).collect()
+}
+
 fn value(i: u64) -> Vec<u8> {
     format!("value-{i}-{}", "x".repeat((i % 50) as usize)).into_bytes()
 }
@@ -243,6 +261,47 @@ fn child_writer() {
             })
             .expect("stream");
         store.sync(w.lsn.expect("lsn")).expect("sync");
+        // Strings edited in place, logged as byte ranges: an append-only
+        // journal and a fixed-size block patched one byte at a time.
+        let entry = format!("<{i}>").into_bytes();
+        let round = std::env::var(ROUND_ENV).unwrap_or_default();
+        let w = store
+            .write_change(0, format!("journal{round}").as_bytes(), |cur| {
+                let rec = cur.get_or_insert_with(|| Record::new(Value::Str(Vec::new())));
+                let Value::Str(v) = &mut rec.value else {
+                    unreachable!("journal is a string")
+                };
+                let offset = v.len();
+                v.extend_from_slice(&entry);
+                let change = if i == 0 {
+                    Change::Full
+                } else {
+                    Change::Range {
+                        offset,
+                        len: entry.len(),
+                    }
+                };
+                ((), change)
+            })
+            .expect("journal");
+        store.sync(w.lsn.expect("lsn")).expect("sync");
+        let w = store
+            .write_change(0, format!("block{round}").as_bytes(), |cur| {
+                let rec = cur.get_or_insert_with(|| Record::new(Value::Str(vec![0; 64])));
+                let Value::Str(v) = &mut rec.value else {
+                    unreachable!("block is a string")
+                };
+                let (at, byte) = block_step(i);
+                v[at] = byte;
+                let change = if i == 0 {
+                    Change::Full
+                } else {
+                    Change::Range { offset: at, len: 1 }
+                };
+                ((), change)
+            })
+            .expect("block");
+        store.sync(w.lsn.expect("lsn")).expect("sync");
         // Two keys written as one unit (a multi-key command's writes).
         let ((), lsn) = store.atomic(|| {
             for side in ["a", "b"] {
@@ -340,6 +399,15 @@ fn acknowledged_writes_survive_sigkill() {
             assert_eq!(a.is_some(), b.is_some(), "pair {i} torn");
             assert!(i == acked || a.is_some(), "pair {i} lost");
         }
+        let journal =
+            get_str(&store, 0, format!("journal{round}").as_bytes()).expect("journal lost");
+        assert!(
+            journal == journal_after(acked) || journal == journal_after(acked + 1),
+            "journal after {acked} writes is {} bytes",
+            journal.len()
+        );
+        let block = get_str(&store, 0, format!("block{round}").as_bytes()).expect("block lost");
+        assert!(block == block_after(acked) || block == block_after(acked + 1));
         let seen = store
             .read(0, b"seen", Default::default(), |r| match r {
                 Some((

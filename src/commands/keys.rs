@@ -4,7 +4,7 @@ use bytes::Bytes;
 
 use super::reply::Reply;
 use super::{err, int_arg, is, storage_error, CmdResult, Ctx};
-use crate::storage::{glob_match, now_ms, ReadHint, Value, ValueKind};
+use crate::storage::{self, glob_match, now_ms, ReadHint, Record, Value, ValueKind};
 
 pub fn del(ctx: &mut Ctx<'_>, a: &[Bytes]) -> CmdResult {
     let mut n = 0;
@@ -473,4 +473,166 @@ fn int_like(v: &[u8]) -> bool {
 /// Whether `key` matches an optional glob.
 pub(crate) fn matches(pattern: Option<&[u8]>, key: &[u8]) -> bool {
     pattern.is_none_or(|p| glob_match(p, key))
+}
+
+fn in_cluster(ctx: &Ctx<'_>) -> bool {
+    ctx.node.cluster.get().is_some()
+}
+
+fn db_arg(ctx: &Ctx<'_>, b: &[u8]) -> Result<usize, Reply> {
+    let db = int_arg(b)?;
+    if db < 0 || db as usize >= ctx.node.store.databases() {
+        return Err(Reply::err("ERR DB index is out of range"));
+    }
+    Ok(db as usize)
+}
+
+/// Runs `f` with database `db` selected.
+fn in_db<R>(ctx: &mut Ctx<'_>, db: usize, f: impl FnOnce(&mut Ctx<'_>) -> R) -> R {
+    let saved = std::mem::replace(&mut ctx.s.db, db);
+    let out = f(ctx);
+    ctx.s.db = saved;
+    out
+}
+
+/// Puts `rec` at `key` unless a key is there and `replace` is off; whether
+/// it did.
+fn put_record(ctx: &mut Ctx<'_>, key: &[u8], rec: Record, replace: bool) -> Result<bool, Reply> {
+    let w = ctx.write(key, |cur| {
+        if cur.is_some() && !replace {
+            return (false, false);
+        }
+        *cur = Some(rec);
+        (true, true)
+    })?;
+    Ok(w.value)
+}
+
+pub fn copy(ctx: &mut Ctx<'_>, a: &[Bytes]) -> CmdResult {
+    let (src, dst) = (&a[1], &a[2]);
+    let mut db = ctx.s.db;
+    let mut replace = false;
+    let mut i = 3;
+    while i < a.len() {
+        if is(&a[i], "REPLACE") {
+            replace = true;
+        } else if is(&a[i], "DB") && i + 1 < a.len() {
+            db = db_arg(ctx, &a[i + 1])?;
+            i += 1;
+        } else {
+            return Err(err::syntax());
+        }
+        i += 1;
+    }
+    if db != ctx.s.db && in_cluster(ctx) {
+        return Err(Reply::err(
+            "ERR Copying to another database is not allowed in cluster mode",
+        ));
+    }
+    if db == ctx.s.db && src == dst {
+        return Err(Reply::err(
+            "ERR source and destination objects are the same",
+        ));
+    }
+    ctx.atomic(|ctx| {
+        let rec = ctx.read(src, ReadHint::Peek, |r| r.map(|(rec, _)| rec.clone()))?;
+        let Some(rec) = rec else {
+            return Ok(Reply::Int(0));
+        };
+        let done = in_db(ctx, db, |ctx| put_record(ctx, dst, rec, replace))?;
+        Ok(Reply::Int(done.into()))
+    })
+}
+
+pub fn move_(ctx: &mut Ctx<'_>, a: &[Bytes]) -> CmdResult {
+    if in_cluster(ctx) {
+        return Err(Reply::err("ERR MOVE is not allowed in cluster mode"));
+    }
+    let db = db_arg(ctx, &a[2])?;
+    if db == ctx.s.db {
+        return Err(Reply::err(
+            "ERR source and destination objects are the same",
+        ));
+    }
+    ctx.atomic(|ctx| {
+        let rec = ctx.read(&a[1], ReadHint::Peek, |r| r.map(|(rec, _)| rec.clone()))?;
+        let Some(rec) = rec else {
+            return Ok(Reply::Int(0));
+        };
+        if !in_db(ctx, db, |ctx| put_record(ctx, &a[1], rec, false))? {
+            return Ok(Reply::Int(0));
+        }
+        ctx.write(&a[1], |cur| ((), cur.take().is_some()))?;
+        Ok(Reply::Int(1))
+    })
+}
+
+pub fn dump(ctx: &mut Ctx<'_>, a: &[Bytes]) -> CmdResult {
+    let payload = ctx.read(&a[1], ReadHint::Peek, |r| {
+        r.map(|(rec, _)| storage::dump(rec))
+    })?;
+    Ok(payload.map_or(Reply::Nil, Reply::bulk))
+}
+
+pub fn restore(ctx: &mut Ctx<'_>, a: &[Bytes]) -> CmdResult {
+    let ttl = int_arg(&a[2])?;
+    let (mut replace, mut absttl) = (false, false);
+    let mut i = 4;
+    while i < a.len() {
+        if is(&a[i], "REPLACE") {
+            replace = true;
+        } else if is(&a[i], "ABSTTL") {
+            absttl = true;
+        } else if is(&a[i], "IDLETIME") && i + 1 < a.len() {
+            // Accepted for compatibility; strata's recency is its own.
+            if int_arg(&a[i + 1])? < 0 {
+                return Err(Reply::err("ERR Invalid IDLETIME value, must be >= 0"));
+            }
+            i += 1;
+        } else if is(&a[i], "FREQ") && i + 1 < a.len() {
+            let f = int_arg(&a[i + 1])?;
+            if !(0..=255).contains(&f) {
+                return Err(Reply::err(
+                    "ERR Invalid FREQ value, must be >= 0 and <= 255",
+                ));
+            }
+            i += 1;
+        } else {
+            return Err(err::syntax());
+        }
+        i += 1;
+    }
+    if ttl < 0 {
+        return Err(Reply::err("ERR Invalid TTL value, must be >= 0"));
+    }
+    let busy = || Reply::err("BUSYKEY Target key name already exists.");
+    if !replace && ctx.read(&a[1], ReadHint::Peek, |r| r.is_some())? {
+        return Err(busy());
+    }
+    let Some(value) = storage::undump(&a[3]) else {
+        return Err(Reply::err("ERR DUMP payload version or checksum are wrong"));
+    };
+    let expire_at_ms = match (ttl, absttl) {
+        (0, _) => None,
+        (t, true) => Some(t as u64),
+        (t, false) => Some(now_ms().saturating_add(t as u64)),
+    };
+    let w = ctx.write(&a[1], |cur| {
+        if cur.is_some() && !replace {
+            return (Err(busy()), false);
+        }
+        if expire_at_ms.is_some_and(|t| t <= now_ms()) {
+            // Already expired: nothing is created (a replaced key goes).
+            let existed = cur.take().is_some();
+            return (Ok(()), existed);
+        }
+        *cur = Some(Record {
+            value,
+            expire_at_ms,
+            version: Default::default(),
+            written_secs: 0,
+        });
+        (Ok(()), true)
+    })?;
+    w.value.map(|()| Reply::OK)
 }

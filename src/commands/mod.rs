@@ -3,17 +3,22 @@
 //! connections and the HTTP API both execute through [`execute`], so a
 //! behaviour is written once.
 //!
-//! One file per command family: `connection`, `server`, `keys`, `strings`,
-//! `hashes`.
+//! One file per command family: `connection`, `server`, `cluster`, `keys`
+//! (and `sort`), `strings`, `bitmaps`, `hyperloglog`, `hashes`, `lists`,
+//! `sets`, `zsets`, `geo`, `streams`.
 
+mod bitmaps;
 mod cluster;
 mod connection;
+mod geo;
 mod hashes;
+mod hyperloglog;
 mod keys;
 mod lists;
 pub mod reply;
 mod server;
 mod sets;
+mod sort;
 mod streams;
 mod strings;
 mod zsets;
@@ -98,6 +103,23 @@ const COUNTED_KEYS: KeySpec = KeySpec {
     numkeys: 1,
 };
 
+/// Every argument from the second on (BITOP's destination and sources).
+const KEYS_FROM_SECOND: KeySpec = KeySpec {
+    first: 2,
+    last: -1,
+    step: 1,
+    numkeys: 0,
+};
+
+/// The first argument, and the one after each STORE or STOREDIST
+/// (GEORADIUS).
+const STORE_KEYS: KeySpec = KeySpec {
+    first: 1,
+    last: 1,
+    step: 1,
+    numkeys: -2,
+};
+
 /// A destination key, then `numkeys key [key ...]` (ZUNIONSTORE).
 const DEST_COUNTED_KEYS: KeySpec = KeySpec {
     first: 1,
@@ -153,6 +175,17 @@ impl Spec {
             numkeys,
         } = self.keys;
         let n = args.len() as i32;
+        if numkeys == -2 {
+            // The source, then each STORE or STOREDIST destination.
+            let stores = args
+                .iter()
+                .enumerate()
+                .skip(2)
+                .filter(|(_, a)| is(a, "STORE") || is(a, "STOREDIST"))
+                .filter_map(|(i, _)| args.get(i + 1));
+            return Box::new(args.get(1).into_iter().chain(stores))
+                as Box<dyn Iterator<Item = &'a Bytes> + Send + 'a>;
+        }
         if numkeys < 0 {
             // After STREAMS: as many keys as IDs follow them.
             let at = args
@@ -333,6 +366,12 @@ pub static COMMANDS: &[Spec] = &[
         ALL_KEYS,
     ),
     spec("generic", "object", -2, false, keys::object, SECOND_KEY),
+    spec("generic", "copy", -3, true, keys::copy, TWO_KEYS),
+    spec("generic", "move", 3, true, keys::move_, FIRST_KEY),
+    spec("generic", "dump", 2, false, keys::dump, FIRST_KEY),
+    spec("generic", "restore", -4, true, keys::restore, FIRST_KEY),
+    spec("generic", "sort", -2, true, sort::sort, STORE_KEYS),
+    spec("generic", "sort_ro", -2, false, sort::sort_ro, FIRST_KEY),
     // strings
     spec("string", "get", 2, false, strings::get, FIRST_KEY),
     spec("string", "set", -3, true, strings::set, FIRST_KEY),
@@ -362,6 +401,100 @@ pub static COMMANDS: &[Spec] = &[
     spec("string", "getrange", 4, false, strings::getrange, FIRST_KEY),
     spec("string", "substr", 4, false, strings::getrange, FIRST_KEY),
     spec("string", "setrange", 4, true, strings::setrange, FIRST_KEY),
+    spec("string", "lcs", -3, false, strings::lcs, TWO_KEYS),
+    // bitmaps
+    spec("bitmap", "setbit", 4, true, bitmaps::setbit, FIRST_KEY),
+    spec("bitmap", "getbit", 3, false, bitmaps::getbit, FIRST_KEY),
+    spec(
+        "bitmap",
+        "bitcount",
+        -2,
+        false,
+        bitmaps::bitcount,
+        FIRST_KEY,
+    ),
+    spec("bitmap", "bitpos", -3, false, bitmaps::bitpos, FIRST_KEY),
+    spec(
+        "bitmap",
+        "bitop",
+        -4,
+        true,
+        bitmaps::bitop,
+        KEYS_FROM_SECOND,
+    ),
+    spec("bitmap", "bitfield", -2, true, bitmaps::bitfield, FIRST_KEY),
+    spec(
+        "bitmap",
+        "bitfield_ro",
+        -2,
+        false,
+        bitmaps::bitfield_ro,
+        FIRST_KEY,
+    ),
+    // geo
+    spec("geo", "geoadd", -5, true, geo::geoadd, FIRST_KEY),
+    spec("geo", "geopos", -2, false, geo::geopos, FIRST_KEY),
+    spec("geo", "geodist", -4, false, geo::geodist, FIRST_KEY),
+    spec("geo", "geohash", -2, false, geo::geohash, FIRST_KEY),
+    spec("geo", "geosearch", -7, false, geo::geosearch, FIRST_KEY),
+    spec(
+        "geo",
+        "geosearchstore",
+        -8,
+        true,
+        geo::geosearchstore,
+        TWO_KEYS,
+    ),
+    spec("geo", "georadius", -6, true, geo::georadius, STORE_KEYS),
+    spec(
+        "geo",
+        "georadius_ro",
+        -6,
+        false,
+        geo::georadius_ro,
+        FIRST_KEY,
+    ),
+    spec(
+        "geo",
+        "georadiusbymember",
+        -5,
+        true,
+        geo::georadiusbymember,
+        STORE_KEYS,
+    ),
+    spec(
+        "geo",
+        "georadiusbymember_ro",
+        -5,
+        false,
+        geo::georadiusbymember_ro,
+        FIRST_KEY,
+    ),
+    // HyperLogLog
+    spec(
+        "hyperloglog",
+        "pfadd",
+        -2,
+        true,
+        hyperloglog::pfadd,
+        FIRST_KEY,
+    ),
+    spec(
+        "hyperloglog",
+        "pfcount",
+        -2,
+        false,
+        hyperloglog::pfcount,
+        ALL_KEYS,
+    ),
+    spec(
+        "hyperloglog",
+        "pfmerge",
+        -2,
+        true,
+        hyperloglog::pfmerge,
+        ALL_KEYS,
+    ),
     // lists
     spec("list", "lpush", -3, true, lists::lpush, FIRST_KEY),
     spec("list", "rpush", -3, true, lists::rpush, FIRST_KEY),

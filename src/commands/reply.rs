@@ -31,6 +31,9 @@ pub enum Reply {
     Double(f64),
     /// `=` verbatim text in RESP3, a bulk string in RESP2.
     Verbatim(String),
+    /// A coordinate: `,` in RESP3, in RESP2 a bulk string with 17
+    /// decimals and trailing zeros trimmed, as Redis prints positions.
+    Coord(f64),
     /// Pairs such as member and score: an array of two-element arrays in
     /// RESP3, one flat array in RESP2 (ZRANGE WITHSCORES, ZPOPMIN count).
     Pairs(Vec<(Reply, Reply)>),
@@ -88,6 +91,13 @@ pub fn format_double(d: f64) -> String {
     } else {
         s
     }
+}
+
+/// A coordinate as Redis prints it in RESP2: 17 decimals, trailing zeros
+/// trimmed.
+pub fn format_coord(d: f64) -> String {
+    let s = format!("{d:.17}");
+    s.trim_end_matches('0').trim_end_matches('.').to_string()
 }
 
 impl Reply {
@@ -167,6 +177,11 @@ impl Reply {
                     Reply::Bulk(Bytes::from(s)).encode(false, out);
                 }
             }
+            Reply::Coord(d) => match proto {
+                Proto::Resp2 => Reply::Bulk(Bytes::from(format_coord(*d))).encode(false, out),
+                Proto::Resp3 => Reply::Double(*d).encode(true, out),
+                Proto::Wire => line(out, b'C', d.to_bits() as i64),
+            },
             Reply::Pairs(pairs) => {
                 match proto {
                     Proto::Resp2 => line(out, b'*', 2 * pairs.len() as i64),
@@ -292,6 +307,7 @@ fn decode(buf: &[u8], pos: &mut usize, depth: usize) -> Option<Reply> {
             "-inf" => f64::NEG_INFINITY,
             l => l.parse().ok()?,
         }),
+        b'C' => Reply::Coord(f64::from_bits(line.parse::<i64>().ok()? as u64)),
         b'$' | b'*' if line == "-1" => {
             if tag == b'$' {
                 Reply::Nil

@@ -4,7 +4,7 @@ use bytes::Bytes;
 
 use super::reply::{format_double, Reply};
 use super::{err, float_arg, int_arg, is, CmdResult, Ctx};
-use crate::storage::{now_ms, Record, Value, Version};
+use crate::storage::{now_ms, Change, Record, Value, Version};
 
 fn string_record(v: Vec<u8>, expire_at_ms: Option<u64>) -> Record {
     Record {
@@ -370,22 +370,27 @@ pub fn incrbyfloat(ctx: &mut Ctx<'_>, a: &[Bytes]) -> CmdResult {
 
 pub fn append(ctx: &mut Ctx<'_>, a: &[Bytes]) -> CmdResult {
     let max = ctx.max_bulk();
-    let w = ctx.write(&a[1], |cur| match cur {
+    let w = ctx.write_change(&a[1], |cur| match cur {
         None => {
             *cur = Some(string_record(a[2].to_vec(), None));
-            (Ok(Reply::Int(a[2].len() as i64)), true)
+            (Ok(Reply::Int(a[2].len() as i64)), Change::Full)
         }
         Some(Record {
             value: Value::Str(v),
             ..
         }) => {
             if v.len() + a[2].len() > max {
-                return (Err(err::too_big()), false);
+                return (Err(err::too_big()), Change::None);
             }
+            let offset = v.len();
             v.extend_from_slice(&a[2]);
-            (Ok(Reply::Int(v.len() as i64)), true)
+            let change = Change::Range {
+                offset,
+                len: a[2].len(),
+            };
+            (Ok(Reply::Int(v.len() as i64)), change)
         }
-        Some(_) => (Err(err::wrongtype()), false),
+        Some(_) => (Err(err::wrongtype()), Change::None),
     })?;
     w.value
 }
@@ -431,29 +436,196 @@ pub fn setrange(ctx: &mut Ctx<'_>, a: &[Bytes]) -> CmdResult {
     if !patch.is_empty() && offset + patch.len() > max {
         return Err(err::too_big());
     }
-    let w = ctx.write(&a[1], |cur| match cur {
-        None if patch.is_empty() => (Ok(Reply::Int(0)), false),
+    let w = ctx.write_change(&a[1], |cur| match cur {
+        None if patch.is_empty() => (Ok(Reply::Int(0)), Change::None),
         None => {
             let mut v = vec![0u8; offset];
             v.extend_from_slice(patch);
             let n = v.len();
             *cur = Some(string_record(v, None));
-            (Ok(Reply::Int(n as i64)), true)
+            (Ok(Reply::Int(n as i64)), Change::Full)
         }
         Some(Record {
             value: Value::Str(v),
             ..
         }) => {
             if patch.is_empty() {
-                return (Ok(Reply::Int(v.len() as i64)), false);
+                return (Ok(Reply::Int(v.len() as i64)), Change::None);
             }
             if v.len() < offset + patch.len() {
                 v.resize(offset + patch.len(), 0);
             }
             v[offset..offset + patch.len()].copy_from_slice(patch);
-            (Ok(Reply::Int(v.len() as i64)), true)
+            let change = Change::Range {
+                offset,
+                len: patch.len(),
+            };
+            (Ok(Reply::Int(v.len() as i64)), change)
         }
-        Some(_) => (Err(err::wrongtype()), false),
+        Some(_) => (Err(err::wrongtype()), Change::None),
     })?;
     w.value
+}
+
+/// Changes the string at `key` in place, for commands that edit bytes
+/// (SETBIT, BITFIELD, PFADD). `f` gets the bytes (empty for no key) and
+/// whether the key existed, and returns its result and the byte range it changed, if any; an absent key
+/// is created only when something changed. The key keeps its TTL.
+pub(super) fn update_bytes<R>(
+    ctx: &mut Ctx<'_>,
+    key: &[u8],
+    f: impl FnOnce(&mut Vec<u8>, bool) -> Result<(R, Option<std::ops::Range<usize>>), Reply>,
+) -> Result<R, Reply> {
+    let w = ctx.write_change(key, |cur| {
+        let created = cur.is_none();
+        let rec = cur.get_or_insert_with(|| string_record(Vec::new(), None));
+        let Value::Str(v) = &mut rec.value else {
+            return (Err(err::wrongtype()), Change::None);
+        };
+        match f(v, !created) {
+            Ok((r, None)) => {
+                if created {
+                    *cur = None;
+                }
+                (Ok(r), Change::None)
+            }
+            Ok((r, Some(_))) if created => (Ok(r), Change::Full),
+            Ok((r, Some(range))) => (
+                Ok(r),
+                Change::Range {
+                    offset: range.start,
+                    len: range.len(),
+                },
+            ),
+            Err(e) => {
+                if created {
+                    *cur = None;
+                }
+                (Err(e), Change::None)
+            }
+        }
+    })?;
+    w.value
+}
+
+/// The string at `key` for reading (empty for no key).
+pub(super) fn read_bytes<R>(
+    ctx: &mut Ctx<'_>,
+    key: &[u8],
+    f: impl FnOnce(&[u8]) -> R,
+) -> Result<R, Reply> {
+    ctx.read_typed(
+        key,
+        |v| match v {
+            Value::Str(s) => Some(s.as_slice()),
+            _ => None,
+        },
+        |s| f(s.unwrap_or_default()),
+    )
+}
+
+pub fn lcs(ctx: &mut Ctx<'_>, a: &[Bytes]) -> CmdResult {
+    let (mut len_only, mut idx, mut with_len, mut min_len) = (false, false, false, 0usize);
+    let mut i = 3;
+    while i < a.len() {
+        if is(&a[i], "LEN") {
+            len_only = true;
+        } else if is(&a[i], "IDX") {
+            idx = true;
+        } else if is(&a[i], "WITHMATCHLEN") {
+            with_len = true;
+        } else if is(&a[i], "MINMATCHLEN") && i + 1 < a.len() {
+            min_len = int_arg(&a[i + 1])?.max(0) as usize;
+            i += 1;
+        } else {
+            return Err(err::syntax());
+        }
+        i += 1;
+    }
+    if len_only && idx {
+        return Err(Reply::err(
+            "ERR If you want both the length and indexes, please just use IDX.",
+        ));
+    }
+    let x = read_bytes(ctx, &a[1], <[u8]>::to_vec)?;
+    let y = read_bytes(ctx, &a[2], <[u8]>::to_vec)?;
+    let (n, m) = (x.len(), y.len());
+    // The table takes (n+1)(m+1) cells of 4 bytes.
+    let cells = (n as u128 + 1) * (m as u128 + 1);
+    if cells * 4 > ctx.max_bulk() as u128 {
+        return Err(Reply::err(
+            "ERR Insufficient memory, transient memory for LCS exceeds proto-max-bulk-len",
+        ));
+    }
+    let w = m + 1;
+    let mut t = vec![0u32; (n + 1) * w];
+    for i in 1..=n {
+        for j in 1..=m {
+            t[i * w + j] = if x[i - 1] == y[j - 1] {
+                t[(i - 1) * w + j - 1] + 1
+            } else {
+                t[(i - 1) * w + j].max(t[i * w + j - 1])
+            };
+        }
+    }
+    let total = t[n * w + m] as usize;
+    if len_only {
+        return Ok(Reply::Int(total as i64));
+    }
+    // Walk back from the end, collecting the common bytes and, for IDX,
+    // the matching ranges (last first, as Redis lists them).
+    let mut common = vec![0u8; total];
+    let mut k = total;
+    let mut matches = Vec::new();
+    let (mut i, mut j) = (n, m);
+    let mut range: Option<(usize, usize, usize, usize)> = None;
+    while i > 0 && j > 0 {
+        let mut emit = false;
+        if x[i - 1] == y[j - 1] {
+            common[k - 1] = x[i - 1];
+            range = Some(match range {
+                Some((a0, a1, b0, b1)) if a0 == i && b0 == j => (a0 - 1, a1, b0 - 1, b1),
+                Some(_) => {
+                    emit = true;
+                    (i - 1, i - 1, j - 1, j - 1)
+                }
+                None => (i - 1, i - 1, j - 1, j - 1),
+            });
+            if range.is_some_and(|(a0, _, b0, _)| a0 == 0 || b0 == 0) {
+                emit = true;
+            }
+            k -= 1;
+            i -= 1;
+            j -= 1;
+        } else {
+            if t[(i - 1) * w + j] > t[i * w + j - 1] {
+                i -= 1;
+            } else {
+                j -= 1;
+            }
+            emit = range.is_some();
+        }
+        if emit {
+            if let Some((a0, a1, b0, b1)) = range.take() {
+                let len = a1 - a0 + 1;
+                if idx && (min_len == 0 || len >= min_len) {
+                    let span = |s: usize, e: usize| {
+                        Reply::Array(vec![Reply::Int(s as i64), Reply::Int(e as i64)])
+                    };
+                    let mut item = vec![span(a0, a1), span(b0, b1)];
+                    if with_len {
+                        item.push(Reply::Int(len as i64));
+                    }
+                    matches.push(Reply::Array(item));
+                }
+            }
+        }
+    }
+    if idx {
+        return Ok(Reply::Map(vec![
+            (Reply::bulk("matches"), Reply::Array(matches)),
+            (Reply::bulk("len"), Reply::Int(total as i64)),
+        ]));
+    }
+    Ok(Reply::bulk(common))
 }

@@ -265,7 +265,7 @@ pub fn zrevrangebylex(ctx: &mut Ctx<'_>, a: &[Bytes]) -> CmdResult {
 
 /// Replaces `dst` with a sorted set of `items` (deleting it if there are
 /// none); returns how many members it holds.
-fn store_zset(ctx: &mut Ctx<'_>, dst: &[u8], items: Scored) -> CmdResult {
+pub(super) fn store_zset(ctx: &mut Ctx<'_>, dst: &[u8], items: Scored) -> CmdResult {
     let mut z = SortedSet::new();
     for (m, s) in items {
         z.insert(&m, s);

@@ -316,7 +316,7 @@ fn reply_json(r: &Reply) -> Json_ {
         Reply::Simple(s) => Json_::String((*s).to_string()),
         Reply::Status(s) | Reply::Verbatim(s) | Reply::Error(s) => Json_::String(s.clone()),
         Reply::Int(n) => json!(n),
-        Reply::Double(d) => json!(d),
+        Reply::Double(d) | Reply::Coord(d) => json!(d),
         Reply::Nil | Reply::NilArray => Json_::Null,
         Reply::Array(items) | Reply::Set(items) => {
             Json_::Array(items.iter().map(reply_json).collect())

@@ -21,6 +21,7 @@ mod config;
 mod disk;
 mod doorkeeper;
 mod error;
+pub mod hll;
 mod memory;
 mod pattern;
 mod sets;
@@ -45,7 +46,8 @@ pub use snapshot::SnapshotInfo;
 pub use stats::{OffloadReport, StatsSnapshot};
 pub use streams::{Consumer, Fields, Group, Pending, StreamData, StreamId, StreamOp};
 pub use types::{
-    now_ms, now_secs, with_clock, with_rng, FieldMap, ListItems, Record, Value, ValueKind, Version,
+    dump, now_ms, now_secs, undump, with_clock, with_rng, FieldMap, ListItems, Record, Value,
+    ValueKind, Version,
 };
 pub use wal::{FailPoint, Lsn};
 
@@ -122,6 +124,15 @@ pub enum Change {
     /// A stream changed by these operations (see [`StreamOp`]), so an
     /// XADD or XACK costs O(1) in the log however long the stream is.
     Stream(Vec<StreamOp>),
+    /// Only `len` bytes of a string from `offset` changed (it may have
+    /// grown to hold them, zero-filled): SETRANGE, APPEND, SETBIT,
+    /// BITFIELD and PFADD log just those bytes.
+    Range {
+        /// First byte changed.
+        offset: usize,
+        /// Bytes changed.
+        len: usize,
+    },
 }
 
 /// The outcome of [`Store::write`].
@@ -235,6 +246,7 @@ const OP_LIST_DELTA: u8 = 7;
 const OP_SET_DELTA: u8 = 9;
 const OP_ZSET_DELTA: u8 = 10;
 const OP_STREAM_DELTA: u8 = 11;
+const OP_STR_RANGE: u8 = 12;
 /// A batch of records applied as one, with its group's mark.
 const OP_BATCH: u8 = 6;
 /// Writes of one multi-key command on a single node, replayed all or none.
@@ -312,6 +324,15 @@ fn encode_store(b: &mut Vec<u8>, db: usize, key: &[u8], rec: &Record, change: &C
                     types::put_bytes(b, v);
                 }
             }
+            return;
+        }
+    }
+    if let (&Change::Range { offset, len }, Value::Str(v)) = (change, &rec.value) {
+        if let Some(bytes) = v.get(offset..offset.saturating_add(len)) {
+            encode_delta_head(b, OP_STR_RANGE, db, key, rec);
+            b.extend_from_slice(&(v.len() as u64).to_le_bytes());
+            b.extend_from_slice(&(offset as u64).to_le_bytes());
+            types::put_bytes(b, bytes);
             return;
         }
     }
@@ -692,6 +713,33 @@ impl Store {
                     stream.apply(op);
                 }
                 disk.put(db, head.key, &head.record(Value::Stream(stream)))
+            }
+            OP_STR_RANGE => {
+                // Sets the length and the bytes outright: replaying it over
+                // a disk copy that already has it (or later changes, which
+                // are replayed after it) ends in the same string.
+                let head = DeltaHead::read(&mut r)?;
+                let (total, offset) = (r.u64()? as usize, r.u64()? as usize);
+                let bytes = r.bytes()?;
+                if total > 1 << 34
+                    || offset
+                        .checked_add(bytes.len())
+                        .is_none_or(|end| end > total)
+                {
+                    return Err(StorageError::Corrupt {
+                        what: format!("string range {offset}+{} past {total}", bytes.len()),
+                    });
+                }
+                let mut v = match disk.get(db, head.key)? {
+                    Some(Record {
+                        value: Value::Str(v),
+                        ..
+                    }) => v,
+                    _ => Vec::new(),
+                };
+                v.resize(total, 0);
+                v[offset..offset + bytes.len()].copy_from_slice(bytes);
+                disk.put(db, head.key, &head.record(Value::Str(v)))
             }
             OP_FLUSHDB => disk.clear(db),
             other => Err(StorageError::Corrupt {

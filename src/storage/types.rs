@@ -522,6 +522,46 @@ pub fn decode_record(buf: &[u8]) -> Result<Record, StorageError> {
     })
 }
 
+/// Version of the DUMP payload format.
+const DUMP_VERSION: u16 = 1;
+
+/// DUMP's payload for `rec`'s value: the record encoding without expiry
+/// or version, then the format version (2 bytes) and an XXH3 checksum of
+/// everything before it (8 bytes). It round-trips through [`undump`] on
+/// any strata node; it is not Redis's RDB format.
+pub fn dump(rec: &Record) -> Vec<u8> {
+    let mut out = Vec::with_capacity(64);
+    encode_record(rec, &mut out);
+    // Expiry, version and write time (bytes 2..26) belong to the key, not
+    // the value.
+    out[2..26].fill(0);
+    out.extend_from_slice(&DUMP_VERSION.to_le_bytes());
+    let sum = xxhash_rust::xxh3::xxh3_64(&out);
+    out.extend_from_slice(&sum.to_le_bytes());
+    out
+}
+
+/// The value in a DUMP payload; None if the payload is damaged, from
+/// another format version, or not one at all.
+pub fn undump(payload: &[u8]) -> Option<Value> {
+    let body_len = payload.len().checked_sub(10)?;
+    let (body, trailer) = payload.split_at(body_len);
+    let version = u16::from_le_bytes([trailer[0], trailer[1]]);
+    let sum = u64::from_le_bytes(trailer[2..10].try_into().ok()?);
+    if version != DUMP_VERSION || xxhash_rust::xxh3::xxh3_64(&payload[..body_len + 2]) != sum {
+        return None;
+    }
+    let rec = decode_record(body).ok()?;
+    let sane = match &rec.value {
+        Value::ZSet(z) => z.iter().all(|(_, s)| !s.is_nan()),
+        Value::Hash(m) => !m.is_empty(),
+        Value::List(l) => !l.is_empty(),
+        Value::Set(m) => !m.is_empty(),
+        _ => true,
+    };
+    sane.then_some(rec.value)
+}
+
 /// Appends a u32-length-prefixed byte string.
 pub fn put_bytes(out: &mut Vec<u8>, b: &[u8]) {
     out.extend_from_slice(&(b.len() as u32).to_le_bytes());
