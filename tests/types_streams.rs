@@ -6,7 +6,7 @@
 mod common;
 
 use common::{q, qe, TestNode};
-use redis::{cmd, Value};
+use redis::Value;
 
 /// XREAD's reply: entries by stream.
 type Read = Vec<(String, Vec<(String, Vec<String>)>)>;
