@@ -28,6 +28,26 @@ pub struct ClientHandle {
     pub state: Mutex<ClientState>,
     /// Cancelled by CLIENT KILL or shutdown.
     pub kill: CancellationToken,
+    /// Wakes the client from a blocking command (CLIENT UNBLOCK).
+    pub unblock: tokio::sync::Notify,
+}
+
+impl ClientHandle {
+    /// A handle for client `id` connected from `addr`.
+    pub fn new(id: u64, addr: String, laddr: String, resp: u8) -> ClientHandle {
+        ClientHandle {
+            id,
+            addr,
+            laddr,
+            created: Instant::now(),
+            state: Mutex::new(ClientState {
+                resp,
+                ..ClientState::default()
+            }),
+            kill: CancellationToken::new(),
+            unblock: tokio::sync::Notify::new(),
+        }
+    }
 }
 
 /// What a client is doing.
@@ -43,6 +63,15 @@ pub struct ClientState {
     pub last_active: Option<Instant>,
     /// RESP version.
     pub resp: u8,
+    /// Blocked in a command (BLPOP, XREAD BLOCK, ...).
+    pub blocked: bool,
+    /// In MULTI.
+    pub in_multi: bool,
+    /// Keys watched.
+    pub watching: usize,
+    /// How CLIENT UNBLOCK asked the blocked command to end: with an error
+    /// rather than as if it had timed out.
+    pub unblock_error: bool,
 }
 
 /// Shared node state.
@@ -77,6 +106,10 @@ pub struct Node {
     pub stat_baseline: Mutex<StatBaseline>,
     /// Error replies by their first word (INFO's Errorstats).
     pub errors_by_prefix: Mutex<BTreeMap<String, u64>>,
+    /// Keeps transactions whole: see [`Gate`].
+    pub gate: Gate,
+    /// Clients blocked on keys.
+    pub waiters: Waiters,
 }
 
 impl Node {
@@ -112,7 +145,146 @@ impl Node {
             stat_baseline: Mutex::new(StatBaseline::default()),
             errors_by_prefix: Mutex::new(BTreeMap::new()),
             cluster: OnceLock::new(),
+            gate: Gate::default(),
+            waiters: Waiters::default(),
         }
+    }
+}
+
+thread_local! {
+    /// Whether this thread holds the gate (shared or exclusive).
+    static GATE_HELD: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// What keeps a transaction or script whole: every command runs holding
+/// the gate shared, and EXEC holds it exclusively, so no other client's
+/// command runs between the commands of a transaction. Commands run
+/// inside one (queued commands, nested calls) don't take it again.
+#[derive(Default)]
+pub struct Gate {
+    lock: RwLock<()>,
+}
+
+/// A hold on the [`Gate`], released on drop.
+pub struct GateGuard<'a> {
+    _shared: Option<parking_lot::RwLockReadGuard<'a, ()>>,
+    _exclusive: Option<parking_lot::RwLockWriteGuard<'a, ()>>,
+}
+
+impl Drop for GateGuard<'_> {
+    fn drop(&mut self) {
+        GATE_HELD.with(|h| h.set(false));
+    }
+}
+
+impl Gate {
+    /// Holds the gate shared; None if this thread already holds it.
+    pub fn shared(&self) -> Option<GateGuard<'_>> {
+        if GATE_HELD.with(std::cell::Cell::get) {
+            return None;
+        }
+        let g = self.lock.read();
+        GATE_HELD.with(|h| h.set(true));
+        Some(GateGuard {
+            _shared: Some(g),
+            _exclusive: None,
+        })
+    }
+
+    /// Holds the gate alone; None if this thread already holds it.
+    pub fn exclusive(&self) -> Option<GateGuard<'_>> {
+        if GATE_HELD.with(std::cell::Cell::get) {
+            return None;
+        }
+        let g = self.lock.write();
+        GATE_HELD.with(|h| h.set(true));
+        Some(GateGuard {
+            _shared: None,
+            _exclusive: Some(g),
+        })
+    }
+}
+
+/// One blocked client's place in the queues of the keys it waits on.
+pub struct WaitSlot {
+    /// Rung when a key it waits on may have something for it.
+    pub ready: tokio::sync::Notify,
+}
+
+/// Clients blocked on keys, first come first served per key. A write
+/// that creates a key (or XADD) wakes the first client waiting on it;
+/// a client that got what it waited for, gave up or left wakes the next,
+/// so a push of several items serves several clients in order.
+#[derive(Default)]
+pub struct Waiters {
+    count: std::sync::atomic::AtomicUsize,
+    queues: Mutex<HashMap<(usize, Vec<u8>), VecDeque<Arc<WaitSlot>>>>,
+}
+
+/// A client's registration in [`Waiters`], removed on drop.
+pub struct Waiting<'a> {
+    waiters: &'a Waiters,
+    keys: Vec<(usize, Vec<u8>)>,
+    /// The client's slot.
+    pub slot: Arc<WaitSlot>,
+}
+
+impl Waiters {
+    /// Queues a client behind the ones already waiting on `keys`.
+    pub fn wait(&self, keys: Vec<(usize, Vec<u8>)>) -> Waiting<'_> {
+        let slot = Arc::new(WaitSlot {
+            ready: tokio::sync::Notify::new(),
+        });
+        let mut q = self.queues.lock();
+        for k in &keys {
+            q.entry(k.clone()).or_default().push_back(slot.clone());
+        }
+        self.count.fetch_add(1, Ordering::Relaxed);
+        Waiting {
+            waiters: self,
+            keys,
+            slot,
+        }
+    }
+
+    /// Something may be waiting for `key`: wake the first client in line.
+    pub fn signal(&self, db: usize, key: &[u8]) {
+        if self.count.load(Ordering::Relaxed) == 0 {
+            return;
+        }
+        let q = self.queues.lock();
+        if let Some(first) = q.get(&(db, key.to_vec())).and_then(VecDeque::front) {
+            first.ready.notify_one();
+        }
+    }
+
+    /// Clients blocked right now.
+    pub fn blocked(&self) -> usize {
+        self.count.load(Ordering::Relaxed)
+    }
+
+    /// Keys someone is blocked on.
+    pub fn keys(&self) -> usize {
+        self.queues.lock().len()
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        let mut q = self.waiters.queues.lock();
+        for k in &self.keys {
+            let Some(line) = q.get_mut(k) else { continue };
+            line.retain(|s| !Arc::ptr_eq(s, &self.slot));
+            match line.front() {
+                // Whatever this client did or did not take, the next in
+                // line looks for itself.
+                Some(next) => next.ready.notify_one(),
+                None => {
+                    q.remove(k);
+                }
+            }
+        }
+        self.waiters.count.fetch_sub(1, Ordering::Relaxed);
     }
 }
 

@@ -15,34 +15,22 @@ use std::fmt::Write as _;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Weak};
-use std::time::Instant;
 
 use bytes::Bytes;
-use tokio_util::sync::CancellationToken;
 
 use super::reply::Reply;
-use super::{err, execute, int_arg, is, lookup, CmdResult, Ctx, Session};
+use super::{err, execute, int_arg, is, lookup, transactions, CmdResult, Ctx, Session};
 use crate::cluster::state_machine::Apply;
 use crate::cluster::types::ForwardReply;
 use crate::cluster::{Cluster, ClusterError, Forwarded, PeerNode, ShardInfo};
-use crate::node::{ClientHandle, ClientState, Node};
+use crate::node::{ClientHandle, Node};
 use crate::slot::{slot_of, SLOTS};
 
 /// A session for work the node does on its own behalf (applying
 /// replicated writes, serving forwarded requests): authenticated, never
 /// listed by CLIENT LIST.
 fn internal_session(db: u8) -> Session {
-    let handle = Arc::new(ClientHandle {
-        id: 0,
-        addr: "internal".into(),
-        laddr: String::new(),
-        created: Instant::now(),
-        state: parking_lot::Mutex::new(ClientState {
-            resp: 3,
-            ..ClientState::default()
-        }),
-        kill: CancellationToken::new(),
-    });
+    let handle = Arc::new(ClientHandle::new(0, "internal".into(), String::new(), 3));
     let mut s = Session::new(handle, true);
     s.db = usize::from(db);
     s.resp3 = true;
@@ -121,6 +109,15 @@ pub async fn dispatch(node: &Node, s: &mut Session, args: &[Bytes]) -> Reply {
         // Refused the same way as anywhere else.
         return local(s);
     }
+    if s.multi.is_some() && !transactions::runs_in_multi(spec.name) {
+        // Queued here; the transaction is routed whole at EXEC.
+        return local(s);
+    }
+    match spec.name {
+        "exec" if s.multi.is_some() => return exec(node, cluster, s).await,
+        "watch" if s.multi.is_none() => return watch(node, cluster, s, args).await,
+        _ => {}
+    }
     if spec.name == "cluster" && args.get(1).is_some_and(|a| is(a, "STRATA-CREATE")) {
         return create(cluster, &args[2..]).await;
     }
@@ -130,6 +127,59 @@ pub async fn dispatch(node: &Node, s: &mut Session, args: &[Bytes]) -> Reply {
     if spec.name == "strata-flushslots" {
         return flush_shard(cluster, s, args).await;
     }
+    route(node, cluster, s, spec, args).await
+}
+
+/// EXEC in a cluster: the transaction goes whole to its keys' shard as
+/// one STRATA-EXEC request, replicated as one entry.
+async fn exec(node: &Node, cluster: &Cluster, s: &mut Session) -> Reply {
+    let mut ctx = Ctx { node, s };
+    let (queued, watched) = match transactions::take(&mut ctx) {
+        Ok(t) => t,
+        Err(e) => return e,
+    };
+    let args = transactions::encode(&watched, &queued);
+    if transactions::keys_of(&args).is_empty() {
+        return transactions::run(&mut ctx, &watched, &queued);
+    }
+    let Some((_, spec)) = lookup(&args[0]) else {
+        unreachable!("STRATA-EXEC is in the command table")
+    };
+    route(node, cluster, s, spec, &args).await
+}
+
+/// WATCH in a cluster: the stamps are read where the keys live.
+async fn watch(node: &Node, cluster: &Cluster, s: &mut Session, args: &[Bytes]) -> Reply {
+    let mut stamps = args.to_vec();
+    stamps[0] = Bytes::from_static(b"STRATA-STAMPS");
+    let Some((_, spec)) = lookup(&stamps[0]) else {
+        unreachable!("STRATA-STAMPS is in the command table")
+    };
+    let reply = route(node, cluster, s, spec, &stamps).await;
+    match transactions::stamps_from(s.db, &args[1..], &reply) {
+        Ok(watched) => {
+            for (db, key, stamp) in watched {
+                s.watch(db, key, stamp);
+            }
+            Reply::OK
+        }
+        Err(e) => e,
+    }
+}
+
+/// Routes a keyed request to its shard: executed here, replicated through
+/// the shard's log, or sent to the node that can.
+async fn route(
+    node: &Node,
+    cluster: &Cluster,
+    s: &mut Session,
+    spec: &'static super::Spec,
+    args: &[Bytes],
+) -> Reply {
+    let local = |s: &mut Session| {
+        let mut ctx = Ctx { node, s };
+        execute(&mut ctx, args)
+    };
     let mut keys = spec.keys_of(args);
     let Some(first) = keys.next() else {
         return local(s);
@@ -275,6 +325,7 @@ async fn flush_shard(cluster: &Cluster, s: &mut Session, args: &[Bytes]) -> Repl
 fn batch_group(cluster: &Cluster, s: &Session, args: &[Bytes]) -> Option<u32> {
     let (_, spec) = lookup(args.first()?)?;
     if !spec.write
+        || s.multi.is_some()
         || (!s.authed && !spec.noauth)
         || !spec.arity_ok(args.len())
         || matches!(spec.name, "flushdb" | "flushall" | "strata-flushslots")

@@ -112,6 +112,7 @@ pub fn quit(ctx: &mut Ctx<'_>, _: &[Bytes]) -> CmdResult {
 }
 
 pub fn reset(ctx: &mut Ctx<'_>, _: &[Bytes]) -> CmdResult {
+    ctx.s.end_transaction();
     ctx.s.db = 0;
     ctx.s.resp3 = false;
     ctx.s.authed = ctx.node.cfg.read().requirepass.is_none();
@@ -128,13 +129,18 @@ fn client_line(c: &crate::node::ClientHandle) -> String {
     let st = c.state.lock().clone();
     let idle = st.last_active.map_or(0, |t| t.elapsed().as_secs());
     format!(
-        "id={} addr={} laddr={} fd=0 name={} age={} idle={} flags=N db={} sub=0 psub=0 ssub=0 multi=-1 qbuf=0 qbuf-free=0 argv-mem=0 multi-mem=0 obl=0 oll=0 omem=0 tot-mem=0 events=r cmd={} user=default redir=-1 resp={}",
+        "id={} addr={} laddr={} fd=0 name={} age={} idle={} flags={} db={} sub=0 psub=0 ssub=0 multi=-1 qbuf=0 qbuf-free=0 argv-mem=0 multi-mem=0 obl=0 oll=0 omem=0 tot-mem=0 events=r cmd={} user=default redir=-1 resp={}",
         c.id,
         c.addr,
         c.laddr,
         st.name,
         c.created.elapsed().as_secs(),
         idle,
+        match (st.blocked, st.in_multi) {
+            (true, _) => "b",
+            (false, true) => "x",
+            (false, false) => "N",
+        },
         st.db,
         if st.last_cmd.is_empty() { "NULL" } else { &st.last_cmd },
         st.resp.max(2)
@@ -214,6 +220,30 @@ pub fn client(ctx: &mut Ctx<'_>, a: &[Bytes]) -> CmdResult {
             }
         }
         Ok(Reply::Int(killed))
+    } else if is(sub, "UNBLOCK") && (a.len() == 3 || a.len() == 4) {
+        let error = match a.get(3) {
+            None => false,
+            Some(m) if is(m, "TIMEOUT") => false,
+            Some(m) if is(m, "ERROR") => true,
+            Some(_) => {
+                return Err(Reply::err(
+                    "ERR CLIENT UNBLOCK reason should be TIMEOUT or ERROR",
+                ))
+            }
+        };
+        let id = int_arg(&a[2])?;
+        let target = ctx.node.clients.lock().get(&(id as u64)).cloned();
+        let Some(c) = target else {
+            return Ok(Reply::Int(0));
+        };
+        let mut st = c.state.lock();
+        if !st.blocked {
+            return Ok(Reply::Int(0));
+        }
+        st.unblock_error = error;
+        drop(st);
+        c.unblock.notify_one();
+        Ok(Reply::Int(1))
     } else if is(sub, "SETINFO") && a.len() == 4 {
         Ok(Reply::OK)
     } else if is(sub, "HELP") {
@@ -225,6 +255,7 @@ pub fn client(ctx: &mut Ctx<'_>, a: &[Bytes]) -> CmdResult {
                 "CLIENT INFO",
                 "CLIENT LIST",
                 "CLIENT KILL <filter> <value> ...",
+                "CLIENT UNBLOCK <clientid> [TIMEOUT|ERROR]",
             ]
             .into_iter()
             .map(Reply::Simple)
@@ -247,6 +278,8 @@ fn category(group: &str) -> &'static str {
         "bitmap" => "@bitmap",
         "hyperloglog" => "@hyperloglog",
         "geo" => "@geo",
+        "transactions" => "@transaction",
+        "scripting" => "@scripting",
         "connection" => "@connection",
         "generic" => "@keyspace",
         _ => "@admin",

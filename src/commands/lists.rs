@@ -3,6 +3,7 @@
 
 use bytes::Bytes;
 
+use super::blocking::timeout_arg;
 use super::reply::Reply;
 use super::{err, int_arg, is, CmdResult, Ctx};
 use crate::storage::{Change, ListItems};
@@ -520,4 +521,46 @@ pub fn lmpop(ctx: &mut Ctx<'_>, a: &[Bytes]) -> CmdResult {
         }
     }
     Ok(Reply::NilArray)
+}
+
+/// BLPOP / BRPOP without waiting: the first item of the first non-empty
+/// list as (key, item), or a nil array for the caller to wait on.
+fn bpop(ctx: &mut Ctx<'_>, a: &[Bytes], end: End) -> CmdResult {
+    let (keys, timeout) = a[1..].split_at(a.len() - 2);
+    timeout_arg(&timeout[0])?;
+    for key in keys {
+        if let Some(item) = pop_n(ctx, key, end, 1)?.and_then(|mut items| items.pop()) {
+            return Ok(Reply::Array(vec![
+                Reply::Bulk(key.clone()),
+                Reply::Bulk(item),
+            ]));
+        }
+    }
+    Ok(Reply::NilArray)
+}
+
+pub fn blpop(ctx: &mut Ctx<'_>, a: &[Bytes]) -> CmdResult {
+    bpop(ctx, a, End::Left)
+}
+
+pub fn brpop(ctx: &mut Ctx<'_>, a: &[Bytes]) -> CmdResult {
+    bpop(ctx, a, End::Right)
+}
+
+pub fn blmove(ctx: &mut Ctx<'_>, a: &[Bytes]) -> CmdResult {
+    let (from, to) = (end_arg(&a[3])?, end_arg(&a[4])?);
+    timeout_arg(&a[5])?;
+    ctx.atomic(|ctx| move_one(ctx, &a[1], &a[2], from, to))
+}
+
+pub fn brpoplpush(ctx: &mut Ctx<'_>, a: &[Bytes]) -> CmdResult {
+    timeout_arg(&a[3])?;
+    ctx.atomic(|ctx| move_one(ctx, &a[1], &a[2], End::Right, End::Left))
+}
+
+/// BLMPOP timeout numkeys key... LEFT|RIGHT [COUNT n]: LMPOP after the
+/// timeout.
+pub fn blmpop(ctx: &mut Ctx<'_>, a: &[Bytes]) -> CmdResult {
+    timeout_arg(&a[1])?;
+    lmpop(ctx, &a[1..])
 }

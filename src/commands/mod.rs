@@ -8,6 +8,7 @@
 //! `sets`, `zsets`, `geo`, `streams`.
 
 mod bitmaps;
+pub mod blocking;
 mod cluster;
 mod connection;
 mod geo;
@@ -21,6 +22,7 @@ mod sets;
 mod sort;
 mod streams;
 mod strings;
+mod transactions;
 mod zsets;
 
 use std::collections::HashMap;
@@ -103,6 +105,23 @@ const COUNTED_KEYS: KeySpec = KeySpec {
     numkeys: 1,
 };
 
+/// Every argument but the first and the last (BLPOP's keys before its
+/// timeout).
+const BLOCKING_KEYS: KeySpec = KeySpec {
+    first: 1,
+    last: -2,
+    step: 1,
+    numkeys: 0,
+};
+
+/// `numkeys key [key ...]` from the second argument (BLMPOP).
+const SECOND_COUNTED_KEYS: KeySpec = KeySpec {
+    first: 0,
+    last: 0,
+    step: 0,
+    numkeys: 2,
+};
+
 /// Every argument from the second on (BITOP's destination and sources).
 const KEYS_FROM_SECOND: KeySpec = KeySpec {
     first: 2,
@@ -135,6 +154,14 @@ const STREAMS_KEYS: KeySpec = KeySpec {
     last: 0,
     step: 0,
     numkeys: -1,
+};
+
+/// The keys of the commands a STRATA-EXEC request carries.
+const EMBEDDED_KEYS: KeySpec = KeySpec {
+    first: 0,
+    last: 0,
+    step: 0,
+    numkeys: -3,
 };
 
 /// A command's entry in the table.
@@ -175,6 +202,10 @@ impl Spec {
             numkeys,
         } = self.keys;
         let n = args.len() as i32;
+        if numkeys == -3 {
+            return Box::new(transactions::keys_of(args).into_iter())
+                as Box<dyn Iterator<Item = &'a Bytes> + Send + 'a>;
+        }
         if numkeys == -2 {
             // The source, then each STORE or STOREDIST destination.
             let stores = args
@@ -296,6 +327,63 @@ pub static COMMANDS: &[Spec] = &[
         false,
         connection::command,
         NO_KEYS,
+    ),
+    // transactions
+    spec(
+        "transactions",
+        "multi",
+        1,
+        false,
+        transactions::multi,
+        NO_KEYS,
+    ),
+    spec(
+        "transactions",
+        "exec",
+        1,
+        false,
+        transactions::exec,
+        NO_KEYS,
+    ),
+    spec(
+        "transactions",
+        "discard",
+        1,
+        false,
+        transactions::discard,
+        NO_KEYS,
+    ),
+    spec(
+        "transactions",
+        "watch",
+        -2,
+        false,
+        transactions::watch,
+        ALL_KEYS,
+    ),
+    spec(
+        "transactions",
+        "unwatch",
+        1,
+        false,
+        transactions::unwatch,
+        NO_KEYS,
+    ),
+    spec(
+        "transactions",
+        "strata-exec",
+        -2,
+        true,
+        transactions::strata_exec,
+        EMBEDDED_KEYS,
+    ),
+    spec(
+        "transactions",
+        "strata-stamps",
+        -2,
+        false,
+        transactions::strata_stamps,
+        ALL_KEYS,
     ),
     // server
     spec("server", "info", -1, false, server::info, NO_KEYS),
@@ -513,6 +601,18 @@ pub static COMMANDS: &[Spec] = &[
     spec("list", "lmove", 5, true, lists::lmove, TWO_KEYS),
     spec("list", "rpoplpush", 3, true, lists::rpoplpush, TWO_KEYS),
     spec("list", "lmpop", -4, true, lists::lmpop, COUNTED_KEYS),
+    spec("list", "blpop", -3, true, lists::blpop, BLOCKING_KEYS),
+    spec("list", "brpop", -3, true, lists::brpop, BLOCKING_KEYS),
+    spec("list", "blmove", 6, true, lists::blmove, TWO_KEYS),
+    spec("list", "brpoplpush", 4, true, lists::brpoplpush, TWO_KEYS),
+    spec(
+        "list",
+        "blmpop",
+        -5,
+        true,
+        lists::blmpop,
+        SECOND_COUNTED_KEYS,
+    ),
     // sets
     spec("set", "sadd", -3, true, sets::sadd, FIRST_KEY),
     spec("set", "srem", -3, true, sets::srem, FIRST_KEY),
@@ -653,6 +753,30 @@ pub static COMMANDS: &[Spec] = &[
     spec("sorted-set", "zpopmin", -2, true, zsets::zpopmin, FIRST_KEY),
     spec("sorted-set", "zpopmax", -2, true, zsets::zpopmax, FIRST_KEY),
     spec("sorted-set", "zmpop", -4, true, zsets::zmpop, COUNTED_KEYS),
+    spec(
+        "sorted-set",
+        "bzpopmin",
+        -3,
+        true,
+        zsets::bzpopmin,
+        BLOCKING_KEYS,
+    ),
+    spec(
+        "sorted-set",
+        "bzpopmax",
+        -3,
+        true,
+        zsets::bzpopmax,
+        BLOCKING_KEYS,
+    ),
+    spec(
+        "sorted-set",
+        "bzmpop",
+        -5,
+        true,
+        zsets::bzmpop,
+        SECOND_COUNTED_KEYS,
+    ),
     spec(
         "sorted-set",
         "zrandmember",
@@ -841,6 +965,14 @@ pub struct Session {
     /// With `want_holders`: the node ids that had the last replicated
     /// write in their log when it was acknowledged.
     pub holders: Option<Vec<u64>>,
+    /// Commands queued since MULTI (None outside a transaction).
+    pub multi: Option<Vec<Vec<Bytes>>>,
+    /// A command was refused while queuing: EXEC will abort.
+    pub multi_failed: bool,
+    /// Bytes queued since MULTI.
+    pub multi_bytes: usize,
+    /// Keys watched, with their write stamps.
+    pub watched: Vec<transactions::Watched>,
 }
 
 impl Session {
@@ -859,6 +991,42 @@ impl Session {
             forwarded: false,
             want_holders: false,
             holders: None,
+            multi: None,
+            multi_failed: false,
+            multi_bytes: 0,
+            watched: Vec::new(),
+        }
+    }
+
+    /// Leaves MULTI (EXEC, DISCARD, RESET) and forgets watched keys.
+    pub fn end_transaction(&mut self) {
+        self.multi = None;
+        self.multi_failed = false;
+        self.multi_bytes = 0;
+        self.unwatch();
+        self.handle.state.lock().in_multi = false;
+    }
+
+    /// Watches `key` of `db` at `stamp`.
+    pub fn watch(&mut self, db: usize, key: Bytes, stamp: Option<u64>) {
+        if !self.watched.iter().any(|(d, k, _)| *d == db && *k == key) {
+            self.watched.push((db, key, stamp));
+        }
+        self.handle.state.lock().watching = self.watched.len();
+    }
+
+    /// Forgets every watched key.
+    pub fn unwatch(&mut self) {
+        if !self.watched.is_empty() {
+            self.watched.clear();
+            self.handle.state.lock().watching = 0;
+        }
+    }
+
+    /// A command was refused while queuing inside MULTI.
+    fn refused(&mut self) {
+        if self.multi.is_some() {
+            self.multi_failed = true;
         }
     }
 }
@@ -1117,11 +1285,21 @@ impl Ctx<'_> {
         key: &[u8],
         f: impl FnOnce(&mut Option<Record>) -> (R, Change),
     ) -> Result<Written<R>, Reply> {
+        let mut created = false;
         let w = self
             .node
             .store
-            .write_change(self.s.db, key, f)
+            .write_change(self.s.db, key, |cur| {
+                let absent = cur.is_none();
+                let (r, change) = f(cur);
+                created = absent && cur.is_some() && change != Change::None;
+                (r, change)
+            })
             .map_err(storage_error)?;
+        if created {
+            // A client blocked on this key may now be served.
+            self.node.waiters.signal(self.s.db, key);
+        }
         self.s.last_tier = w.stored;
         if let Some(lsn) = w.lsn {
             self.s.pending_lsn = Some(self.s.pending_lsn.map_or(lsn, |p| p.max(lsn)));
@@ -1190,14 +1368,25 @@ pub fn execute(ctx: &mut Ctx<'_>, args: &[Bytes]) -> Reply {
         for a in args.iter().skip(1).take(8) {
             msg.push_str(&format!("'{}' ", String::from_utf8_lossy(a)));
         }
+        ctx.s.refused();
         return Reply::err(msg);
     };
     if !ctx.s.authed && !spec.noauth {
+        ctx.s.refused();
         return Reply::err("NOAUTH Authentication required.");
     }
     if !spec.arity_ok(args.len()) {
+        ctx.s.refused();
         return err::arity(spec.name);
     }
+    if ctx.s.multi.is_some() && !transactions::runs_in_multi(spec.name) {
+        return transactions::queue(ctx, args);
+    }
+    let _gate = if transactions::exclusive(spec.name) {
+        None
+    } else {
+        ctx.node.gate.shared()
+    };
     let started = Instant::now();
     let reply = match (spec.handler)(ctx, args) {
         Ok(r) | Err(r) => r,

@@ -73,9 +73,11 @@ pub fn info_text(ctx: &Ctx<'_>, sections: &[String]) -> String {
     if want("clients") {
         let _ = write!(
             out,
-            "# Clients\r\nconnected_clients:{}\r\nmaxclients:{}\r\nblocked_clients:0\r\n\r\n",
+            "# Clients\r\nconnected_clients:{}\r\nmaxclients:{}\r\nblocked_clients:{}\r\ntotal_blocking_keys:{}\r\n\r\n",
             node.clients.lock().len(),
-            cfg.maxclients
+            cfg.maxclients,
+            node.waiters.blocked(),
+            node.waiters.keys()
         );
     }
     if want("memory") {

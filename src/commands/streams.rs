@@ -4,6 +4,7 @@
 
 use bytes::Bytes;
 
+use super::blocking::block_arg;
 use super::reply::Reply;
 use super::{err, int_arg, is, CmdResult, Ctx};
 use crate::storage::{
@@ -286,6 +287,10 @@ pub fn xadd(ctx: &mut Ctx<'_>, a: &[Bytes]) -> CmdResult {
         ops.push(s.meta_op());
         Ok((Some(id), ops))
     })?;
+    if id.is_some() {
+        // Readers blocked on the stream may have something new.
+        ctx.node.waiters.signal(ctx.s.db, &a[1]);
+    }
     Ok(id.map_or(Reply::Nil, id_reply))
 }
 
@@ -445,10 +450,6 @@ fn streams_arg(a: &[Bytes], at: usize) -> Result<(&[Bytes], &[Bytes]), Reply> {
     Ok(rest.split_at(rest.len() / 2))
 }
 
-fn no_block() -> Reply {
-    Reply::err("ERR BLOCK is not supported by strata yet; poll without BLOCK")
-}
-
 pub fn xread(ctx: &mut Ctx<'_>, a: &[Bytes]) -> CmdResult {
     let mut count = None;
     let mut i = 1;
@@ -458,8 +459,9 @@ pub fn xread(ctx: &mut Ctx<'_>, a: &[Bytes]) -> CmdResult {
             count = Some(int_arg(a.get(i + 1).ok_or_else(err::syntax)?)?.max(0) as usize);
             i += 2;
         } else if is(o, "BLOCK") {
-            int_arg(a.get(i + 1).ok_or_else(err::syntax)?)?;
-            return Err(no_block());
+            // The connection waits (see `blocking`); here it reads once.
+            block_arg(&a[i..(i + 2).min(a.len())])?;
+            i += 2;
         } else if is(o, "STREAMS") {
             break i;
         } else {
@@ -574,8 +576,9 @@ pub fn xreadgroup(ctx: &mut Ctx<'_>, a: &[Bytes]) -> CmdResult {
             count = Some(int_arg(a.get(i + 1).ok_or_else(err::syntax)?)?.max(0) as usize);
             i += 2;
         } else if is(o, "BLOCK") {
-            int_arg(a.get(i + 1).ok_or_else(err::syntax)?)?;
-            return Err(no_block());
+            // The connection waits (see `blocking`); here it reads once.
+            block_arg(&a[i..(i + 2).min(a.len())])?;
+            i += 2;
         } else if is(o, "NOACK") {
             noack = true;
             i += 1;

@@ -6,6 +6,7 @@ use std::collections::HashMap;
 
 use bytes::Bytes;
 
+use super::blocking::timeout_arg;
 use super::hashes::Delta;
 use super::keys::{cursor_arg, scan_options, scan_page};
 use super::lists::{mpop_count, range};
@@ -922,4 +923,34 @@ pub fn zscan(ctx: &mut Ctx<'_>, a: &[Bytes]) -> CmdResult {
         }
         Reply::Array(vec![Reply::bulk(next.to_string()), Reply::Array(out)])
     })
+}
+
+/// BZPOPMIN / BZPOPMAX without waiting: (key, member, score) from the
+/// first non-empty set, or a nil array for the caller to wait on.
+fn bzpop(ctx: &mut Ctx<'_>, a: &[Bytes], highest: bool) -> CmdResult {
+    let (keys, timeout) = a[1..].split_at(a.len() - 2);
+    timeout_arg(&timeout[0])?;
+    for key in keys {
+        let popped = pop_n(ctx, key, highest, 1)?.unwrap_or_default();
+        if let Some((m, s)) = popped.first() {
+            let (m, s) = pair(m, *s);
+            return Ok(Reply::Array(vec![Reply::Bulk(key.clone()), m, s]));
+        }
+    }
+    Ok(Reply::NilArray)
+}
+
+pub fn bzpopmin(ctx: &mut Ctx<'_>, a: &[Bytes]) -> CmdResult {
+    bzpop(ctx, a, false)
+}
+
+pub fn bzpopmax(ctx: &mut Ctx<'_>, a: &[Bytes]) -> CmdResult {
+    bzpop(ctx, a, true)
+}
+
+/// BZMPOP timeout numkeys key... MIN|MAX [COUNT n]: ZMPOP after the
+/// timeout.
+pub fn bzmpop(ctx: &mut Ctx<'_>, a: &[Bytes]) -> CmdResult {
+    timeout_arg(&a[1])?;
+    zmpop(ctx, &a[1..])
 }

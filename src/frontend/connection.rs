@@ -3,17 +3,15 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant;
 
 use bytes::BytesMut;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::resp::{parse_request, Reply};
-use crate::commands::{dispatch_pipeline, execute, storage_error, Ctx, Session};
-use crate::node::{ClientHandle, ClientState, Node};
+use crate::commands::{blocking, dispatch_pipeline, execute, storage_error, Ctx, Session};
+use crate::node::{ClientHandle, Node};
 
 /// A connection handed to an I/O thread.
 pub type Handoff = (std::net::TcpStream, SocketAddr);
@@ -92,20 +90,11 @@ async fn handle(node: Arc<Node>, mut stream: TcpStream, peer: SocketAddr) -> std
     let id = node
         .next_client_id
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let handle = Arc::new(ClientHandle {
-        id,
-        addr: peer.to_string(),
-        laddr: stream
-            .local_addr()
-            .map(|a| a.to_string())
-            .unwrap_or_default(),
-        created: Instant::now(),
-        state: parking_lot::Mutex::new(ClientState {
-            resp: 2,
-            ..ClientState::default()
-        }),
-        kill: CancellationToken::new(),
-    });
+    let laddr = stream
+        .local_addr()
+        .map(|a| a.to_string())
+        .unwrap_or_default();
+    let handle = Arc::new(ClientHandle::new(id, peer.to_string(), laddr, 2));
     node.clients.lock().insert(id, handle.clone());
     node.metrics.connections.inc();
     node.metrics.connections_total.inc();
@@ -153,6 +142,28 @@ async fn session_loop(
                     if args.is_empty() {
                         continue;
                     }
+                    if blocking::may_block(&args) {
+                        // What came before it is answered first; it may
+                        // wait a long time.
+                        run_pipeline(node, &mut session, &mut pipeline, &mut wbuf, &mut executed)
+                            .await;
+                        send(node, stream, &mut session, &mut wbuf, &mut executed).await?;
+                        // Requests that arrive meanwhile are kept for
+                        // later; the client hanging up ends the wait.
+                        let gone = async {
+                            loop {
+                                match stream.read_buf(&mut rbuf).await {
+                                    Ok(0) | Err(_) => return,
+                                    Ok(_) if rbuf.len() > qbuf_limit => return,
+                                    Ok(_) => {}
+                                }
+                            }
+                        };
+                        let reply = blocking::run(node, &mut session, &args, gone).await;
+                        reply.encode(session.resp3, &mut wbuf);
+                        executed += 1;
+                        continue;
+                    }
                     if clustered {
                         pipeline.push(args);
                         continue;
@@ -175,34 +186,14 @@ async fn session_loop(
                 }
             }
         }
-        if !pipeline.is_empty() {
-            let mut replies = Vec::with_capacity(pipeline.len());
-            dispatch_pipeline(node, &mut session, &pipeline, &mut replies).await;
-            for reply in &replies {
-                reply.encode(session.resp3, &mut wbuf);
-            }
-            executed += replies.len();
-        }
-        // Acknowledge writes only once they are as durable as appendfsync promises.
-        if let Some(lsn) = session.pending_lsn.take() {
-            if let Err(e) = super::make_durable(&node.store, lsn).await {
-                // None of this batch's replies may claim success.
-                wbuf.clear();
-                let reply = storage_error(e);
-                for _ in 0..executed {
-                    reply.encode(session.resp3, &mut wbuf);
-                }
-            }
-        }
+        run_pipeline(node, &mut session, &mut pipeline, &mut wbuf, &mut executed).await;
         if let Some(e) = protocol_error {
+            make_durable(node, &mut session, &mut wbuf, executed).await;
             Reply::err(format!("ERR Protocol error: {}", e.0)).encode(session.resp3, &mut wbuf);
             stream.write_all(&wbuf).await?;
             return Ok(());
         }
-        if !wbuf.is_empty() {
-            stream.write_all(&wbuf).await?;
-            wbuf.clear();
-        }
+        send(node, stream, &mut session, &mut wbuf, &mut executed).await?;
         if session.quit {
             return Ok(());
         }
@@ -217,4 +208,57 @@ async fn session_loop(
             wbuf = BytesMut::with_capacity(16 * 1024);
         }
     }
+}
+
+/// Executes the requests gathered for cluster routing, encoding their
+/// replies.
+async fn run_pipeline(
+    node: &Node,
+    session: &mut Session,
+    pipeline: &mut Vec<Vec<bytes::Bytes>>,
+    wbuf: &mut BytesMut,
+    executed: &mut usize,
+) {
+    if pipeline.is_empty() {
+        return;
+    }
+    let mut replies = Vec::with_capacity(pipeline.len());
+    dispatch_pipeline(node, session, pipeline, &mut replies).await;
+    for reply in &replies {
+        reply.encode(session.resp3, wbuf);
+    }
+    *executed += replies.len();
+    pipeline.clear();
+}
+
+/// Acknowledges writes only once they are as durable as appendfsync
+/// promises: if that fails, none of the `executed` replies in `wbuf` may
+/// claim success.
+async fn make_durable(node: &Node, session: &mut Session, wbuf: &mut BytesMut, executed: usize) {
+    if let Some(lsn) = session.pending_lsn.take() {
+        if let Err(e) = super::make_durable(&node.store, lsn).await {
+            wbuf.clear();
+            let reply = storage_error(e);
+            for _ in 0..executed {
+                reply.encode(session.resp3, wbuf);
+            }
+        }
+    }
+}
+
+/// Sends the replies so far, once their writes are durable.
+async fn send(
+    node: &Node,
+    stream: &mut TcpStream,
+    session: &mut Session,
+    wbuf: &mut BytesMut,
+    executed: &mut usize,
+) -> std::io::Result<()> {
+    make_durable(node, session, wbuf, *executed).await;
+    if !wbuf.is_empty() {
+        stream.write_all(wbuf).await?;
+        wbuf.clear();
+    }
+    *executed = 0;
+    Ok(())
 }

@@ -25,13 +25,12 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use bytes::Bytes;
 use serde_json::{json, Value as Json_};
-use tokio_util::sync::CancellationToken;
 
 use super::resp::Reply;
 use crate::cluster::{Cluster, MemberView};
 use crate::commands::{dispatch, storage_error, Session};
 use crate::metrics::{CmdLabels, HttpLabels};
-use crate::node::{ClientHandle, ClientState, Node};
+use crate::node::{ClientHandle, Node};
 use crate::storage::{now_ms, Tier};
 
 type Shared = Arc<Node>;
@@ -121,14 +120,7 @@ async fn exec_with(
     args: Vec<Bytes>,
     prepare: impl FnOnce(&mut Session),
 ) -> Result<(Reply, Session), ApiError> {
-    let handle = Arc::new(ClientHandle {
-        id: 0,
-        addr: "http".into(),
-        laddr: String::new(),
-        created: Instant::now(),
-        state: parking_lot::Mutex::new(ClientState::default()),
-        kill: CancellationToken::new(),
-    });
+    let handle = Arc::new(ClientHandle::new(0, "http".into(), String::new(), 0));
     let mut session = Session::new(handle, true);
     prepare(&mut session);
     // The same path as a RESP client's: routed to the key's shard leader

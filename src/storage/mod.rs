@@ -1090,6 +1090,7 @@ impl Store {
             return match cur {
                 Some(mut rec) => {
                     rec.written_secs = (now / 1000) as u32;
+                    rec.version.hlc = types::next_stamp();
                     let lsn = inner.log(|b| encode_store(b, db, key, &rec, &change));
                     let new_charge = charge_of(key, &rec);
                     let Some(e) = shard.get_mut(db, pos, key) else {
@@ -1187,6 +1188,7 @@ impl Store {
         match cur {
             Some(mut rec) => {
                 rec.written_secs = (now / 1000) as u32;
+                rec.version.hlc = types::next_stamp();
                 let charge = charge_of(key, &rec);
                 let fits = inner.try_charge(charge, inner.tier_cap()) || {
                     if batch {

@@ -354,6 +354,9 @@ pub fn now_ms() -> u64 {
 thread_local! {
     /// The time a replicated write was stamped with, while it is applied.
     static APPLY_CLOCK: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+    /// The next write stamp of the replicated write being applied (0 when
+    /// none is).
+    static APPLY_STAMP: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
     /// The random source of a replicated write, while it is applied.
     static APPLY_RNG: std::cell::RefCell<Option<rand::rngs::StdRng>> =
         const { std::cell::RefCell::new(None) };
@@ -366,19 +369,53 @@ thread_local! {
 /// come out the same on every replica.
 pub fn with_clock<R>(at_ms: u64, seed: u64, f: impl FnOnce() -> R) -> R {
     use rand::SeedableRng;
-    struct Restore(u64, Option<rand::rngs::StdRng>);
+    struct Restore(u64, Option<rand::rngs::StdRng>, u64);
     impl Drop for Restore {
         fn drop(&mut self) {
             APPLY_CLOCK.with(|c| c.set(self.0));
             APPLY_RNG.with(|r| *r.borrow_mut() = self.1.take());
+            APPLY_STAMP.with(|c| c.set(self.2));
         }
     }
     let rng = rand::rngs::StdRng::seed_from_u64(seed ^ at_ms.rotate_left(32));
     let _restore = Restore(
         APPLY_CLOCK.with(|c| c.replace(at_ms)),
         APPLY_RNG.with(|r| r.borrow_mut().replace(rng)),
+        APPLY_STAMP.with(|c| c.replace((seed << STAMP_SEQ_BITS) | 1)),
     );
     f()
+}
+
+/// Bits of a replicated write's stamp that number the writes of one entry.
+const STAMP_SEQ_BITS: u32 = 20;
+
+/// A stamp for a write that is about to change a record: different from
+/// every stamp the key had before, so WATCH can tell whether a key was
+/// written since it looked. Replicas applying the same entry hand out
+/// the same stamps (the entry's seed, then a sequence); a node on its own
+/// counts up from its start time, so stamps from before a restart are
+/// not reused.
+pub fn next_stamp() -> u64 {
+    static LOCAL: std::sync::OnceLock<std::sync::atomic::AtomicU64> = std::sync::OnceLock::new();
+    let applied = APPLY_STAMP.with(|c| {
+        let v = c.get();
+        if v != 0 {
+            c.set(v + 1);
+        }
+        v
+    });
+    if applied != 0 {
+        return applied;
+    }
+    LOCAL
+        .get_or_init(|| {
+            let us = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_micros() as u64)
+                .unwrap_or(0);
+            std::sync::atomic::AtomicU64::new(us.saturating_mul(16))
+        })
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
 }
 
 /// Runs `f` with the random source a command's effects must draw from:
