@@ -47,12 +47,37 @@ pub struct Config {
     /// A shard's Raft group snapshots its slots (a checkpoint of both
     /// tiers) after this many log entries, and then truncates its log.
     pub raft_snapshot_every: u64,
+    /// How far a pub/sub subscriber may fall behind before it is
+    /// disconnected (Redis's `client-output-buffer-limit pubsub`).
+    pub pubsub_output_limit: OutputLimit,
     /// Storage settings.
     pub storage: StorageConfig,
     /// Redis's encoding thresholds. strata's layouts don't depend on them;
     /// they are kept so clients and tools that set and read them work,
     /// and OBJECT ENCODING names encodings by them as Redis would.
     pub encoding: EncodingKnobs,
+}
+
+/// An output buffer limit: bytes waiting for a client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct OutputLimit {
+    /// Disconnect at once above this many bytes (0 = no limit).
+    pub hard_bytes: u64,
+    /// Disconnect after staying above this many bytes ...
+    pub soft_bytes: u64,
+    /// ... for this many seconds.
+    pub soft_seconds: u64,
+}
+
+impl Default for OutputLimit {
+    fn default() -> Self {
+        OutputLimit {
+            hard_bytes: 32 << 20,
+            soft_bytes: 8 << 20,
+            soft_seconds: 60,
+        }
+    }
 }
 
 /// Redis's per-type encoding thresholds (`CONFIG SET hash-max-listpack-entries`
@@ -185,6 +210,7 @@ impl Default for Config {
             cluster_secret: None,
             raft_snapshot_every: 100_000,
             storage: StorageConfig::default(),
+            pubsub_output_limit: OutputLimit::default(),
             encoding: EncodingKnobs::default(),
         }
     }

@@ -35,6 +35,7 @@ pub mod config;
 pub mod frontend;
 pub mod metrics;
 pub mod node;
+pub mod pubsub;
 pub mod server;
 pub mod slot;
 pub mod storage;

@@ -69,6 +69,8 @@ pub struct ClientState {
     pub in_multi: bool,
     /// Keys watched.
     pub watching: usize,
+    /// Channels and patterns subscribed to.
+    pub subscriptions: i64,
     /// How CLIENT UNBLOCK asked the blocked command to end: with an error
     /// rather than as if it had timed out.
     pub unblock_error: bool,
@@ -110,6 +112,8 @@ pub struct Node {
     pub gate: Gate,
     /// Clients blocked on keys.
     pub waiters: Waiters,
+    /// Pub/sub subscriptions.
+    pub pubsub: crate::pubsub::PubSub,
 }
 
 impl Node {
@@ -147,6 +151,7 @@ impl Node {
             cluster: OnceLock::new(),
             gate: Gate::default(),
             waiters: Waiters::default(),
+            pubsub: crate::pubsub::PubSub::default(),
         }
     }
 }

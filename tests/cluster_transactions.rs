@@ -1,8 +1,9 @@
 //! Transactions and blocking commands on a 3-node cluster of real
 //! `strata` processes: MULTI/EXEC through any node runs as one replicated
 //! entry on the keys' shard, keys of several slots are refused, WATCH
-//! sees a write made through another node, and a client blocked on one
-//! node is served by a push through another. Every replica ends with the
+//! sees a write made through another node, a client blocked on one
+//! node is served by a push through another, and a message published on
+//! one node reaches subscribers on another. Every replica ends with the
 //! same state. Waits are bounded; no timing is asserted.
 
 mod procs;
@@ -101,6 +102,25 @@ fn transactions_and_blocking_across_nodes() {
         blocked.join().unwrap(),
         Value::Array(vec![bulk("{t}jobs"), bulk("job-1")])
     );
+
+    // A message published through one node reaches subscribers on the
+    // others.
+    let mut subscriber = nodes[2].client();
+    let mut sub = subscriber.as_pubsub();
+    sub.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    sub.subscribe("events").unwrap();
+    sub.psubscribe("ev*").unwrap();
+    q(&mut a, &["PUBLISH", "events", "e1"]);
+    let mut got = Vec::new();
+    for _ in 0..2 {
+        let m = sub.get_message().expect("a message from another node");
+        got.push((
+            m.get_channel_name().to_string(),
+            m.get_payload::<String>().unwrap(),
+        ));
+    }
+    assert_eq!(got, vec![("events".into(), "e1".into()); 2]);
+    drop(sub);
 
     // Every replica holds the same result (READONLY reads its own copy).
     let deadline = Instant::now() + Duration::from_secs(20);

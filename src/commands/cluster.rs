@@ -114,6 +114,9 @@ pub async fn dispatch(node: &Node, s: &mut Session, args: &[Bytes]) -> Reply {
         return local(s);
     }
     match spec.name {
+        // Subscriptions belong to this connection; messages reach every
+        // node (see `pubsub`).
+        "ssubscribe" | "sunsubscribe" | "spublish" => return local(s),
         "exec" if s.multi.is_some() => return exec(node, cluster, s).await,
         "watch" if s.multi.is_none() => return watch(node, cluster, s, args).await,
         _ => {}

@@ -5,7 +5,17 @@ use bytes::Bytes;
 use super::reply::Reply;
 use super::{err, int_arg, is, lookup, CmdResult, Ctx, COMMANDS};
 
-pub fn ping(_: &mut Ctx<'_>, a: &[Bytes]) -> CmdResult {
+pub fn ping(ctx: &mut Ctx<'_>, a: &[Bytes]) -> CmdResult {
+    if !ctx.s.resp3 && ctx.s.subs.as_ref().is_some_and(|s| s.active()) {
+        // A subscribed RESP2 connection gets PING's answer as a message.
+        return match a.len() {
+            1 | 2 => Ok(Reply::Array(vec![
+                Reply::bulk("pong"),
+                Reply::Bulk(a.get(1).cloned().unwrap_or_default()),
+            ])),
+            _ => Err(err::arity("ping")),
+        };
+    }
     match a.len() {
         1 => Ok(Reply::Simple("PONG")),
         2 => Ok(Reply::Bulk(a[1].clone())),
@@ -113,6 +123,7 @@ pub fn quit(ctx: &mut Ctx<'_>, _: &[Bytes]) -> CmdResult {
 
 pub fn reset(ctx: &mut Ctx<'_>, _: &[Bytes]) -> CmdResult {
     ctx.s.end_transaction();
+    ctx.s.leave_pubsub(ctx.node);
     ctx.s.db = 0;
     ctx.s.resp3 = false;
     ctx.s.authed = ctx.node.cfg.read().requirepass.is_none();
@@ -129,7 +140,7 @@ fn client_line(c: &crate::node::ClientHandle) -> String {
     let st = c.state.lock().clone();
     let idle = st.last_active.map_or(0, |t| t.elapsed().as_secs());
     format!(
-        "id={} addr={} laddr={} fd=0 name={} age={} idle={} flags={} db={} sub=0 psub=0 ssub=0 multi=-1 qbuf=0 qbuf-free=0 argv-mem=0 multi-mem=0 obl=0 oll=0 omem=0 tot-mem=0 events=r cmd={} user=default redir=-1 resp={}",
+        "id={} addr={} laddr={} fd=0 name={} age={} idle={} flags={} db={} sub={} psub=0 ssub=0 multi=-1 qbuf=0 qbuf-free=0 argv-mem=0 multi-mem=0 obl=0 oll=0 omem=0 tot-mem=0 events=r cmd={} user=default redir=-1 resp={}",
         c.id,
         c.addr,
         c.laddr,
@@ -142,6 +153,7 @@ fn client_line(c: &crate::node::ClientHandle) -> String {
             (false, false) => "N",
         },
         st.db,
+        st.subscriptions,
         if st.last_cmd.is_empty() { "NULL" } else { &st.last_cmd },
         st.resp.max(2)
     )
@@ -279,6 +291,7 @@ fn category(group: &str) -> &'static str {
         "hyperloglog" => "@hyperloglog",
         "geo" => "@geo",
         "transactions" => "@transaction",
+        "pubsub" => "@pubsub",
         "scripting" => "@scripting",
         "connection" => "@connection",
         "generic" => "@keyspace",

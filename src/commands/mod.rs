@@ -16,6 +16,7 @@ mod hashes;
 mod hyperloglog;
 mod keys;
 mod lists;
+mod pubsub;
 pub mod reply;
 mod server;
 mod sets;
@@ -384,6 +385,66 @@ pub static COMMANDS: &[Spec] = &[
         false,
         transactions::strata_stamps,
         ALL_KEYS,
+    ),
+    // pub/sub
+    spec(
+        "pubsub",
+        "subscribe",
+        -2,
+        false,
+        pubsub::subscribe_cmd,
+        NO_KEYS,
+    ),
+    spec(
+        "pubsub",
+        "unsubscribe",
+        -1,
+        false,
+        pubsub::unsubscribe_cmd,
+        NO_KEYS,
+    ),
+    spec(
+        "pubsub",
+        "psubscribe",
+        -2,
+        false,
+        pubsub::psubscribe,
+        NO_KEYS,
+    ),
+    spec(
+        "pubsub",
+        "punsubscribe",
+        -1,
+        false,
+        pubsub::punsubscribe,
+        NO_KEYS,
+    ),
+    spec(
+        "pubsub",
+        "ssubscribe",
+        -2,
+        false,
+        pubsub::ssubscribe,
+        ALL_KEYS,
+    ),
+    spec(
+        "pubsub",
+        "sunsubscribe",
+        -1,
+        false,
+        pubsub::sunsubscribe,
+        ALL_KEYS,
+    ),
+    spec("pubsub", "publish", 3, false, pubsub::publish, NO_KEYS),
+    spec("pubsub", "spublish", 3, false, pubsub::spublish, FIRST_KEY),
+    spec("pubsub", "pubsub", -2, false, pubsub::pubsub, NO_KEYS),
+    spec(
+        "pubsub",
+        "strata-publish",
+        4,
+        false,
+        pubsub::strata_publish,
+        NO_KEYS,
     ),
     // server
     spec("server", "info", -1, false, server::info, NO_KEYS),
@@ -973,6 +1034,8 @@ pub struct Session {
     pub multi_bytes: usize,
     /// Keys watched, with their write stamps.
     pub watched: Vec<transactions::Watched>,
+    /// Pub/sub subscriptions and the queue their messages arrive on.
+    pub subs: Option<Box<pubsub::Subscriptions>>,
 }
 
 impl Session {
@@ -995,7 +1058,18 @@ impl Session {
             multi_failed: false,
             multi_bytes: 0,
             watched: Vec::new(),
+            subs: None,
         }
+    }
+
+    /// The inbox of a subscribed connection.
+    pub fn inbox(&mut self) -> Option<&mut crate::pubsub::Inbox> {
+        self.subs.as_mut().map(|s| &mut s.inbox)
+    }
+
+    /// Drops every subscription (the connection is going away).
+    pub fn leave_pubsub(&mut self, node: &Node) {
+        pubsub::leave(node, self);
     }
 
     /// Leaves MULTI (EXEC, DISCARD, RESET) and forgets watched keys.
@@ -1381,6 +1455,12 @@ pub fn execute(ctx: &mut Ctx<'_>, args: &[Bytes]) -> Reply {
     }
     if ctx.s.multi.is_some() && !transactions::runs_in_multi(spec.name) {
         return transactions::queue(ctx, args);
+    }
+    if !ctx.s.resp3
+        && ctx.s.subs.as_ref().is_some_and(|s| s.active())
+        && !pubsub::allowed_subscribed(spec.name)
+    {
+        return pubsub::not_allowed(spec.name);
     }
     let _gate = if transactions::exclusive(spec.name) {
         None

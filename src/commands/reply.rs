@@ -40,6 +40,10 @@ pub enum Reply {
     /// Replies by key: a map in RESP3, an array of key-reply arrays in
     /// RESP2 (XREAD, XREADGROUP).
     Keyed(Vec<(Reply, Reply)>),
+    /// An out-of-band message: `>n` in RESP3, an array in RESP2 (pub/sub).
+    Push(Vec<Reply>),
+    /// Several replies to one request, one after another (SUBSCRIBE a b).
+    Many(Vec<Reply>),
 }
 
 /// How a reply is encoded.
@@ -210,6 +214,20 @@ impl Reply {
                     v.encode_as(proto, out);
                 }
             }
+            Reply::Push(items) => {
+                line(out, if resp3 { b'>' } else { b'*' }, items.len() as i64);
+                for i in items {
+                    i.encode_as(proto, out);
+                }
+            }
+            Reply::Many(items) => {
+                if proto == Proto::Wire {
+                    line(out, b'M', items.len() as i64);
+                }
+                for i in items {
+                    i.encode_as(proto, out);
+                }
+            }
             Reply::Verbatim(s) => {
                 if resp3 {
                     line(out, b'=', (s.len() + 4) as i64);
@@ -330,6 +348,8 @@ fn decode(buf: &[u8], pos: &mut usize, depth: usize) -> Option<Reply> {
             }
         }
         b'*' => Reply::Array(items(count(line)?, pos)?),
+        b'>' => Reply::Push(items(count(line)?, pos)?),
+        b'M' => Reply::Many(items(count(line)?, pos)?),
         b'~' => Reply::Set(items(count(line)?, pos)?),
         b'%' | b'P' | b'K' => {
             let flat = items(count(line)?.checked_mul(2)?, pos)?;
@@ -367,6 +387,8 @@ mod tests {
             Reply::NilArray,
             Reply::Pairs(vec![(Reply::bulk("m"), Reply::Double(-2.0))]),
             Reply::Keyed(vec![(Reply::bulk("k"), Reply::Array(vec![]))]),
+            Reply::Push(vec![Reply::bulk("message")]),
+            Reply::Many(vec![Reply::Int(1), Reply::Int(2)]),
         ]);
         assert_eq!(Reply::from_resp3(&r.to_resp3()), r);
         // Pairs are flat for RESP2 clients and nested for RESP3 ones.

@@ -380,6 +380,15 @@ fn params(ctx: &Ctx<'_>) -> Vec<(&'static str, String)> {
                 .to_string(),
         ),
         ("bind", c.bind.clone()),
+        (
+            "client-output-buffer-limit",
+            format!(
+                "normal 0 0 0 slave 268435456 67108864 60 pubsub {} {} {}",
+                c.pubsub_output_limit.hard_bytes,
+                c.pubsub_output_limit.soft_bytes,
+                c.pubsub_output_limit.soft_seconds
+            ),
+        ),
     ];
     out.extend(
         c.encoding
@@ -428,6 +437,37 @@ fn apply(cfg: &mut crate::config::Config, name: &str, v: &str) -> Result<(), Str
         "offload-interval-seconds" => s.offload_interval_secs = num(v)?,
         "offload-force-mem-ratio" => s.offload_force_ratio = ratio(v)?,
         "offload-force-min-age-seconds" => s.offload_force_min_age_secs = num(v)?,
+        "client-output-buffer-limit" => {
+            // Classes and their three limits; strata enforces pubsub's.
+            let words: Vec<&str> = v.split_whitespace().collect();
+            if words.is_empty() || words.len() % 4 != 0 {
+                return Err("Wrong number of arguments in buffer limit configuration.".into());
+            }
+            for class in words.chunks(4) {
+                let size = |w: &str| {
+                    parse_size(w).ok_or("Error in hard, soft or soft_seconds setting in buffer limit configuration.")
+                };
+                let (hard, soft) = (size(class[1])?, size(class[2])?);
+                let secs = class[3].parse::<u64>().map_err(|_| {
+                    "Error in hard, soft or soft_seconds setting in buffer limit configuration."
+                })?;
+                match class[0].to_ascii_lowercase().as_str() {
+                    "pubsub" => {
+                        cfg.pubsub_output_limit = crate::config::OutputLimit {
+                            hard_bytes: hard,
+                            soft_bytes: soft,
+                            soft_seconds: secs,
+                        }
+                    }
+                    "normal" | "slave" | "replica" => {}
+                    _ => {
+                        return Err(
+                            "Invalid client class specified in buffer limit configuration.".into(),
+                        )
+                    }
+                }
+            }
+        }
         "save" if v.is_empty() => {}
         "appendonly" if v == "yes" => {}
         _ => return Err("unsupported CONFIG parameter".into()),

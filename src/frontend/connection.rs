@@ -98,12 +98,9 @@ async fn handle(node: Arc<Node>, mut stream: TcpStream, peer: SocketAddr) -> std
     node.clients.lock().insert(id, handle.clone());
     node.metrics.connections.inc();
     node.metrics.connections_total.inc();
-    let result = session_loop(
-        &node,
-        &mut stream,
-        Session::new(handle.clone(), !needs_auth),
-    )
-    .await;
+    let mut session = Session::new(handle.clone(), !needs_auth);
+    let result = session_loop(&node, &mut stream, &mut session).await;
+    session.leave_pubsub(&node);
     node.clients.lock().remove(&id);
     node.metrics.connections.dec();
     result
@@ -112,7 +109,7 @@ async fn handle(node: Arc<Node>, mut stream: TcpStream, peer: SocketAddr) -> std
 async fn session_loop(
     node: &Node,
     stream: &mut TcpStream,
-    mut session: Session,
+    session: &mut Session,
 ) -> std::io::Result<()> {
     let mut rbuf = BytesMut::with_capacity(16 * 1024);
     let mut wbuf = BytesMut::with_capacity(16 * 1024);
@@ -120,6 +117,10 @@ async fn session_loop(
     loop {
         let n = tokio::select! {
             r = stream.read_buf(&mut rbuf) => r?,
+            m = next_message(session) => {
+                send_messages(stream, session, m, &mut wbuf).await?;
+                continue;
+            }
             () = kill.cancelled() => return Ok(()),
             () = node.shutdown.cancelled() => return Ok(()),
         };
@@ -145,9 +146,8 @@ async fn session_loop(
                     if blocking::may_block(&args) {
                         // What came before it is answered first; it may
                         // wait a long time.
-                        run_pipeline(node, &mut session, &mut pipeline, &mut wbuf, &mut executed)
-                            .await;
-                        send(node, stream, &mut session, &mut wbuf, &mut executed).await?;
+                        run_pipeline(node, session, &mut pipeline, &mut wbuf, &mut executed).await;
+                        send(node, stream, session, &mut wbuf, &mut executed).await?;
                         // Requests that arrive meanwhile are kept for
                         // later; the client hanging up ends the wait.
                         let gone = async {
@@ -159,7 +159,7 @@ async fn session_loop(
                                 }
                             }
                         };
-                        let reply = blocking::run(node, &mut session, &args, gone).await;
+                        let reply = blocking::run(node, session, &args, gone).await;
                         reply.encode(session.resp3, &mut wbuf);
                         executed += 1;
                         continue;
@@ -168,10 +168,7 @@ async fn session_loop(
                         pipeline.push(args);
                         continue;
                     }
-                    let mut ctx = Ctx {
-                        node,
-                        s: &mut session,
-                    };
+                    let mut ctx = Ctx { node, s: session };
                     let reply = execute(&mut ctx, &args);
                     reply.encode(session.resp3, &mut wbuf);
                     executed += 1;
@@ -186,14 +183,14 @@ async fn session_loop(
                 }
             }
         }
-        run_pipeline(node, &mut session, &mut pipeline, &mut wbuf, &mut executed).await;
+        run_pipeline(node, session, &mut pipeline, &mut wbuf, &mut executed).await;
         if let Some(e) = protocol_error {
-            make_durable(node, &mut session, &mut wbuf, executed).await;
+            make_durable(node, session, &mut wbuf, executed).await;
             Reply::err(format!("ERR Protocol error: {}", e.0)).encode(session.resp3, &mut wbuf);
             stream.write_all(&wbuf).await?;
             return Ok(());
         }
-        send(node, stream, &mut session, &mut wbuf, &mut executed).await?;
+        send(node, stream, session, &mut wbuf, &mut executed).await?;
         if session.quit {
             return Ok(());
         }
@@ -260,5 +257,49 @@ async fn send(
         wbuf.clear();
     }
     *executed = 0;
+    Ok(())
+}
+
+/// The next pub/sub message for a subscribed connection (never finishes
+/// for one that isn't).
+async fn next_message(session: &mut Session) -> Option<crate::pubsub::Message> {
+    match session.inbox() {
+        Some(inbox) => inbox.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Writes `first` and whatever else is waiting, as push messages.
+async fn send_messages(
+    stream: &mut TcpStream,
+    session: &mut Session,
+    first: Option<crate::pubsub::Message>,
+    wbuf: &mut BytesMut,
+) -> std::io::Result<()> {
+    let push = |m: crate::pubsub::Message, wbuf: &mut BytesMut, resp3: bool| {
+        Reply::Push(m.into_iter().map(Reply::Bulk).collect()).encode(resp3, wbuf);
+    };
+    let resp3 = session.resp3;
+    if let Some(m) = first {
+        push(m, wbuf, resp3);
+    }
+    if let Some(inbox) = session.inbox() {
+        while wbuf.len() < 1 << 20 {
+            let Some(m) = inbox.try_recv() else { break };
+            push(m, wbuf, resp3);
+        }
+    }
+    if !wbuf.is_empty() {
+        // A subscriber that stopped reading is cut off by its output
+        // limit (see `pubsub`), even while this write waits for it.
+        let kill = session.handle.kill.clone();
+        tokio::select! {
+            r = stream.write_all(wbuf) => r?,
+            () = kill.cancelled() => {
+                return Err(std::io::Error::other("output buffer limit exceeded"))
+            }
+        }
+        wbuf.clear();
+    }
     Ok(())
 }

@@ -310,7 +310,7 @@ fn reply_json(r: &Reply) -> Json_ {
         Reply::Int(n) => json!(n),
         Reply::Double(d) | Reply::Coord(d) => json!(d),
         Reply::Nil | Reply::NilArray => Json_::Null,
-        Reply::Array(items) | Reply::Set(items) => {
+        Reply::Array(items) | Reply::Set(items) | Reply::Push(items) | Reply::Many(items) => {
             Json_::Array(items.iter().map(reply_json).collect())
         }
         Reply::Map(pairs) => Json_::Object(

@@ -1,0 +1,251 @@
+//! Pub/sub delivery: which connection listens to which channel, pattern
+//! or shard channel, and a bounded queue of messages per subscriber.
+//!
+//! A publisher never waits for a subscriber. Each subscriber's queue
+//! counts the bytes waiting in it; one that passes the hard limit, or
+//! stays above the soft limit longer than allowed (Redis's
+//! `client-output-buffer-limit pubsub`), is disconnected instead of
+//! letting memory grow without bound.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use parking_lot::Mutex;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::storage::{glob_match, now_ms};
+
+/// One message on its way to a subscriber: the push's parts, for example
+/// `message`, channel, payload.
+pub type Message = Vec<Bytes>;
+
+pub use crate::config::OutputLimit as Limits;
+
+/// The sending end of one subscriber's queue.
+#[derive(Clone)]
+pub struct Subscriber {
+    tx: mpsc::UnboundedSender<Message>,
+    queued: Arc<AtomicUsize>,
+    over_since_ms: Arc<AtomicU64>,
+    kill: CancellationToken,
+}
+
+/// What a connection keeps to receive its messages.
+pub struct Inbox {
+    rx: mpsc::UnboundedReceiver<Message>,
+    queued: Arc<AtomicUsize>,
+    /// The handle registered with [`PubSub`].
+    pub subscriber: Subscriber,
+}
+
+fn size_of(m: &Message) -> usize {
+    m.iter().map(|p| p.len() + 16).sum::<usize>() + 16
+}
+
+impl Inbox {
+    /// A new queue; `kill` disconnects the client when it overflows.
+    pub fn new(kill: CancellationToken) -> Inbox {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let queued = Arc::new(AtomicUsize::new(0));
+        Inbox {
+            rx,
+            queued: queued.clone(),
+            subscriber: Subscriber {
+                tx,
+                queued,
+                over_since_ms: Arc::new(AtomicU64::new(0)),
+                kill,
+            },
+        }
+    }
+
+    /// The next message (waits for one).
+    pub async fn recv(&mut self) -> Option<Message> {
+        let m = self.rx.recv().await?;
+        self.queued.fetch_sub(size_of(&m), Ordering::Relaxed);
+        Some(m)
+    }
+
+    /// A message already waiting, if any.
+    pub fn try_recv(&mut self) -> Option<Message> {
+        let m = self.rx.try_recv().ok()?;
+        self.queued.fetch_sub(size_of(&m), Ordering::Relaxed);
+        Some(m)
+    }
+}
+
+impl Subscriber {
+    /// Queues `m`; false if the subscriber is gone or was just cut off
+    /// for exceeding `limits`.
+    fn send(&self, m: Message, limits: Limits) -> bool {
+        let size = size_of(&m);
+        let queued = (self.queued.fetch_add(size, Ordering::Relaxed) + size) as u64;
+        let now = now_ms();
+        let over_hard = limits.hard_bytes > 0 && queued > limits.hard_bytes;
+        let over_soft = limits.soft_bytes > 0 && queued > limits.soft_bytes;
+        let soft_for = if over_soft {
+            let since = match self.over_since_ms.compare_exchange(
+                0,
+                now,
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => now,
+                Err(t) => t,
+            };
+            now.saturating_sub(since)
+        } else {
+            self.over_since_ms.store(0, Ordering::Relaxed);
+            0
+        };
+        if over_hard || (over_soft && soft_for >= limits.soft_seconds.saturating_mul(1000)) {
+            self.queued.fetch_sub(size, Ordering::Relaxed);
+            if !self.kill.is_cancelled() {
+                tracing::warn!(
+                    queued,
+                    "closing a subscriber: client-output-buffer-limit pubsub exceeded"
+                );
+                self.kill.cancel();
+            }
+            return false;
+        }
+        if self.tx.send(m).is_err() {
+            self.queued.fetch_sub(size, Ordering::Relaxed);
+            return false;
+        }
+        true
+    }
+}
+
+/// Which kind of subscription.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// SUBSCRIBE: an exact channel name.
+    Channel,
+    /// PSUBSCRIBE: a glob pattern.
+    Pattern,
+    /// SSUBSCRIBE: a shard channel.
+    Shard,
+}
+
+type Table = HashMap<Bytes, HashMap<u64, Subscriber>>;
+
+/// Every subscription on this node.
+#[derive(Default)]
+pub struct PubSub {
+    channels: Mutex<Table>,
+    patterns: Mutex<Table>,
+    shard: Mutex<Table>,
+}
+
+impl PubSub {
+    fn table(&self, kind: Kind) -> &Mutex<Table> {
+        match kind {
+            Kind::Channel => &self.channels,
+            Kind::Pattern => &self.patterns,
+            Kind::Shard => &self.shard,
+        }
+    }
+
+    /// Subscribes client `id` to `name`.
+    pub fn subscribe(&self, kind: Kind, name: &Bytes, id: u64, sub: &Subscriber) {
+        self.table(kind)
+            .lock()
+            .entry(name.clone())
+            .or_default()
+            .insert(id, sub.clone());
+    }
+
+    /// Unsubscribes client `id` from `name`.
+    pub fn unsubscribe(&self, kind: Kind, name: &[u8], id: u64) {
+        let mut t = self.table(kind).lock();
+        if let Some(subs) = t.get_mut(name) {
+            subs.remove(&id);
+            if subs.is_empty() {
+                t.remove(name);
+            }
+        }
+    }
+
+    /// Delivers a message to this node's subscribers of `channel` (and of
+    /// matching patterns); returns how many received it. A subscriber
+    /// that falls further behind than `limits` allow is disconnected.
+    pub fn publish(&self, channel: &Bytes, payload: &Bytes, limits: Limits) -> usize {
+        let mut n = 0;
+        let direct: Vec<Subscriber> = self
+            .channels
+            .lock()
+            .get(channel)
+            .map(|s| s.values().cloned().collect())
+            .unwrap_or_default();
+        for s in direct {
+            let m = vec![
+                Bytes::from_static(b"message"),
+                channel.clone(),
+                payload.clone(),
+            ];
+            n += usize::from(s.send(m, limits));
+        }
+        let matching: Vec<(Bytes, Subscriber)> = self
+            .patterns
+            .lock()
+            .iter()
+            .filter(|(p, _)| glob_match(p, channel))
+            .flat_map(|(p, subs)| subs.values().map(move |s| (p.clone(), s.clone())))
+            .collect();
+        for (pattern, s) in matching {
+            let m = vec![
+                Bytes::from_static(b"pmessage"),
+                pattern,
+                channel.clone(),
+                payload.clone(),
+            ];
+            n += usize::from(s.send(m, limits));
+        }
+        n
+    }
+
+    /// Delivers a shard message (SPUBLISH) to this node's subscribers.
+    pub fn publish_shard(&self, channel: &Bytes, payload: &Bytes, limits: Limits) -> usize {
+        let subs: Vec<Subscriber> = self
+            .shard
+            .lock()
+            .get(channel)
+            .map(|s| s.values().cloned().collect())
+            .unwrap_or_default();
+        subs.into_iter()
+            .map(|s| {
+                let m = vec![
+                    Bytes::from_static(b"smessage"),
+                    channel.clone(),
+                    payload.clone(),
+                ];
+                usize::from(s.send(m, limits))
+            })
+            .sum()
+    }
+
+    /// Channels (or shard channels) with subscribers, optionally matching
+    /// a pattern.
+    pub fn active(&self, kind: Kind, pattern: Option<&[u8]>) -> Vec<Bytes> {
+        self.table(kind)
+            .lock()
+            .keys()
+            .filter(|c| pattern.is_none_or(|p| glob_match(p, c)))
+            .cloned()
+            .collect()
+    }
+
+    /// Subscribers of `name`.
+    pub fn count(&self, kind: Kind, name: &[u8]) -> usize {
+        self.table(kind).lock().get(name).map_or(0, HashMap::len)
+    }
+
+    /// Distinct patterns subscribed to.
+    pub fn patterns(&self) -> usize {
+        self.patterns.lock().len()
+    }
+}
