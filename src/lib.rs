@@ -10,7 +10,9 @@
 //!   executed to a reply value, whichever front end it came from.
 //! - [`cluster`]: routing, replication and cluster metadata; the
 //!   node-to-node transport.
-//! - [`node`]: what a node shares: the store, live config, metrics, clients.
+//! - [`node`]: what a node shares: the store, live config, metrics, clients,
+//!   the gate that keeps transactions whole and the clients blocked on
+//!   keys; [`pubsub`]: subscriptions and each subscriber's queue.
 //! - [`storage`]: one node's data: the memory tier, the disk tier (fjall),
 //!   the write-ahead log, spilling, offloading, TTLs and snapshots.
 //! - [`slot`]: key -> Redis Cluster slot -> ordering position, shared by all.

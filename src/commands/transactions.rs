@@ -136,7 +136,11 @@ pub fn run(ctx: &mut Ctx<'_>, watched: &[Watched], queued: &[Vec<Bytes>]) -> Rep
     let replies = ctx.atomic(|ctx| {
         queued
             .iter()
-            .map(|args| execute(ctx, args))
+            .map(|args| match execute(ctx, args) {
+                // One element per command (SUBSCRIBE a b answers twice).
+                Reply::Many(replies) => Reply::Array(replies),
+                reply => reply,
+            })
             .collect::<Vec<_>>()
     });
     Reply::Array(replies)
