@@ -140,7 +140,10 @@ fn entries_ids_ranges_and_trimming() {
     assert_eq!(read[0].1.len(), 1);
     assert_eq!(q(c, &["XREAD", "STREAMS", "r1", "$"]), Value::Nil);
     // Nothing arrives within the timeout: nil.
-    assert_eq!(q(c, &["XREAD", "BLOCK", "10", "STREAMS", "r1", "$"]), Value::Nil);
+    assert_eq!(
+        q(c, &["XREAD", "BLOCK", "10", "STREAMS", "r1", "$"]),
+        Value::Nil
+    );
     assert_eq!(
         qe(c, &["XREAD", "STREAMS", "r1", "r2", "0"]),
         "ERR Unbalanced 'xread' list of streams: for each stream key an ID or '$' must be specified."
