@@ -1,11 +1,10 @@
 //! `strata bench` and `strata generate` against a live in-process node:
 //! argument validation, and bounded runs whose counts add up.
 
-mod common;
 
 use std::process::Command;
 
-use common::TestNode;
+use crate::common::TestNode;
 use serde_json::Value;
 
 fn strata(args: &[&str]) -> std::process::Output {

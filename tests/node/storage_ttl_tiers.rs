@@ -1,10 +1,9 @@
 //! An expired key is gone whichever tier it was in.
 
-mod storage_common;
 
 use std::time::Duration;
 
-use storage_common::{get_str, open, string};
+use crate::storage_common::{get_str, open, string};
 use strata::storage::{now_ms, ReadHint, Tier};
 
 #[test]

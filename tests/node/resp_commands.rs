@@ -1,9 +1,8 @@
 //! Every command group over a real socket with the `redis` crate, with
 //! Redis's error texts.
 
-mod common;
 
-use common::TestNode;
+use crate::common::TestNode;
 use redis::{cmd, Value};
 
 fn err_text(e: redis::RedisError) -> String {

@@ -1,9 +1,8 @@
 //! Malformed or hostile input gets Redis's error and the node goes on
 //! serving; nothing stored changes.
 
-mod common;
 
-use common::TestNode;
+use crate::common::TestNode;
 use redis::cmd;
 
 fn still_serving(node: &TestNode) {

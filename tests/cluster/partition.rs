@@ -7,14 +7,13 @@
 //! readable on every node. Skips, saying why, where namespaces can't be
 //! created.
 
-mod procs;
 
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use procs::*;
+use crate::procs::*;
 use redis::Commands;
 
 /// Namespaces and links made for one test run; removed on drop.

@@ -1,12 +1,11 @@
 //! The engine against a plain map with expiry, under random operations
 //! mixed with forced spills, offloads, checkpoints and reopenings.
 
-mod storage_common;
 
 use std::collections::BTreeMap;
 
 use proptest::prelude::*;
-use storage_common::{get_str, open, string};
+use crate::storage_common::{get_str, open, string};
 use strata::storage::{now_ms, FieldMap, Record, Store, Value, Version};
 
 #[derive(Debug, Clone)]

@@ -1,9 +1,8 @@
 //! Snapshots cover both tiers; restoring one replaces the store; a bad file
 //! changes nothing.
 
-mod storage_common;
 
-use storage_common::{get_str, open, string};
+use crate::storage_common::{get_str, open, string};
 use strata::storage::{FieldMap, Record, StorageError, Value, Version};
 
 #[test]

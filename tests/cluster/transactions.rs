@@ -6,11 +6,10 @@
 //! one node reaches subscribers on another. Every replica ends with the
 //! same state. Waits are bounded; no timing is asserted.
 
-mod procs;
 
 use std::time::{Duration, Instant};
 
-use procs::*;
+use crate::procs::*;
 use redis::{cmd, Value};
 
 fn run(c: &mut redis::Connection, args: &[&str]) -> redis::RedisResult<Value> {

@@ -4,12 +4,11 @@
 //! the store holds exactly the batches up to its mark, none half done and
 //! none twice, so a replication layer can resume right after the mark.
 
-mod storage_common;
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 
-use storage_common::{config, get_str, string};
+use crate::storage_common::{config, get_str, string};
 use strata::storage::{Record, Store, Value};
 
 const CHILD_ENV: &str = "STRATA_BATCH_CHILD_DIR";
@@ -81,7 +80,7 @@ fn batches_survive_sigkill_whole_or_not_at_all() {
         let mut child = Command::new(&exe)
             .args([
                 "--exact",
-                "child_applier",
+                "recover_apply_batches::child_applier",
                 "--nocapture",
                 "--test-threads=1",
             ])

@@ -3,11 +3,9 @@
 //! after a restart it holds every write made while it was away, none of
 //! the keys deleted meanwhile, and keeps them through another crash.
 
-mod procs;
-
 use std::time::{Duration, Instant};
 
-use procs::*;
+use crate::procs::*;
 use redis::{cmd, Commands};
 
 fn counter(p: &Proc, name: &str) -> u64 {
@@ -114,7 +112,7 @@ fn lagging_node_catches_up_from_a_snapshot() {
         let purged = group_gauge(&nodes[0], "raft_purged_index");
         let lagging: Vec<u32> = behind
             .iter()
-            .filter(|(g, idx)| **g != 0 && purged.get(g).is_some_and(|p| p > idx))
+            .filter(|(g, idx)| **g != 0 && purged.get(g).is_some_and(|p| *p > **idx))
             .map(|(g, _)| *g)
             .collect();
         if lagging.len() == behind.len() - 1 {

@@ -1,9 +1,8 @@
 //! The seeds' HTTP APIs, exactly as the seeds' examples use them, plus
 //! bad input, the API key and the OpenAPI document.
 
-mod common;
 
-use common::TestNode;
+use crate::common::TestNode;
 use serde_json::{json, Value};
 
 fn agent() -> ureq::Agent {

@@ -5,11 +5,10 @@
 //! reading being disconnected at its output limit instead of growing the
 //! node's memory. Waits are bounded; no timing is asserted.
 
-mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{q, qe, TestNode};
+use crate::common::{q, qe, TestNode};
 use redis::Value;
 
 fn bulk(s: &str) -> Value {

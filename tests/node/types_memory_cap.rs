@@ -2,9 +2,8 @@
 //! evicted, everything reads back, and the memory tier's accounted bytes
 //! stay under its cap.
 
-mod common;
 
-use common::TestNode;
+use crate::common::TestNode;
 use redis::cmd;
 
 #[test]

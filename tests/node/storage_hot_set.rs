@@ -2,10 +2,10 @@
 //! writes, keys that are read again and again come back from disk and
 //! displace entries nobody reads, and the offloader leaves them alone.
 
-mod storage_common;
+use crate::storage_common;
 
 use rand::seq::SliceRandom;
-use storage_common::{config, get_str};
+use crate::storage_common::{config, get_str};
 use strata::storage::{Store, Tier};
 
 fn value(i: u32) -> Vec<u8> {

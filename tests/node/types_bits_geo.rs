@@ -4,9 +4,8 @@
 //! String edits log only the bytes they change; a restart from the log
 //! and a spill to the disk tier must give the same strings back.
 
-mod common;
 
-use common::{q, qe, TestNode};
+use crate::common::{q, qe, TestNode};
 use redis::{cmd, Value};
 
 fn int(v: Value) -> i64 {

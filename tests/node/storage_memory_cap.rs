@@ -1,9 +1,8 @@
 //! One million keys through a 64 MiB cap: every key reads back, and the
 //! accounted memory never exceeds the cap.
 
-mod storage_common;
 
-use storage_common::{get_str, open, string};
+use crate::storage_common::{get_str, open, string};
 use strata::storage::Tier;
 
 #[test]

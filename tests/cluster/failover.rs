@@ -5,13 +5,12 @@
 //! writes is replaced, and after it returns every acknowledged write is
 //! readable and the replicas agree. Times are printed, never asserted.
 
-mod procs;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use procs::*;
+use crate::procs::*;
 use redis::{cmd, Commands};
 
 #[test]

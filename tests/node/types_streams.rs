@@ -3,9 +3,8 @@
 //! (deliver, pending, acknowledge, claim), XINFO, and a stream with groups
 //! surviving spills and restarts.
 
-mod common;
 
-use common::{q, qe, TestNode};
+use crate::common::{q, qe, TestNode};
 use redis::Value;
 
 /// XREAD's reply: entries by stream.

@@ -1,9 +1,8 @@
 //! An injected log write or fsync failure poisons the store: writes get a
 //! clear error, and what was on disk is readable after a restart.
 
-mod storage_common;
 
-use storage_common::{config, get_str, string};
+use crate::storage_common::{config, get_str, string};
 use strata::storage::{AppendFsync, FailPoint, StorageError, Store};
 
 fn poisons_on(point: FailPoint) {

@@ -3,11 +3,10 @@
 //! every pair of types, and a model test with forced spills, offloads,
 //! checkpoints and restarts in between.
 
-mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use common::{q, qe, TestNode};
+use crate::common::{q, qe, TestNode};
 use proptest::prelude::*;
 use redis::{cmd, Value};
 

@@ -6,12 +6,11 @@
 //! blocked client only once the transaction has run. Waits are bounded
 //! and no timing is asserted.
 
-mod common;
 
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{q, qe, TestNode};
+use crate::common::{q, qe, TestNode};
 use redis::Value;
 
 fn bulk(s: &str) -> Value {

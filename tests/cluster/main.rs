@@ -1,0 +1,12 @@
+//! Multi-node tests: real `strata` processes on loopback (and, where the
+//! machine allows, in network namespaces), killed, paused and partitioned.
+//!
+//! One test binary for all of them, so a release build links it once.
+
+mod procs;
+
+mod failover;
+mod partition;
+mod snapshot;
+mod transactions;
+mod transport;

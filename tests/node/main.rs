@@ -1,0 +1,28 @@
+//! Single-node tests: the storage engine through its library API (crash
+//! recovery runs a child copy of this binary and kills it), and one
+//! `strata` server process driven by real clients over real sockets.
+//!
+//! One test binary for all of them, so a release build links it once.
+
+mod common;
+mod storage_common;
+
+mod http_api;
+mod load_tools;
+mod poisoned_log;
+mod pubsub;
+mod recover_after_kill;
+mod recover_apply_batches;
+mod resp_bad_input;
+mod resp_commands;
+mod server_process;
+mod snapshot_restore;
+mod storage_hot_set;
+mod storage_memory_cap;
+mod storage_model;
+mod storage_ttl_tiers;
+mod transactions_blocking;
+mod types_bits_geo;
+mod types_memory_cap;
+mod types_sets;
+mod types_streams;
