@@ -50,6 +50,11 @@ pub struct Config {
     /// How far a pub/sub subscriber may fall behind before it is
     /// disconnected (Redis's `client-output-buffer-limit pubsub`).
     pub pubsub_output_limit: OutputLimit,
+    /// How long a script may run before other clients get `-BUSY`
+    /// (Redis's `busy-reply-threshold`, formerly `lua-time-limit`), in ms.
+    pub busy_reply_threshold_ms: u64,
+    /// Most memory the Lua VM may use, in bytes (0 = no limit).
+    pub lua_memory_limit: u64,
     /// Storage settings.
     pub storage: StorageConfig,
     /// Redis's encoding thresholds. strata's layouts don't depend on them;
@@ -211,6 +216,8 @@ impl Default for Config {
             raft_snapshot_every: 100_000,
             storage: StorageConfig::default(),
             pubsub_output_limit: OutputLimit::default(),
+            busy_reply_threshold_ms: 5000,
+            lua_memory_limit: 1 << 30,
             encoding: EncodingKnobs::default(),
         }
     }

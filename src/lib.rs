@@ -38,6 +38,7 @@ pub mod frontend;
 pub mod metrics;
 pub mod node;
 pub mod pubsub;
+pub mod scripting;
 pub mod server;
 pub mod slot;
 pub mod storage;

@@ -114,6 +114,10 @@ pub struct Node {
     pub waiters: Waiters,
     /// Pub/sub subscriptions.
     pub pubsub: crate::pubsub::PubSub,
+    /// Lua scripts and function libraries.
+    pub scripts: crate::scripting::Scripts,
+    /// The thread that runs scripts and transactions (see [`Runner`]).
+    pub runner: Runner,
 }
 
 impl Node {
@@ -133,6 +137,9 @@ impl Node {
                     ^ now_ms()
             ),
         };
+        let cfg_dir = cfg.storage.data_dir.clone();
+        let persist = cfg_dir.is_dir();
+        let lua_memory = cfg.lua_memory_limit as usize;
         Node {
             store,
             cfg: RwLock::new(cfg),
@@ -152,6 +159,11 @@ impl Node {
             gate: Gate::default(),
             waiters: Waiters::default(),
             pubsub: crate::pubsub::PubSub::default(),
+            scripts: crate::scripting::Scripts::new(
+                Some(cfg_dir.join("functions.json")).filter(|_| persist),
+                lua_memory,
+            ),
+            runner: Runner::default(),
         }
     }
 }
@@ -162,16 +174,27 @@ thread_local! {
 }
 
 /// What keeps a transaction or script whole: every command runs holding
-/// the gate shared, and EXEC holds it exclusively, so no other client's
-/// command runs between the commands of a transaction. Commands run
-/// inside one (queued commands, nested calls) don't take it again.
+/// the gate shared, and EXEC and scripts hold it exclusively, so no other
+/// client's command runs between their commands. Commands run inside one
+/// (queued commands, a script's calls) don't take it again.
+///
+/// A script that runs past `busy-reply-threshold` makes the gate answer
+/// `-BUSY` instead of waiting, as Redis does.
 #[derive(Default)]
 pub struct Gate {
     lock: RwLock<()>,
+    /// Someone holds the gate alone.
+    closed: AtomicBool,
+    /// Rung when the one holding the gate alone lets go.
+    opened: tokio::sync::Notify,
+    /// The script holding the gate now: when it started, its BUSY text,
+    /// and after how long that applies.
+    script: Mutex<Option<(Instant, &'static str, std::time::Duration)>>,
 }
 
 /// A hold on the [`Gate`], released on drop.
 pub struct GateGuard<'a> {
+    gate: &'a Gate,
     _shared: Option<parking_lot::RwLockReadGuard<'a, ()>>,
     _exclusive: Option<parking_lot::RwLockWriteGuard<'a, ()>>,
 }
@@ -179,21 +202,34 @@ pub struct GateGuard<'a> {
 impl Drop for GateGuard<'_> {
     fn drop(&mut self) {
         GATE_HELD.with(|h| h.set(false));
+        if self._exclusive.is_some() {
+            *self.gate.script.lock() = None;
+            self.gate.closed.store(false, Ordering::Release);
+            self.gate.opened.notify_waiters();
+        }
     }
 }
 
 impl Gate {
-    /// Holds the gate shared; None if this thread already holds it.
-    pub fn shared(&self) -> Option<GateGuard<'_>> {
+    /// Holds the gate shared; None if this thread already holds it. While
+    /// a script has run past its threshold, the `-BUSY` text instead.
+    pub fn shared(&self) -> Result<Option<GateGuard<'_>>, &'static str> {
         if GATE_HELD.with(std::cell::Cell::get) {
-            return None;
+            return Ok(None);
         }
-        let g = self.lock.read();
-        GATE_HELD.with(|h| h.set(true));
-        Some(GateGuard {
-            _shared: Some(g),
-            _exclusive: None,
-        })
+        loop {
+            if let Some(g) = self.lock.try_read_for(std::time::Duration::from_millis(20)) {
+                GATE_HELD.with(|h| h.set(true));
+                return Ok(Some(GateGuard {
+                    gate: self,
+                    _shared: Some(g),
+                    _exclusive: None,
+                }));
+            }
+            if let Some(busy) = self.busy() {
+                return Err(busy);
+            }
+        }
     }
 
     /// Holds the gate alone; None if this thread already holds it.
@@ -202,11 +238,85 @@ impl Gate {
             return None;
         }
         let g = self.lock.write();
+        self.closed.store(true, Ordering::Release);
         GATE_HELD.with(|h| h.set(true));
         Some(GateGuard {
+            gate: self,
             _shared: None,
             _exclusive: Some(g),
         })
+    }
+
+    /// Says that a script runs under the exclusive hold, so that after
+    /// `threshold` others get `busy` rather than wait.
+    pub fn script_started(&self, busy: &'static str, threshold: std::time::Duration) {
+        *self.script.lock() = Some((Instant::now(), busy, threshold));
+    }
+
+    /// The `-BUSY` text, while a script has held the gate past its
+    /// threshold.
+    pub fn busy(&self) -> Option<&'static str> {
+        let s = self.script.lock();
+        let (started, text, threshold) = (*s)?;
+        (started.elapsed() >= threshold).then_some(text)
+    }
+
+    /// Waits, without blocking the thread, until nobody holds the gate
+    /// alone or a script holding it has run past its threshold.
+    pub async fn wait_open(&self) {
+        while self.closed.load(Ordering::Acquire) && self.busy().is_none() {
+            let opened = self.opened.notified();
+            if !self.closed.load(Ordering::Acquire) {
+                return;
+            }
+            // Re-checked now and then: the threshold passes silently.
+            let _ = tokio::time::timeout(std::time::Duration::from_millis(50), opened).await;
+        }
+    }
+}
+
+/// Work for the [`Runner`].
+type Job = Box<dyn FnOnce() + Send>;
+
+/// One thread that runs the work holding the gate alone (scripts, EXEC)
+/// for connections, so a long script never stalls an I/O thread: other
+/// clients on it keep getting answers (`-BUSY`, SCRIPT KILL).
+#[derive(Default)]
+pub struct Runner {
+    queue: OnceLock<Mutex<std::sync::mpsc::Sender<Job>>>,
+}
+
+impl Runner {
+    /// Runs `job` on the runner thread and waits for its result; None if
+    /// the job failed (panicked) or the thread is gone.
+    pub async fn run<R: Send + 'static>(
+        &self,
+        job: impl FnOnce() -> R + Send + 'static,
+    ) -> Option<R> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let work: Job = Box::new(move || {
+            let _ = tx.send(job());
+        });
+        let queue = self.queue.get_or_init(|| {
+            let (tx, rx) = std::sync::mpsc::channel::<Job>();
+            let spawned = std::thread::Builder::new()
+                .name("strata-scripts".into())
+                .spawn(move || {
+                    while let Ok(job) = rx.recv() {
+                        if std::panic::catch_unwind(std::panic::AssertUnwindSafe(job)).is_err() {
+                            tracing::error!(
+                                "a script or transaction panicked; its client is disconnected"
+                            );
+                        }
+                    }
+                });
+            if let Err(e) = spawned {
+                tracing::error!(error = %e, "starting the script thread failed");
+            }
+            Mutex::new(tx)
+        });
+        queue.lock().send(work).ok()?;
+        rx.await.ok()
     }
 }
 

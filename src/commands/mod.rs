@@ -18,6 +18,7 @@ mod keys;
 mod lists;
 mod pubsub;
 pub mod reply;
+mod scripting;
 mod server;
 mod sets;
 mod sort;
@@ -39,6 +40,7 @@ use crate::storage::{
 };
 pub use cluster::{dispatch, dispatch_pipeline, Applier, Forwarder};
 pub use reply::Reply;
+pub use scripting::needs_runner;
 
 /// A command's outcome: a reply, or an error reply to send instead.
 pub type CmdResult = Result<Reply, Reply>;
@@ -386,6 +388,64 @@ pub static COMMANDS: &[Spec] = &[
         transactions::strata_stamps,
         ALL_KEYS,
     ),
+    // scripting
+    spec(
+        "scripting",
+        "eval",
+        -3,
+        true,
+        scripting::eval,
+        SECOND_COUNTED_KEYS,
+    ),
+    spec(
+        "scripting",
+        "evalsha",
+        -3,
+        true,
+        scripting::evalsha,
+        SECOND_COUNTED_KEYS,
+    ),
+    spec(
+        "scripting",
+        "eval_ro",
+        -3,
+        false,
+        scripting::eval_ro,
+        SECOND_COUNTED_KEYS,
+    ),
+    spec(
+        "scripting",
+        "evalsha_ro",
+        -3,
+        false,
+        scripting::evalsha_ro,
+        SECOND_COUNTED_KEYS,
+    ),
+    spec(
+        "scripting",
+        "fcall",
+        -3,
+        true,
+        scripting::fcall,
+        SECOND_COUNTED_KEYS,
+    ),
+    spec(
+        "scripting",
+        "fcall_ro",
+        -3,
+        false,
+        scripting::fcall_ro,
+        SECOND_COUNTED_KEYS,
+    ),
+    spec("scripting", "script", -2, false, scripting::script, NO_KEYS),
+    spec(
+        "scripting",
+        "function",
+        -2,
+        false,
+        scripting::function,
+        NO_KEYS,
+    ),
     // pub/sub
     spec(
         "pubsub",
@@ -452,6 +512,7 @@ pub static COMMANDS: &[Spec] = &[
     spec("server", "dbsize", 1, false, server::dbsize, NO_KEYS),
     spec("server", "flushdb", -1, true, server::flushdb, NO_KEYS),
     spec("server", "flushall", -1, true, server::flushall, NO_KEYS),
+    spec("server", "shutdown", -1, false, server::shutdown, NO_KEYS),
     spec(
         "server",
         "strata-flushslots",
@@ -1462,10 +1523,13 @@ pub fn execute(ctx: &mut Ctx<'_>, args: &[Bytes]) -> Reply {
     {
         return pubsub::not_allowed(spec.name);
     }
-    let _gate = if transactions::exclusive(spec.name) {
+    let _gate = if transactions::exclusive(spec.name) || scripting::bypasses_gate(spec.name, args) {
         None
     } else {
-        ctx.node.gate.shared()
+        match ctx.node.gate.shared() {
+            Ok(g) => g,
+            Err(busy) => return Reply::err(busy),
+        }
     };
     let started = Instant::now();
     let reply = match (spec.handler)(ctx, args) {

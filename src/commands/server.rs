@@ -381,6 +381,11 @@ fn params(ctx: &Ctx<'_>) -> Vec<(&'static str, String)> {
         ),
         ("bind", c.bind.clone()),
         (
+            "busy-reply-threshold",
+            c.busy_reply_threshold_ms.to_string(),
+        ),
+        ("lua-time-limit", c.busy_reply_threshold_ms.to_string()),
+        (
             "client-output-buffer-limit",
             format!(
                 "normal 0 0 0 slave 268435456 67108864 60 pubsub {} {} {}",
@@ -431,6 +436,7 @@ fn apply(cfg: &mut crate::config::Config, name: &str, v: &str) -> Result<(), Str
             cfg.client_query_buffer_limit =
                 parse_size(v).ok_or("argument must be a memory value")? as usize
         }
+        "busy-reply-threshold" | "lua-time-limit" => cfg.busy_reply_threshold_ms = num(v)?,
         "overflow-ratio" => s.overflow_ratio = ratio(v)?,
         "spill-low-ratio" => s.spill_low_ratio = ratio(v)?,
         "offload-after-seconds" => s.offload_after_secs = num(v)?,
@@ -547,4 +553,26 @@ pub fn config(ctx: &mut Ctx<'_>, a: &[Bytes]) -> CmdResult {
     } else {
         Err(err::subcommand(sub, "config"))
     }
+}
+
+/// SHUTDOWN [NOSAVE|SAVE] [NOW] [FORCE] [ABORT]: stops the node. Without
+/// NOSAVE the store takes a final checkpoint as it closes; either way
+/// every acknowledged write is in the log. The connection closes without
+/// a reply, as in Redis.
+pub fn shutdown(ctx: &mut Ctx<'_>, a: &[Bytes]) -> CmdResult {
+    for arg in &a[1..] {
+        if is(arg, "ABORT") {
+            return Err(Reply::err("ERR No shutdown in progress."));
+        }
+        if !["NOSAVE", "SAVE", "NOW", "FORCE"]
+            .iter()
+            .any(|w| is(arg, w))
+        {
+            return Err(err::syntax());
+        }
+    }
+    tracing::warn!(client = ctx.s.handle.addr, "SHUTDOWN requested");
+    ctx.node.shutdown.cancel();
+    ctx.s.quit = true;
+    Ok(Reply::Many(Vec::new()))
 }

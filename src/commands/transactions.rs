@@ -34,7 +34,7 @@ pub fn runs_in_multi(name: &str) -> bool {
 /// Whether a command holds the gate alone (and so must not take it
 /// shared first).
 pub fn exclusive(name: &str) -> bool {
-    matches!(name, "exec" | "strata-exec")
+    matches!(name, "exec" | "strata-exec") || super::scripting::runs_script(name)
 }
 
 /// Queues `args` inside MULTI: `+QUEUED`, or an error that also dooms the

@@ -10,7 +10,9 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_util::task::TaskTracker;
 
 use super::resp::{parse_request, Reply};
-use crate::commands::{blocking, dispatch_pipeline, execute, storage_error, Ctx, Session};
+use crate::commands::{
+    blocking, dispatch_pipeline, execute, needs_runner, storage_error, Ctx, Session,
+};
 use crate::node::{ClientHandle, Node};
 
 /// A connection handed to an I/O thread.
@@ -107,7 +109,7 @@ async fn handle(node: Arc<Node>, mut stream: TcpStream, peer: SocketAddr) -> std
 }
 
 async fn session_loop(
-    node: &Node,
+    node: &Arc<Node>,
     stream: &mut TcpStream,
     session: &mut Session,
 ) -> std::io::Result<()> {
@@ -168,6 +170,19 @@ async fn session_loop(
                         pipeline.push(args);
                         continue;
                     }
+                    if needs_runner(session, &args) {
+                        // A script may run long: off this thread, so the
+                        // other clients here keep being served.
+                        let Some(reply) = on_runner(node, session, args).await else {
+                            return Ok(());
+                        };
+                        reply.encode(session.resp3, &mut wbuf);
+                        executed += 1;
+                        continue;
+                    }
+                    // While a script or transaction holds the gate, wait
+                    // for it here rather than block the thread.
+                    node.gate.wait_open().await;
                     let mut ctx = Ctx { node, s: session };
                     let reply = execute(&mut ctx, &args);
                     reply.encode(session.resp3, &mut wbuf);
@@ -182,6 +197,9 @@ async fn session_loop(
                     break;
                 }
             }
+        }
+        if !pipeline.is_empty() {
+            node.gate.wait_open().await;
         }
         run_pipeline(node, session, &mut pipeline, &mut wbuf, &mut executed).await;
         if let Some(e) = protocol_error {
@@ -205,6 +223,32 @@ async fn session_loop(
             wbuf = BytesMut::with_capacity(16 * 1024);
         }
     }
+}
+
+/// Executes one request on the node's runner thread (see
+/// [`crate::node::Runner`]), lending it the session meanwhile. None if the
+/// request failed so badly that the session is lost.
+async fn on_runner(
+    node: &Arc<Node>,
+    session: &mut Session,
+    args: Vec<bytes::Bytes>,
+) -> Option<Reply> {
+    let stand_in = Session::new(session.handle.clone(), session.authed);
+    let mut lent = std::mem::replace(session, stand_in);
+    let worker = node.clone();
+    let (reply, back) = node
+        .runner
+        .run(move || {
+            let mut ctx = Ctx {
+                node: &worker,
+                s: &mut lent,
+            };
+            let reply = execute(&mut ctx, &args);
+            (reply, lent)
+        })
+        .await?;
+    *session = back;
+    Some(reply)
 }
 
 /// Executes the requests gathered for cluster routing, encoding their

@@ -5,7 +5,6 @@
 //! writes is replaced, and after it returns every acknowledged write is
 //! readable and the replicas agree. Times are printed, never asserted.
 
-
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};

@@ -7,7 +7,6 @@
 //! readable on every node. Skips, saying why, where namespaces can't be
 //! created.
 
-
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};

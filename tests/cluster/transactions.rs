@@ -6,7 +6,6 @@
 //! one node reaches subscribers on another. Every replica ends with the
 //! same state. Waits are bounded; no timing is asserted.
 
-
 use std::time::{Duration, Instant};
 
 use crate::procs::*;

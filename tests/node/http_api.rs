@@ -1,7 +1,6 @@
 //! The seeds' HTTP APIs, exactly as the seeds' examples use them, plus
 //! bad input, the API key and the OpenAPI document.
 
-
 use crate::common::TestNode;
 use serde_json::{json, Value};
 

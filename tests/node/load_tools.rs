@@ -1,7 +1,6 @@
 //! `strata bench` and `strata generate` against a live in-process node:
 //! argument validation, and bounded runs whose counts add up.
 
-
 use std::process::Command;
 
 use crate::common::TestNode;

@@ -15,6 +15,7 @@ mod recover_after_kill;
 mod recover_apply_batches;
 mod resp_bad_input;
 mod resp_commands;
+mod scripting;
 mod server_process;
 mod snapshot_restore;
 mod storage_hot_set;

@@ -1,7 +1,6 @@
 //! An injected log write or fsync failure poisons the store: writes get a
 //! clear error, and what was on disk is readable after a restart.
 
-
 use crate::storage_common::{config, get_str, string};
 use strata::storage::{AppendFsync, FailPoint, StorageError, Store};
 

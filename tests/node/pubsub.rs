@@ -5,7 +5,6 @@
 //! reading being disconnected at its output limit instead of growing the
 //! node's memory. Waits are bounded; no timing is asserted.
 
-
 use std::time::{Duration, Instant};
 
 use crate::common::{q, qe, TestNode};

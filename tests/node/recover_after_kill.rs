@@ -2,7 +2,6 @@
 //! killed with SIGKILL mid-stream. Every write it acknowledged is there
 //! after reopening.
 
-
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
 
@@ -327,7 +326,12 @@ fn acknowledged_writes_survive_sigkill() {
     let exe = std::env::current_exe().expect("test binary");
     for round in 0..2 {
         let mut child = Command::new(&exe)
-            .args(["--exact", "recover_after_kill::child_writer", "--nocapture", "--test-threads=1"])
+            .args([
+                "--exact",
+                "recover_after_kill::child_writer",
+                "--nocapture",
+                "--test-threads=1",
+            ])
             .env(CHILD_ENV, dir.path())
             .env(ROUND_ENV, round.to_string())
             .stdout(Stdio::piped())

@@ -4,7 +4,6 @@
 //! the store holds exactly the batches up to its mark, none half done and
 //! none twice, so a replication layer can resume right after the mark.
 
-
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 

@@ -1,7 +1,6 @@
 //! Malformed or hostile input gets Redis's error and the node goes on
 //! serving; nothing stored changes.
 
-
 use crate::common::TestNode;
 use redis::cmd;
 

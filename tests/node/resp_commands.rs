@@ -1,7 +1,6 @@
 //! Every command group over a real socket with the `redis` crate, with
 //! Redis's error texts.
 
-
 use crate::common::TestNode;
 use redis::{cmd, Value};
 

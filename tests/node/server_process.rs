@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use redis::cmd;
 
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -15,7 +15,7 @@ fn free_port() -> u16 {
         .port()
 }
 
-fn spawn(dir: &std::path::Path, port: u16, http: u16) -> Child {
+pub fn spawn(dir: &std::path::Path, port: u16, http: u16) -> Child {
     Command::new(env!("CARGO_BIN_EXE_strata"))
         .args([
             "server",
@@ -34,7 +34,7 @@ fn spawn(dir: &std::path::Path, port: u16, http: u16) -> Child {
         .expect("spawn strata")
 }
 
-fn connect(port: u16) -> redis::Connection {
+pub fn connect(port: u16) -> redis::Connection {
     let client = redis::Client::open(format!("redis://127.0.0.1:{port}/")).unwrap();
     for _ in 0..200 {
         if let Ok(c) = client.get_connection() {

@@ -1,7 +1,6 @@
 //! Snapshots cover both tiers; restoring one replaces the store; a bad file
 //! changes nothing.
 
-
 use crate::storage_common::{get_str, open, string};
 use strata::storage::{FieldMap, Record, StorageError, Value, Version};
 

@@ -4,8 +4,8 @@
 
 use crate::storage_common;
 
-use rand::seq::SliceRandom;
 use crate::storage_common::{config, get_str};
+use rand::seq::SliceRandom;
 use strata::storage::{Store, Tier};
 
 fn value(i: u32) -> Vec<u8> {

@@ -1,7 +1,6 @@
 //! One million keys through a 64 MiB cap: every key reads back, and the
 //! accounted memory never exceeds the cap.
 
-
 use crate::storage_common::{get_str, open, string};
 use strata::storage::Tier;
 

@@ -1,11 +1,10 @@
 //! The engine against a plain map with expiry, under random operations
 //! mixed with forced spills, offloads, checkpoints and reopenings.
 
-
 use std::collections::BTreeMap;
 
-use proptest::prelude::*;
 use crate::storage_common::{get_str, open, string};
+use proptest::prelude::*;
 use strata::storage::{now_ms, FieldMap, Record, Store, Value, Version};
 
 #[derive(Debug, Clone)]

@@ -1,6 +1,5 @@
 //! An expired key is gone whichever tier it was in.
 
-
 use std::time::Duration;
 
 use crate::storage_common::{get_str, open, string};

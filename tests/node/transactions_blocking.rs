@@ -6,7 +6,6 @@
 //! blocked client only once the transaction has run. Waits are bounded
 //! and no timing is asserted.
 
-
 use std::thread;
 use std::time::{Duration, Instant};
 

@@ -4,7 +4,6 @@
 //! String edits log only the bytes they change; a restart from the log
 //! and a spill to the disk tier must give the same strings back.
 
-
 use crate::common::{q, qe, TestNode};
 use redis::{cmd, Value};
 

@@ -2,7 +2,6 @@
 //! evicted, everything reads back, and the memory tier's accounted bytes
 //! stay under its cap.
 
-
 use crate::common::TestNode;
 use redis::cmd;
 

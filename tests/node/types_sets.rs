@@ -3,7 +3,6 @@
 //! every pair of types, and a model test with forced spills, offloads,
 //! checkpoints and restarts in between.
 
-
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::common::{q, qe, TestNode};

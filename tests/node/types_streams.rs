@@ -3,7 +3,6 @@
 //! (deliver, pending, acknowledge, claim), XINFO, and a stream with groups
 //! surviving spills and restarts.
 
-
 use crate::common::{q, qe, TestNode};
 use redis::Value;
 
