@@ -6,7 +6,9 @@
 #   scripts/bench-vs-redis.sh [requests] [tests]
 #
 # requests defaults to 300000; tests is redis-benchmark's -t list (default
-# set,get,incr,hset) and may include xadd, run as `XADD s * f v`. The data
+# set,get,incr,hset) and may include xadd, run as `XADD s * f v`, and
+# evalsha, run as `EVALSHA <sha> 1 key:__rand_int__` of a script doing
+# `return redis.call('incr', KEYS[1])` (loaded with SCRIPT LOAD first). The data
 # types line of the README comes from
 #   scripts/bench-vs-redis.sh 200000 lpush,rpush,lpop,rpop,sadd,hset,spop,zadd,zpopmin,lrange_100,lrange_600,xadd
 set -euo pipefail
@@ -14,10 +16,16 @@ cd "$(dirname "$0")/.."
 N="${1:-300000}"
 TESTS="${2:-set,get,incr,hset}"
 XADD=0
+EVALSHA=0
 if [[ ",$TESTS," == *,xadd,* ]]; then
   XADD=1
   TESTS=$(echo ",$TESTS," | sed 's/,xadd,/,/; s/^,//; s/,$//')
 fi
+if [[ ",$TESTS," == *,evalsha,* ]]; then
+  EVALSHA=1
+  TESTS=$(echo ",$TESTS," | sed 's/,evalsha,/,/; s/^,//; s/,$//')
+fi
+SCRIPT="return redis.call('incr', KEYS[1])"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/strata-target}"
 
 if ! command -v redis-server >/dev/null || ! command -v redis-benchmark >/dev/null; then
@@ -51,6 +59,11 @@ run() { # port, extra args -> "TEST rps" lines
   if [ "$XADD" = 1 ]; then
     redis-benchmark -p "$1" -c 50 -n "$N" --csv "${@:2}" XADD s '*' f v 2>/dev/null \
       | awk -F'","' 'NR>1 {gsub(/"/,""); split($0,a,","); print "XADD", a[2]}'
+  fi
+  if [ "$EVALSHA" = 1 ]; then
+    sha=$(redis-cli -p "$1" SCRIPT LOAD "$SCRIPT")
+    redis-benchmark -p "$1" -c 50 -n "$N" -r 100000 --csv "${@:2}" EVALSHA "$sha" 1 key:__rand_int__ 2>/dev/null \
+      | awk -F'","' 'NR>1 {gsub(/"/,""); split($0,a,","); print "EVALSHA", a[2]}'
   fi
 }
 

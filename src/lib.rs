@@ -11,8 +11,11 @@
 //! - [`cluster`]: routing, replication and cluster metadata; the
 //!   node-to-node transport.
 //! - [`node`]: what a node shares: the store, live config, metrics, clients,
-//!   the gate that keeps transactions whole and the clients blocked on
-//!   keys; [`pubsub`]: subscriptions and each subscriber's queue.
+//!   the gate that keeps transactions and scripts whole, the thread
+//!   scripts run on, and the clients blocked on keys; [`pubsub`]:
+//!   subscriptions and each subscriber's queue; [`scripting`]: the Lua VM
+//!   scripts run in, whose `redis.call` reaches back to the command table
+//!   through a callback the commands supply.
 //! - [`storage`]: one node's data: the memory tier, the disk tier (fjall),
 //!   the write-ahead log, spilling, offloading, TTLs and snapshots.
 //! - [`slot`]: key -> Redis Cluster slot -> ordering position, shared by all.

@@ -19,7 +19,7 @@ use std::sync::{Arc, Weak};
 use bytes::Bytes;
 
 use super::reply::Reply;
-use super::{err, execute, int_arg, is, lookup, transactions, CmdResult, Ctx, Session};
+use super::{err, execute, int_arg, is, lookup, scripting, transactions, CmdResult, Ctx, Session};
 use crate::cluster::state_machine::Apply;
 use crate::cluster::types::ForwardReply;
 use crate::cluster::{Cluster, ClusterError, Forwarded, PeerNode, ShardInfo};
@@ -215,7 +215,11 @@ async fn route(
         return elsewhere(cluster, s, slot, &shard, None, args).await;
     }
     let db = s.db as u8;
-    match cluster.propose(group, db, args.to_vec()).await {
+    let entry = match scripting::for_log(node, args) {
+        Ok(entry) => entry,
+        Err(e) => return e,
+    };
+    match cluster.propose(group, db, entry).await {
         Ok(done) => {
             if s.want_holders {
                 s.holders = Some(cluster.holders(group, done.index).await);
@@ -332,6 +336,7 @@ fn batch_group(cluster: &Cluster, s: &Session, args: &[Bytes]) -> Option<u32> {
         || (!s.authed && !spec.noauth)
         || !spec.arity_ok(args.len())
         || matches!(spec.name, "flushdb" | "flushall" | "strata-flushslots")
+        || scripting::runs_script(spec.name)
     {
         return None;
     }

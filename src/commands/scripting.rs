@@ -34,6 +34,30 @@ pub fn runs_script(name: &str) -> bool {
     )
 }
 
+/// A write as it goes into a shard's log: EVALSHA travels as EVAL with
+/// the script's body, so that every replica can run it whether or not it
+/// has seen the script; NOSCRIPT if this node doesn't know it.
+pub fn for_log(node: &crate::node::Node, args: &[Bytes]) -> Result<Vec<Bytes>, Reply> {
+    let mut entry = args.to_vec();
+    let Some(name) = args.first() else {
+        return Ok(entry);
+    };
+    let ro = if is(name, "EVALSHA") {
+        false
+    } else if is(name, "EVALSHA_RO") {
+        true
+    } else {
+        return Ok(entry);
+    };
+    let script = node
+        .scripts
+        .script(&String::from_utf8_lossy(&args[1]))
+        .ok_or_else(|| Reply::err("NOSCRIPT No matching script. Please use EVAL."))?;
+    entry[0] = Bytes::from_static(if ro { b"EVAL_RO" } else { b"EVAL" });
+    entry[1] = script.body.clone();
+    Ok(entry)
+}
+
 /// Whether a request should run on the node's runner thread rather than
 /// the connection's I/O thread: a script, or EXEC of a transaction that
 /// holds one.

@@ -4,7 +4,8 @@
 //! sees a write made through another node, a client blocked on one
 //! node is served by a push through another, and a message published on
 //! one node reaches subscribers on another. Every replica ends with the
-//! same state. Waits are bounded; no timing is asserted.
+//! same state. Scripts and function libraries run once per replica on the
+//! keys' shard, through any node. Waits are bounded; no timing is asserted.
 
 use std::time::{Duration, Instant};
 
@@ -132,6 +133,89 @@ fn transactions_and_blocking_across_nodes() {
                 q(&mut c, &["GET", "{t}w"]),
             );
             if state == (bulk("6"), Value::Array(vec![bulk("job-2")]), bulk("mine")) {
+                break;
+            }
+            assert!(Instant::now() < deadline, "replica differs: {state:?}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+#[test]
+fn scripts_and_functions_across_nodes() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let nodes = start_cluster(root.path());
+    let (mut a, mut b) = (nodes[0].client(), nodes[1].client());
+    let script = "local n = redis.call('INCRBY', KEYS[1], ARGV[1]) \
+                  redis.call('RPUSH', KEYS[2], 'seen-' .. n) return n";
+    // EVAL through either node runs once, on the keys' shard, replicated.
+    assert_eq!(
+        q(&mut a, &["EVAL", script, "2", "{s}n", "{s}log", "5"]),
+        Value::Int(5)
+    );
+    assert_eq!(
+        q(&mut b, &["EVAL", script, "2", "{s}n", "{s}log", "2"]),
+        Value::Int(7)
+    );
+    // EVALSHA of a script one node knows works through that node, even
+    // when another node leads the shard.
+    let Value::BulkString(sha) = q(&mut b, &["SCRIPT", "LOAD", script]) else {
+        panic!("SCRIPT LOAD answers the SHA1");
+    };
+    let sha = String::from_utf8(sha).unwrap();
+    for via in [&mut b] {
+        assert_eq!(
+            q(via, &["EVALSHA", &sha, "2", "{s}n", "{s}log", "1"]),
+            Value::Int(8)
+        );
+    }
+    // Keys of several slots, or keys a keyless script reaches for, are
+    // refused.
+    let e = run(&mut a, &["EVAL", "return 1", "2", "one", "two"]).expect_err("CROSSSLOT");
+    assert_eq!(e.code(), Some("CROSSSLOT"));
+    let e = run(
+        &mut a,
+        &["EVAL", "return redis.call('GET', 'elsewhere')", "1", "{s}n"],
+    )
+    .expect_err("non-local key");
+    assert!(e.to_string().contains("non local key"), "{e}");
+    // A library loaded on one node is callable through every node.
+    let lib = "#!lua name=jobs\nredis.register_function('push', function(keys, args) \
+               return redis.call('RPUSH', keys[1], args[1]) end)";
+    assert_eq!(q(&mut a, &["FUNCTION", "LOAD", lib]), bulk("jobs"));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    for p in &nodes {
+        let mut c = p.client();
+        loop {
+            match run(&mut c, &["FCALL", "push", "1", "{s}log", "via-function"]) {
+                Ok(Value::Int(_)) => break,
+                other => {
+                    assert!(Instant::now() < deadline, "FCALL through a peer: {other:?}");
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+            }
+        }
+    }
+    // Every replica ran the same scripts to the same state.
+    let want = (
+        bulk("8"),
+        Value::Array(
+            ["seen-5", "seen-7", "seen-8"]
+                .into_iter()
+                .map(bulk)
+                .chain(std::iter::repeat_n(bulk("via-function"), 3))
+                .collect(),
+        ),
+    );
+    for p in &nodes {
+        let mut c = p.client();
+        q(&mut c, &["READONLY"]);
+        loop {
+            let state = (
+                q(&mut c, &["GET", "{s}n"]),
+                q(&mut c, &["LRANGE", "{s}log", "0", "-1"]),
+            );
+            if state == want {
                 break;
             }
             assert!(Instant::now() < deadline, "replica differs: {state:?}");
