@@ -159,6 +159,7 @@ pub async fn serve(node: Arc<Node>, resp: TcpListener, http_listener: TcpListene
         }
     });
     node.shutdown.cancelled().await;
+    node.scripts.stop();
     let _ = acceptor.await;
     if let Some(cluster) = node.cluster.get() {
         cluster.shutdown().await;

@@ -139,8 +139,14 @@ async fn session_loop(
         // `dispatch_pipeline`); a single node executes as it parses.
         let clustered = node.cluster.get().is_some();
         let mut pipeline: Vec<Vec<bytes::Bytes>> = Vec::new();
+        // A request read ahead while gathering scripts for the runner.
+        let mut carried: Option<Vec<bytes::Bytes>> = None;
         loop {
-            match parse_request(&mut rbuf, max_bulk) {
+            let parsed = match carried.take() {
+                Some(args) => Ok(Some(args)),
+                None => parse_request(&mut rbuf, max_bulk),
+            };
+            match parsed {
                 Ok(Some(args)) => {
                     if args.is_empty() {
                         continue;
@@ -172,12 +178,34 @@ async fn session_loop(
                     }
                     if needs_runner(session, &args) {
                         // A script may run long: off this thread, so the
-                        // other clients here keep being served.
-                        let Some(reply) = on_runner(node, session, args).await else {
+                        // other clients here keep being served. Scripts
+                        // pipelined back to back travel together.
+                        let mut batch = vec![args];
+                        while session.multi.is_none() {
+                            match parse_request(&mut rbuf, max_bulk) {
+                                Ok(Some(next)) if next.is_empty() => {}
+                                Ok(Some(next)) if needs_runner(session, &next) => batch.push(next),
+                                Ok(Some(next)) => {
+                                    carried = Some(next);
+                                    break;
+                                }
+                                Ok(None) => break,
+                                Err(e) => {
+                                    protocol_error = Some(e);
+                                    break;
+                                }
+                            }
+                        }
+                        let Some(replies) = on_runner(node, session, batch).await else {
                             return Ok(());
                         };
-                        reply.encode(session.resp3, &mut wbuf);
-                        executed += 1;
+                        for reply in replies {
+                            reply.encode(session.resp3, &mut wbuf);
+                            executed += 1;
+                        }
+                        if protocol_error.is_some() {
+                            break;
+                        }
                         continue;
                     }
                     // While a script or transaction holds the gate, wait
@@ -225,30 +253,30 @@ async fn session_loop(
     }
 }
 
-/// Executes one request on the node's runner thread (see
-/// [`crate::node::Runner`]), lending it the session meanwhile. None if the
+/// Executes requests in order on the node's runner thread (see
+/// [`crate::node::Runner`]), lending it the session meanwhile. None if a
 /// request failed so badly that the session is lost.
 async fn on_runner(
     node: &Arc<Node>,
     session: &mut Session,
-    args: Vec<bytes::Bytes>,
-) -> Option<Reply> {
+    batch: Vec<Vec<bytes::Bytes>>,
+) -> Option<Vec<Reply>> {
     let stand_in = Session::new(session.handle.clone(), session.authed);
     let mut lent = std::mem::replace(session, stand_in);
     let worker = node.clone();
-    let (reply, back) = node
+    let (replies, back) = node
         .runner
         .run(move || {
             let mut ctx = Ctx {
                 node: &worker,
                 s: &mut lent,
             };
-            let reply = execute(&mut ctx, &args);
-            (reply, lent)
+            let replies = batch.iter().map(|args| execute(&mut ctx, args)).collect();
+            (replies, lent)
         })
         .await?;
     *session = back;
-    Some(reply)
+    Some(replies)
 }
 
 /// Executes the requests gathered for cluster routing, encoding their

@@ -181,6 +181,9 @@ struct SavedLibrary {
 
 struct Vm {
     lua: Lua,
+    /// `host.run` and `host.call_function`, kept at hand.
+    run: Function,
+    call_function: Function,
     /// The private table the sandbox prelude reads: `pcall` (set while a
     /// script runs), `run`, compiled scripts and library functions.
     host: Table,
@@ -381,6 +384,8 @@ impl Vm {
             lua.set_memory_limit(memory_limit)?;
         }
         Ok(Vm {
+            run: host.raw_get("run")?,
+            call_function: host.raw_get("call_function")?,
             lua,
             host,
             compiled,
@@ -566,7 +571,15 @@ impl Scripts {
         Reply::OK
     }
 
-    /// Runs an EVAL script. `resp3` is the caller's protocol.
+    /// Stops whatever script runs, if it hasn't written (the node is
+    /// shutting down).
+    pub fn stop(&self) {
+        if let Some(running) = self.running() {
+            let _ = self.kill(running.kind);
+        }
+    }
+
+    /// Runs an EVAL script.
     pub fn run_script(
         &self,
         script: &Script,
@@ -581,7 +594,7 @@ impl Scripts {
                 Ok(Value::Function(f)) => f,
                 _ => return Err(Reply::err("NOSCRIPT No matching script. Please use EVAL.")),
             };
-            let run: Function = vm.host.raw_get("run").map_err(lua_err)?;
+            let run = vm.run.clone();
             let keys = strings(&vm.lua, keys).map_err(lua_err)?;
             let argv = strings(&vm.lua, args).map_err(lua_err)?;
             Ok((run, (f, keys, argv)))
@@ -602,7 +615,7 @@ impl Scripts {
                 Ok(Value::Function(f)) => f,
                 _ => return Err(Reply::err("ERR Function not found")),
             };
-            let call: Function = vm.host.raw_get("call_function").map_err(lua_err)?;
+            let call = vm.call_function.clone();
             let keys = strings(&vm.lua, keys).map_err(lua_err)?;
             let argv = strings(&vm.lua, args).map_err(lua_err)?;
             Ok((call, (f, keys, argv)))

@@ -539,11 +539,21 @@ fn functions_load_call_list_and_persist() {
     );
 }
 
+/// A server process that is killed however the test ends.
+struct Server(std::process::Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 #[test]
 fn shutdown_nosave_leaves_an_unfinished_script_out() {
     let dir = tempfile::tempdir().unwrap();
     let (port, http) = (free_port(), free_port());
-    let mut child = spawn(dir.path(), port, http);
+    let mut server = Server(spawn(dir.path(), port, http));
     let mut c = connect(port);
     q(&mut c, &["CONFIG", "SET", "busy-reply-threshold", "100"]);
     q(&mut c, &["SET", "before", "1"]);
@@ -561,7 +571,7 @@ fn shutdown_nosave_leaves_an_unfinished_script_out() {
     assert!(qe(&mut c, &["SCRIPT", "KILL"]).starts_with("UNKILLABLE"));
     let _ = redis::cmd("SHUTDOWN").arg("NOSAVE").query::<Value>(&mut c);
     let deadline = Instant::now() + Duration::from_secs(30);
-    while child.try_wait().unwrap().is_none() {
+    while server.0.try_wait().unwrap().is_none() {
         assert!(
             Instant::now() < deadline,
             "strata did not exit after SHUTDOWN NOSAVE"
@@ -569,11 +579,9 @@ fn shutdown_nosave_leaves_an_unfinished_script_out() {
         thread::sleep(Duration::from_millis(50));
     }
     assert!(looping.join().unwrap().is_err());
-    let mut child = spawn(dir.path(), port, http);
+    let _server = Server(spawn(dir.path(), port, http));
     let mut c = connect(port);
     assert_eq!(q(&mut c, &["GET", "before"]), bulk("1"));
     // The script never finished: none of its writes are there.
     assert_eq!(q(&mut c, &["GET", "during"]), Value::Nil);
-    let _ = child.kill();
-    let _ = child.wait();
 }
