@@ -245,6 +245,33 @@ fn evalsha_script_cache_and_read_only_scripts() {
         "ERR Write commands are not allowed from read-only scripts."
     );
     assert!(qe(&mut c, &["EVAL", "#!python\nreturn 1", "0"]).contains("engine"));
+    // Pipelined scripts and other commands answer in order.
+    let replies: Vec<Value> = redis::pipe()
+        .cmd("EVAL")
+        .arg("return redis.call('INCR', 'p')")
+        .arg(0)
+        .cmd("EVAL")
+        .arg("return redis.call('INCR', 'p')")
+        .arg(0)
+        .cmd("GET")
+        .arg("p")
+        .cmd("EVAL")
+        .arg("return redis.call('INCRBY', 'p', 10)")
+        .arg(0)
+        .cmd("INCR")
+        .arg("p")
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(
+        replies,
+        vec![
+            Value::Int(1),
+            Value::Int(2),
+            bulk("2"),
+            Value::Int(12),
+            Value::Int(13)
+        ]
+    );
     // Scripts inside MULTI run at EXEC, in order.
     q(&mut c, &["MULTI"]);
     q(&mut c, &["EVAL", "return redis.call('INCR', 'n')", "0"]);
