@@ -207,15 +207,20 @@ local host = ...
 local G = _G
 local rawget, setmetatable, error, type, tostring, select, unpack =
       rawget, setmetatable, error, type, tostring, select, unpack
-local raw_pcall, raw_xpcall, raw_loadstring = pcall, xpcall, loadstring
+local raw_pcall, raw_xpcall, raw_loadstring, raw_rawset = pcall, xpcall, loadstring, rawset
+local getfenv, setfenv = getfenv, setfenv
 
--- No files, no bytecode.
+-- No files, no bytecode, no reaching the real globals.
 loadfile, dofile, load, module, require, newproxy = nil, nil, nil, nil, nil, nil
+G.getfenv, G.setfenv = nil, nil
 G.loadstring = function(s, name)
   if type(s) == 'string' and s:byte(1) == 27 then
     return nil, 'loading bytecode is not allowed'
   end
-  return raw_loadstring(s, name)
+  local f, e = raw_loadstring(s, name)
+  -- A loaded chunk sees its caller's globals, not the shared ones.
+  if f then setfenv(f, getfenv(2)) end
+  return f, e
 end
 
 -- A killed script stays killed even if it catches the error.
@@ -227,12 +232,19 @@ end
 G.pcall = function(...) return pass(raw_pcall(...)) end
 G.xpcall = function(f, h) return pass(raw_xpcall(f, h)) end
 
+local protected = setmetatable({}, { __mode = 'k' })
 local function readonly(t)
-  return setmetatable({}, {
+  local proxy = setmetatable({}, {
     __index = t,
     __newindex = function() error('Attempt to modify a readonly table', 2) end,
     __metatable = false,
   })
+  protected[proxy] = true
+  return proxy
+end
+G.rawset = function(t, k, v)
+  if protected[t] then error('Attempt to modify a readonly table', 2) end
+  return raw_rawset(t, k, v)
 end
 
 local api = host.api
@@ -276,9 +288,14 @@ G.redis = readonly(api)
 for _, name in ipairs({'string', 'table', 'math', 'cjson', 'cmsgpack', 'bit', 'struct', 'coroutine'}) do
   if rawget(G, name) ~= nil then G[name] = readonly(G[name]) end
 end
+-- Strings' methods come from the read-only string library too.
+local string_mt = getmetatable('')
+string_mt.__index = G.string
+string_mt.__metatable = false
 
 local env_mt = {
-  __index = function(_, k)
+  __index = function(env, k)
+    if k == '_G' then return env end
     local v = rawget(G, k)
     if v == nil then
       error("Script attempted to access nonexistent global variable '" .. tostring(k) .. "'", 2)

@@ -398,6 +398,20 @@ fn scripts_are_sandboxed() {
         ("string.rep = nil", "Attempt to modify a readonly table"),
         ("redis.call = nil", "Attempt to modify a readonly table"),
         (
+            "rawset(redis, 'call', print)",
+            "Attempt to modify a readonly table",
+        ),
+        (
+            "rawset(string, 'rep', print)",
+            "Attempt to modify a readonly table",
+        ),
+        ("return getfenv(0)", "nonexistent global variable 'getfenv'"),
+        ("_G.leak = 1", "Attempt to modify a readonly table"),
+        (
+            "return getmetatable('').__index",
+            "attempt to index a boolean value",
+        ),
+        (
             "local t = {} for i = 1, 1e9 do t[i] = i end",
             "not enough memory",
         ),
@@ -417,6 +431,18 @@ fn scripts_are_sandboxed() {
         bulk("loading bytecode is not allowed")
     );
     assert!(!std::path::Path::new("/tmp/strata-escaped").exists());
+    // What a script stores through _G or a loaded chunk stays in that call.
+    assert_eq!(
+        eval(
+            &mut c,
+            "rawset(_G, 'kept', 7) return loadstring('return kept')()",
+            &[],
+            &[]
+        ),
+        Value::Int(7)
+    );
+    assert!(eval_err(&mut c, "return kept").contains("nonexistent global"));
+    assert!(eval_err(&mut c, "loadstring('also = 2')()").contains("readonly table"));
     // The node is unharmed and the next script sees clean globals.
     assert_eq!(q(&mut c, &["PING"]), Value::SimpleString("PONG".into()));
     assert_eq!(
