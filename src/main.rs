@@ -128,6 +128,7 @@ fn run_server(a: &ServerArgs) -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("strata-rt")
+        .thread_stack_size(strata::scripting::STACK_BYTES)
         .build()?;
     rt.block_on(async move {
         let (node, resp, http) = strata::server::bind(cfg.clone()).await?;

@@ -301,6 +301,7 @@ impl Runner {
             let (tx, rx) = std::sync::mpsc::channel::<Job>();
             let spawned = std::thread::Builder::new()
                 .name("strata-scripts".into())
+                .stack_size(crate::scripting::STACK_BYTES)
                 .spawn(move || {
                     while let Ok(job) = rx.recv() {
                         if std::panic::catch_unwind(std::panic::AssertUnwindSafe(job)).is_err() {

@@ -139,6 +139,7 @@ pub async fn serve(node: Arc<Node>, resp: TcpListener, http_listener: TcpListene
         let worker = node.clone();
         match std::thread::Builder::new()
             .name(format!("strata-io-{i}"))
+            .stack_size(crate::scripting::STACK_BYTES)
             .spawn(move || io_thread(worker, rx))
         {
             Ok(t) => {
@@ -217,6 +218,7 @@ impl ServerHandle {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .thread_name("strata-rt")
+            .thread_stack_size(crate::scripting::STACK_BYTES)
             .enable_all()
             .build()
             .map_err(ServerError::Runtime)?;

@@ -32,6 +32,12 @@ use sha1::{Digest, Sha1};
 use crate::commands::reply::Reply;
 use convert::{arg_from_lua, error_text, error_text_of, lua_to_reply, reply_to_lua};
 
+/// Stack for every thread that may run a script (the script thread, I/O
+/// threads, the threads applying replicated entries): converting a value
+/// nested a thousand deep (cjson, cmsgpack, a returned table) recurses
+/// that deep. Only the pages used are ever touched.
+pub const STACK_BYTES: usize = 64 << 20;
+
 /// How many VM instructions pass between checks for SCRIPT KILL.
 const HOOK_EVERY: u32 = 10_000;
 

@@ -416,6 +416,14 @@ fn scripts_are_sandboxed() {
             "not enough memory",
         ),
         ("return string.rep('x', 1e9)", "not enough memory"),
+        (
+            "local t = {} t[1] = t return cjson.encode(t)",
+            "excessive nesting",
+        ),
+        (
+            "return cjson.decode(string.rep('[', 100000))",
+            "recursion limit",
+        ),
     ] {
         let e = eval_err(&mut c, script);
         assert!(e.contains(expect), "{script}: {e}");
