@@ -6,7 +6,7 @@
 # a flow). Fails unless every job completes exactly once with the right
 # result; prints both throughputs and their ratio.
 #
-#   scripts/bullmq-check.sh [jobs]
+#   scripts/bullmq-check.sh [jobs]        (STRATA_BIN=path: use that binary)
 #
 # Needs Node and npm: without them it says so and exits non-zero. Installs
 # redis-server from Debian for the comparison if missing (and skips the
@@ -24,8 +24,14 @@ if ! command -v redis-server >/dev/null; then
   echo "installing redis-server..." >&2
   (apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null) || true
 fi
-cargo build --release -q
-STRATA="$CARGO_TARGET_DIR/release/strata"
+# STRATA_BIN: a strata binary already built (CI passes the one its tests
+# used); otherwise a release build.
+if [ -n "${STRATA_BIN:-}" ]; then
+  STRATA="$STRATA_BIN"
+else
+  cargo build --release -q
+  STRATA="$CARGO_TARGET_DIR/release/strata"
+fi
 
 WORK=$(mktemp -d)
 SPID=""; RPID=""
