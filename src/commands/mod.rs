@@ -513,6 +513,9 @@ pub static COMMANDS: &[Spec] = &[
     spec("server", "flushdb", -1, true, server::flushdb, NO_KEYS),
     spec("server", "flushall", -1, true, server::flushall, NO_KEYS),
     spec("server", "shutdown", -1, false, server::shutdown, NO_KEYS),
+    spec("server", "save", 1, false, server::save, NO_KEYS),
+    spec("server", "bgsave", -1, false, server::bgsave, NO_KEYS),
+    spec("server", "lastsave", 1, false, server::lastsave, NO_KEYS),
     spec(
         "server",
         "strata-flushslots",

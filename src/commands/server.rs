@@ -96,10 +96,11 @@ pub fn info_text(ctx: &Ctx<'_>, sections: &[String]) -> String {
     if want("persistence") {
         let _ = write!(
             out,
-            "# Persistence\r\nloading:0\r\naof_enabled:1\r\nappendfsync:{}\r\naof_last_write_status:{}\r\ncheckpoints:{}\r\n\r\n",
+            "# Persistence\r\nloading:0\r\naof_enabled:1\r\nappendfsync:{}\r\naof_last_write_status:{}\r\ncheckpoints:{}\r\nrdb_last_save_time:{}\r\n\r\n",
             cfg.storage.appendfsync.as_str(),
             if s.poisoned.is_some() { "err" } else { "ok" },
-            s.checkpoints
+            s.checkpoints,
+            ctx.node.store.last_checkpoint_secs()
         );
     }
     if want("stats") {
@@ -575,4 +576,35 @@ pub fn shutdown(ctx: &mut Ctx<'_>, a: &[Bytes]) -> CmdResult {
     ctx.node.shutdown.cancel();
     ctx.s.quit = true;
     Ok(Reply::Many(Vec::new()))
+}
+
+/// SAVE: a checkpoint now (every dirty entry to the disk tier, the log
+/// truncated), answered once it is done.
+pub fn save(ctx: &mut Ctx<'_>, _: &[Bytes]) -> CmdResult {
+    ctx.node.store.checkpoint().map_err(storage_error)?;
+    Ok(Reply::OK)
+}
+
+/// BGSAVE [SCHEDULE]: a checkpoint on a thread of its own.
+pub fn bgsave(ctx: &mut Ctx<'_>, a: &[Bytes]) -> CmdResult {
+    match a.get(1) {
+        None => {}
+        Some(w) if a.len() == 2 && is(w, "SCHEDULE") => {}
+        Some(_) => return Err(err::syntax()),
+    }
+    let store = ctx.node.store.clone();
+    std::thread::Builder::new()
+        .name("strata-bgsave".into())
+        .spawn(move || {
+            if let Err(e) = store.checkpoint() {
+                tracing::error!(error = %e, "BGSAVE checkpoint failed");
+            }
+        })
+        .map_err(|e| Reply::err(format!("ERR starting the checkpoint: {e}")))?;
+    Ok(Reply::Status("Background saving started".into()))
+}
+
+/// LASTSAVE: Unix time of the last completed checkpoint.
+pub fn lastsave(ctx: &mut Ctx<'_>, _: &[Bytes]) -> CmdResult {
+    Ok(Reply::Int(ctx.node.store.last_checkpoint_secs() as i64))
 }

@@ -194,6 +194,9 @@ pub(crate) struct Inner {
     coarse_clock: std::sync::atomic::AtomicU32,
     /// Held while a checkpoint runs, so two never interleave.
     checkpointing: Mutex<()>,
+    /// Unix seconds of the last completed checkpoint (the store's open
+    /// until the first), as Redis's LASTSAVE reports.
+    last_checkpoint_secs: AtomicU64,
     /// The last mark of each apply group, as of the log's tail (see
     /// [`Store::apply_batch`]). Updated under the log's lock.
     marks: Mutex<std::collections::BTreeMap<u32, Vec<u8>>>,
@@ -494,6 +497,7 @@ impl Store {
             started: Instant::now(),
             coarse_clock: std::sync::atomic::AtomicU32::new(0),
             checkpointing: Mutex::new(()),
+            last_checkpoint_secs: AtomicU64::new(now_ms() / 1000),
             durable_marks: Mutex::new(marks.clone()),
             marks: Mutex::new(marks),
             batches: RwLock::new(()),
@@ -1498,6 +1502,12 @@ impl Store {
         self.inner.checkpoint()
     }
 
+    /// Unix seconds of the last completed checkpoint (of the store's open
+    /// before the first).
+    pub fn last_checkpoint_secs(&self) -> u64 {
+        self.inner.last_checkpoint_secs.load(Ordering::Relaxed)
+    }
+
     /// One active-expiry pass over the memory tier; returns keys removed.
     pub fn expire_cycle(&self) -> u64 {
         self.inner.expire_cycle(usize::MAX)
@@ -1887,6 +1897,8 @@ impl Inner {
         *self.durable_marks.lock() = marks;
         self.wal.remove_before(keep_from)?;
         Counters::bump(&self.counters.checkpoints);
+        self.last_checkpoint_secs
+            .store(now_ms() / 1000, Ordering::Relaxed);
         Ok(())
     }
 

@@ -1325,3 +1325,45 @@ fn what_clients_probe() {
     assert_eq!(all.len() as i64, count);
     assert!(count > 150, "{count} commands");
 }
+
+fn checkpoints(c: &mut redis::Connection) -> u64 {
+    let info: String = cmd("INFO").arg("persistence").query(c).unwrap();
+    info.lines()
+        .find_map(|l| l.strip_prefix("checkpoints:"))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("INFO persistence shows checkpoints")
+}
+
+#[test]
+fn save_bgsave_and_lastsave() {
+    let node = TestNode::start(|_| {});
+    let mut c = node.client();
+    let before: i64 = cmd("LASTSAVE").query(&mut c).unwrap();
+    assert!(before > 1_700_000_000, "{before}");
+    let _: () = cmd("SET").arg("k").arg("v").query(&mut c).unwrap();
+    // LASTSAVE counts whole seconds: let one pass.
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let count = checkpoints(&mut c);
+    assert_eq!(cmd("SAVE").query::<Value>(&mut c).unwrap(), Value::Okay);
+    assert!(checkpoints(&mut c) > count);
+    let after: i64 = cmd("LASTSAVE").query(&mut c).unwrap();
+    assert!(after > before, "{before} -> {after}");
+    let count = checkpoints(&mut c);
+    assert_eq!(
+        cmd("BGSAVE").query::<Value>(&mut c).unwrap(),
+        Value::SimpleString("Background saving started".into())
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while checkpoints(&mut c) == count {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "BGSAVE never checkpointed"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let e = cmd("BGSAVE").arg("NOW").query::<Value>(&mut c).unwrap_err();
+    assert_eq!(err_text(e), "ERR syntax error");
+    // The data is all still there.
+    let v: String = cmd("GET").arg("k").query(&mut c).unwrap();
+    assert_eq!(v, "v");
+}
