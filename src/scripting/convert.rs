@@ -111,25 +111,18 @@ pub fn reply_to_lua(lua: &Lua, r: &Reply, resp3: bool) -> mlua::Result<Value> {
             }
             tagged(lua, "map", map)?
         }
-        Reply::Map(pairs) => seq(
-            lua,
-            pairs
-                .iter()
-                .flat_map(|(k, v)| [k, v])
-                .map(|i| reply_to_lua(lua, i, resp3))
-                .collect::<Vec<_>>()
-                .into_iter(),
-        )?,
-        Reply::Keyed(pairs) => seq(
-            lua,
-            pairs.iter().map(|(k, v)| {
-                seq(
-                    lua,
-                    [reply_to_lua(lua, k, resp3), reply_to_lua(lua, v, resp3)].into_iter(),
-                )
-            }),
-        )?,
-        Reply::Pairs(pairs) if resp3 => seq(
+        // RESP2 folds a map, and pairs, into one flat array.
+        Reply::Map(pairs) | Reply::Pairs(pairs) if !resp3 => {
+            let t = lua.create_table_with_capacity(2 * pairs.len(), 0)?;
+            for (i, (k, v)) in pairs.iter().enumerate() {
+                t.raw_set(2 * i + 1, reply_to_lua(lua, k, resp3)?)?;
+                t.raw_set(2 * i + 2, reply_to_lua(lua, v, resp3)?)?;
+            }
+            Value::Table(t)
+        }
+        // Replies by key in RESP2, and pairs in RESP3, as two-element
+        // arrays (a map in RESP3 was taken above).
+        Reply::Keyed(pairs) | Reply::Pairs(pairs) | Reply::Map(pairs) => seq(
             lua,
             pairs.iter().map(|(k, v)| {
                 seq(
@@ -137,15 +130,6 @@ pub fn reply_to_lua(lua: &Lua, r: &Reply, resp3: bool) -> mlua::Result<Value> {
                     [reply_to_lua(lua, k, resp3), reply_to_lua(lua, v, resp3)].into_iter(),
                 )
             }),
-        )?,
-        Reply::Pairs(pairs) => seq(
-            lua,
-            pairs
-                .iter()
-                .flat_map(|(k, v)| [k, v])
-                .map(|i| reply_to_lua(lua, i, resp3))
-                .collect::<Vec<_>>()
-                .into_iter(),
         )?,
         Reply::Double(d) | Reply::Coord(d) if resp3 => tagged(lua, "double", *d)?,
         Reply::Double(d) => Value::String(lua.create_string(format_double(*d))?),

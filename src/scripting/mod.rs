@@ -18,7 +18,7 @@ mod libs;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -147,11 +147,9 @@ struct RunState {
     kill: AtomicBool,
     /// `redis.setresp(3)` was called.
     resp3: AtomicBool,
-    /// 0 none, 1 script, 2 function.
-    kind: AtomicU8,
 }
 
-/// What runs now: its kind, name, start and whether it has written.
+/// What runs now: its kind, name, command and start.
 #[derive(Clone)]
 pub struct Running {
     /// Script or function.
@@ -576,14 +574,8 @@ impl Scripts {
     /// SCRIPT KILL / FUNCTION KILL: stops the running script of `kind`
     /// unless it has written.
     pub fn kill(&self, kind: Kind) -> Reply {
-        let Some(running) = self.running() else {
+        if self.running().is_none_or(|r| r.kind != kind) {
             return Reply::err("NOTBUSY No scripts in execution right now.");
-        };
-        if running.kind != kind {
-            return Reply::err(match kind {
-                Kind::Script => "NOTBUSY No scripts in execution right now.",
-                Kind::Function => "NOTBUSY No scripts in execution right now.",
-            });
         }
         if self.wrote.load(Ordering::Relaxed) {
             return Reply::err(
@@ -657,7 +649,6 @@ impl Scripts {
             let (runner, args) = prepare(vm)?;
             self.state.kill.store(false, Ordering::Relaxed);
             self.state.resp3.store(false, Ordering::Relaxed);
-            self.state.kind.store(kind as u8 + 1, Ordering::Relaxed);
             self.wrote.store(false, Ordering::Relaxed);
             *self.running.lock() = Some(Running {
                 kind,
@@ -705,7 +696,6 @@ impl Scripts {
                 })
             });
             *self.running.lock() = None;
-            self.state.kind.store(0, Ordering::Relaxed);
             // Give memory a big script took back at once.
             if vm.lua.used_memory() > 64 << 20 {
                 let _ = vm.lua.gc_collect();
