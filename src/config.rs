@@ -21,6 +21,15 @@ pub struct Config {
     pub http_port: u16,
     /// Password for `AUTH` (Redis's `requirepass`); none by default.
     pub requirepass: Option<String>,
+    /// The ACL file (Redis's `aclfile`): users and their rules, written
+    /// through on every ACL SETUSER and DELUSER. Default:
+    /// `<data_dir>/users.acl`.
+    pub aclfile: Option<std::path::PathBuf>,
+    /// Entries ACL LOG keeps (Redis's `acllog-max-len`).
+    pub acllog_max_len: usize,
+    /// HTTP API keys and the ACL user each one acts as: a request with
+    /// `X-API-Key: K` (or `?apiKey=K`) runs its commands as that user.
+    pub http_api_keys: std::collections::BTreeMap<String, String>,
     /// Key required by admin and monitoring HTTP endpoints (`X-API-Key`
     /// header or `?apiKey=`); none by default.
     pub api_key: Option<String>,
@@ -203,6 +212,9 @@ impl Default for Config {
             port: 6379,
             http_port: 8080,
             requirepass: None,
+            aclfile: None,
+            acllog_max_len: 128,
+            http_api_keys: Default::default(),
             api_key: None,
             maxclients: 10_000,
             proto_max_bulk_len: 512 << 20,

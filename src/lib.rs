@@ -15,7 +15,9 @@
 //!   scripts run on, and the clients blocked on keys; [`pubsub`]:
 //!   subscriptions and each subscriber's queue; [`scripting`]: the Lua VM
 //!   scripts run in, whose `redis.call` reaches back to the command table
-//!   through a callback the commands supply.
+//!   through a callback the commands supply; [`acl`]: users, their
+//!   permissions over the commands the command layer catalogues, the ACL
+//!   log and file.
 //! - [`storage`]: one node's data: the memory tier, the disk tier (fjall),
 //!   the write-ahead log, spilling, offloading, TTLs and snapshots.
 //! - [`slot`]: key -> Redis Cluster slot -> ordering position, shared by all.
@@ -34,6 +36,7 @@
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+pub mod acl;
 pub mod cluster;
 pub mod commands;
 pub mod config;

@@ -74,6 +74,8 @@ pub struct ClientState {
     /// How CLIENT UNBLOCK asked the blocked command to end: with an error
     /// rather than as if it had timed out.
     pub unblock_error: bool,
+    /// The ACL user it is logged in as (empty before it logs in).
+    pub user: String,
 }
 
 /// Shared node state.
@@ -118,11 +120,13 @@ pub struct Node {
     pub scripts: crate::scripting::Scripts,
     /// The thread that runs scripts and transactions (see [`Runner`]).
     pub runner: Runner,
+    /// Users and their permissions.
+    pub acl: crate::acl::Acl,
 }
 
 impl Node {
     /// Wraps an open store.
-    pub fn new(store: Store, cfg: Config) -> Node {
+    pub fn new(store: Store, cfg: Config, acl: crate::acl::Acl) -> Node {
         let cache = LocalCache::new(if cfg.local_cache_hotkeys {
             cfg.local_cache_entries
         } else {
@@ -164,6 +168,7 @@ impl Node {
                 lua_memory,
             ),
             runner: Runner::default(),
+            acl,
         }
     }
 }

@@ -13,6 +13,7 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio_util::task::TaskTracker;
 
+use crate::acl::Acl;
 use crate::cluster::{Cluster, ClusterConfig, PeerNode};
 use crate::commands::{Applier, Forwarder};
 use crate::config::{Config, ConfigError};
@@ -37,6 +38,9 @@ pub enum ServerError {
         /// Why.
         source: std::io::Error,
     },
+    /// The ACL file could not be loaded.
+    #[error("loading users: {0}")]
+    Acl(String),
     /// The cluster layer would not start.
     #[error("starting the cluster layer: {0}")]
     Cluster(String),
@@ -66,7 +70,17 @@ pub async fn bind(cfg: Config) -> Result<(Arc<Node>, TcpListener, TcpListener), 
     let store = tokio::task::spawn_blocking(move || Store::open(storage))
         .await
         .map_err(|e| ServerError::Runtime(std::io::Error::other(e)))??;
-    let node = Arc::new(Node::new(store, cfg.clone()));
+    let aclfile = cfg
+        .aclfile
+        .clone()
+        .unwrap_or_else(|| cfg.storage.data_dir.join("users.acl"));
+    let acl = Acl::open(
+        crate::commands::acl_catalogue(),
+        aclfile,
+        cfg.requirepass.as_deref(),
+    )
+    .map_err(|e| ServerError::Acl(e.to_string()))?;
+    let node = Arc::new(Node::new(store, cfg.clone(), acl));
     if let Ok(a) = resp.local_addr() {
         let _ = node.resp_addr.set(a);
     }

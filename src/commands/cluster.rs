@@ -102,7 +102,7 @@ pub async fn dispatch(node: &Node, s: &mut Session, args: &[Bytes]) -> Reply {
     let Some(cluster) = node.cluster.get() else {
         return local(s);
     };
-    let Some((_, spec)) = args.first().and_then(|n| lookup(n)) else {
+    let Some((idx, spec)) = args.first().and_then(|n| lookup(n)) else {
         return local(s);
     };
     if (!s.authed && !spec.noauth) || !spec.arity_ok(args.len()) {
@@ -112,6 +112,14 @@ pub async fn dispatch(node: &Node, s: &mut Session, args: &[Bytes]) -> Reply {
     if s.multi.is_some() && !transactions::runs_in_multi(spec.name) {
         // Queued here; the transaction is routed whole at EXEC.
         return local(s);
+    }
+    if s.user.is_some() {
+        // Checked here, where the client is: peers trust what is routed
+        // to them.
+        let mut ctx = Ctx { node, s };
+        if let Err(denied) = super::acl::permit(&mut ctx, idx, spec, args) {
+            return denied;
+        }
     }
     match spec.name {
         // Subscriptions belong to this connection; messages reach every

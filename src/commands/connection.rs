@@ -27,38 +27,40 @@ pub fn echo(_: &mut Ctx<'_>, a: &[Bytes]) -> CmdResult {
     Ok(Reply::Bulk(a[1].clone()))
 }
 
-fn check_password(ctx: &mut Ctx<'_>, user: Option<&[u8]>, pass: &[u8]) -> Result<(), Reply> {
-    let required = ctx.node.cfg.read().requirepass.clone();
-    let Some(required) = required else {
-        if user.is_none() {
-            return Err(Reply::err(
-                "ERR AUTH <password> called without any password configured for the default user. Are you sure your configuration is correct?",
-            ));
-        }
-        // With no password set, the default user accepts any password.
-        return if user.is_some_and(|u| u == b"default") {
+/// Logs the session in as `user` (or `default`) with `pass`.
+fn log_in(ctx: &mut Ctx<'_>, user: Option<&[u8]>, pass: &[u8]) -> Result<(), Reply> {
+    let acl = &ctx.node.acl;
+    let name = user.map_or_else(
+        || "default".to_string(),
+        |u| String::from_utf8_lossy(u).into_owned(),
+    );
+    if user.is_none() && acl.user("default").is_some_and(|u| u.nopass) {
+        return Err(Reply::err(
+            "ERR AUTH <password> called without any password configured for the default user. Are you sure your configuration is correct?",
+        ));
+    }
+    let generation = acl.generation();
+    match acl.authenticate(&name, pass) {
+        Some(u) => {
+            ctx.s.authed = true;
+            ctx.s.user = Some(u);
+            ctx.s.acl_generation = generation;
+            ctx.s.handle.state.lock().user = name;
             Ok(())
-        } else {
+        }
+        None => {
+            super::acl::log_auth_failure(ctx, &name);
             Err(Reply::err(
                 "WRONGPASS invalid username-password pair or user is disabled.",
             ))
-        };
-    };
-    let user_ok = user.is_none_or(|u| u == b"default");
-    if user_ok && pass == required.as_bytes() {
-        ctx.s.authed = true;
-        Ok(())
-    } else {
-        Err(Reply::err(
-            "WRONGPASS invalid username-password pair or user is disabled.",
-        ))
+        }
     }
 }
 
 pub fn auth(ctx: &mut Ctx<'_>, a: &[Bytes]) -> CmdResult {
     match a.len() {
-        2 => check_password(ctx, None, &a[1])?,
-        3 => check_password(ctx, Some(&a[1]), &a[2])?,
+        2 => log_in(ctx, None, &a[1])?,
+        3 => log_in(ctx, Some(&a[1]), &a[2])?,
         _ => return Err(err::syntax()),
     }
     Ok(Reply::OK)
@@ -78,7 +80,7 @@ pub fn hello(ctx: &mut Ctx<'_>, a: &[Bytes]) -> CmdResult {
     }
     while i < a.len() {
         if is(&a[i], "AUTH") && i + 2 < a.len() {
-            check_password(ctx, Some(&a[i + 1]), &a[i + 2])?;
+            log_in(ctx, Some(&a[i + 1]), &a[i + 2])?;
             i += 3;
         } else if is(&a[i], "SETNAME") && i + 1 < a.len() {
             ctx.s.handle.state.lock().name = String::from_utf8_lossy(&a[i + 1]).into_owned();
@@ -126,21 +128,28 @@ pub fn reset(ctx: &mut Ctx<'_>, _: &[Bytes]) -> CmdResult {
     ctx.s.leave_pubsub(ctx.node);
     ctx.s.db = 0;
     ctx.s.resp3 = false;
-    ctx.s.authed = ctx.node.cfg.read().requirepass.is_none();
+    ctx.s.acl_generation = ctx.node.acl.generation();
+    ctx.s.authed = ctx.node.acl.default_open();
+    ctx.s.user = ctx.node.acl.user("default");
     {
         let mut st = ctx.s.handle.state.lock();
         st.db = 0;
         st.name.clear();
         st.resp = 2;
+        st.user = if ctx.s.authed {
+            "default".into()
+        } else {
+            String::new()
+        };
     }
     Ok(Reply::Simple("RESET"))
 }
 
-fn client_line(c: &crate::node::ClientHandle) -> String {
+pub(super) fn client_line(c: &crate::node::ClientHandle) -> String {
     let st = c.state.lock().clone();
     let idle = st.last_active.map_or(0, |t| t.elapsed().as_secs());
     format!(
-        "id={} addr={} laddr={} fd=0 name={} age={} idle={} flags={} db={} sub={} psub=0 ssub=0 multi=-1 qbuf=0 qbuf-free=0 argv-mem=0 multi-mem=0 obl=0 oll=0 omem=0 tot-mem=0 events=r cmd={} user=default redir=-1 resp={}",
+        "id={} addr={} laddr={} fd=0 name={} age={} idle={} flags={} db={} sub={} psub=0 ssub=0 multi=-1 qbuf=0 qbuf-free=0 argv-mem=0 multi-mem=0 obl=0 oll=0 omem=0 tot-mem=0 events=r cmd={} user={} redir=-1 resp={}",
         c.id,
         c.addr,
         c.laddr,
@@ -155,6 +164,7 @@ fn client_line(c: &crate::node::ClientHandle) -> String {
         st.db,
         st.subscriptions,
         if st.last_cmd.is_empty() { "NULL" } else { &st.last_cmd },
+        if st.user.is_empty() { "default" } else { &st.user },
         st.resp.max(2)
     )
 }
@@ -222,7 +232,12 @@ pub fn client(ctx: &mut Ctx<'_>, a: &[Bytes]) -> CmdResult {
                     "addr" => *v == c.addr,
                     "laddr" => *v == c.laddr,
                     "skipme" => !(v == "yes" && c.id == ctx.s.handle.id),
-                    "user" => v == "default",
+                    "user" => {
+                        if ctx.node.acl.user(v).is_none() {
+                            return Err(Reply::err(format!("ERR No such user '{v}'")));
+                        }
+                        *v == c.state.lock().user
+                    }
                     _ => return Err(err::syntax()),
                 };
             }
@@ -278,29 +293,8 @@ pub fn client(ctx: &mut Ctx<'_>, a: &[Bytes]) -> CmdResult {
     }
 }
 
-/// The ACL category of a command family.
-fn category(group: &str) -> &'static str {
-    match group {
-        "string" => "@string",
-        "hash" => "@hash",
-        "list" => "@list",
-        "set" => "@set",
-        "sorted-set" => "@sortedset",
-        "stream" => "@stream",
-        "bitmap" => "@bitmap",
-        "hyperloglog" => "@hyperloglog",
-        "geo" => "@geo",
-        "transactions" => "@transaction",
-        "pubsub" => "@pubsub",
-        "scripting" => "@scripting",
-        "connection" => "@connection",
-        "generic" => "@keyspace",
-        _ => "@admin",
-    }
-}
-
 /// COMMAND INFO's ten fields, as Redis 7 gives them.
-fn command_info(s: &super::Spec) -> Reply {
+fn command_info(idx: usize, s: &super::Spec) -> Reply {
     let mut flags = vec![Reply::Simple(if s.write { "write" } else { "readonly" })];
     if s.noauth {
         flags.push(Reply::Simple("no_auth"));
@@ -323,10 +317,12 @@ fn command_info(s: &super::Spec) -> Reply {
         Reply::Int(i64::from(first)),
         Reply::Int(i64::from(last)),
         Reply::Int(i64::from(step)),
-        Reply::Set(vec![
-            Reply::Simple(if s.write { "@write" } else { "@read" }),
-            Reply::Simple(category(s.group)),
-        ]),
+        Reply::Set(
+            super::acl::command_categories(idx)
+                .into_iter()
+                .map(Reply::bulk)
+                .collect(),
+        ),
         Reply::Set(Vec::new()),
         Reply::Array(Vec::new()),
         Reply::Array(Vec::new()),
@@ -335,19 +331,31 @@ fn command_info(s: &super::Spec) -> Reply {
 
 pub fn command(_: &mut Ctx<'_>, a: &[Bytes]) -> CmdResult {
     if a.len() == 1 {
-        return Ok(Reply::Array(COMMANDS.iter().map(command_info).collect()));
+        return Ok(Reply::Array(
+            COMMANDS
+                .iter()
+                .enumerate()
+                .map(|(i, s)| command_info(i, s))
+                .collect(),
+        ));
     }
     let sub = &a[1];
     if is(sub, "COUNT") {
         Ok(Reply::Int(COMMANDS.len() as i64))
     } else if is(sub, "INFO") {
         if a.len() == 2 {
-            return Ok(Reply::Array(COMMANDS.iter().map(command_info).collect()));
+            return Ok(Reply::Array(
+                COMMANDS
+                    .iter()
+                    .enumerate()
+                    .map(|(i, s)| command_info(i, s))
+                    .collect(),
+            ));
         }
         Ok(Reply::Array(
             a[2..]
                 .iter()
-                .map(|n| lookup(n).map_or(Reply::NilArray, |(_, s)| command_info(s)))
+                .map(|n| lookup(n).map_or(Reply::NilArray, |(i, s)| command_info(i, s)))
                 .collect(),
         ))
     } else if is(sub, "DOCS") {

@@ -7,6 +7,7 @@
 //! (and `sort`), `strings`, `bitmaps`, `hyperloglog`, `hashes`, `lists`,
 //! `sets`, `zsets`, `geo`, `streams`.
 
+mod acl;
 mod bitmaps;
 pub mod blocking;
 mod cluster;
@@ -38,6 +39,7 @@ use crate::storage::{
     Change, FieldMap, ListItems, Lsn, ReadHint, Record, SetMembers, SortedSet, StorageError,
     StreamData, Tier, Value, Version, Written,
 };
+pub use acl::catalogue as acl_catalogue;
 pub use cluster::{dispatch, dispatch_pipeline, Applier, Forwarder};
 pub use reply::Reply;
 pub use scripting::needs_runner;
@@ -508,6 +510,7 @@ pub static COMMANDS: &[Spec] = &[
     ),
     // server
     spec("server", "info", -1, false, server::info, NO_KEYS),
+    spec("server", "acl", -2, false, acl::acl, NO_KEYS),
     spec("server", "config", -2, false, server::config, NO_KEYS),
     spec("server", "dbsize", 1, false, server::dbsize, NO_KEYS),
     spec("server", "flushdb", -1, true, server::flushdb, NO_KEYS),
@@ -1100,6 +1103,13 @@ pub struct Session {
     pub watched: Vec<transactions::Watched>,
     /// Pub/sub subscriptions and the queue their messages arrive on.
     pub subs: Option<Box<pubsub::Subscriptions>>,
+    /// The ACL user whose permissions apply; None for the node's own
+    /// sessions (replication, forwarded requests), which are trusted.
+    pub user: Option<Arc<crate::acl::User>>,
+    /// The ACL generation `user` was read at.
+    pub acl_generation: u64,
+    /// Where commands run from, for ACL LOG: `toplevel`, `multi`, `lua`.
+    pub acl_context: &'static str,
 }
 
 impl Session {
@@ -1123,6 +1133,9 @@ impl Session {
             multi_bytes: 0,
             watched: Vec::new(),
             subs: None,
+            user: None,
+            acl_generation: 0,
+            acl_context: "toplevel",
         }
     }
 
@@ -1516,6 +1529,12 @@ pub fn execute(ctx: &mut Ctx<'_>, args: &[Bytes]) -> Reply {
     if !spec.arity_ok(args.len()) {
         ctx.s.refused();
         return err::arity(spec.name);
+    }
+    if ctx.s.user.is_some() {
+        if let Err(denied) = acl::permit(ctx, idx, spec, args) {
+            ctx.s.refused();
+            return denied;
+        }
     }
     if ctx.s.multi.is_some() && !transactions::runs_in_multi(spec.name) {
         return transactions::queue(ctx, args);

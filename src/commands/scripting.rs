@@ -197,6 +197,7 @@ fn run_guarded(
     );
     let slot = node.cluster.get().map(|_| keys.first().map(|k| slot_of(k)));
     let db = ctx.s.db;
+    let outer = std::mem::replace(&mut ctx.s.acl_context, "lua");
     let reply = ctx.atomic(|ctx| {
         let mut host = CommandHost {
             ctx,
@@ -206,6 +207,7 @@ fn run_guarded(
         f(&mut host)
     });
     ctx.s.db = db;
+    ctx.s.acl_context = outer;
     reply
 }
 
@@ -378,8 +380,8 @@ pub fn function(ctx: &mut Ctx<'_>, a: &[Bytes]) -> CmdResult {
     Ok(reply)
 }
 
-/// Passes a library change on to every other node of the cluster.
-fn broadcast(ctx: &Ctx<'_>, a: &[Bytes]) {
+/// Passes a library (or ACL) change on to every other node of the cluster.
+pub(super) fn broadcast(ctx: &Ctx<'_>, a: &[Bytes]) {
     let Some(cluster) = ctx.node.cluster.get() else {
         return;
     };
@@ -397,7 +399,7 @@ fn broadcast(ctx: &Ctx<'_>, a: &[Bytes]) {
         let (cluster, peer, args) = (cluster.clone(), peer.clone(), a.to_vec());
         rt.spawn(async move {
             if let Err(e) = cluster.forward(&peer, 0, args, false).await {
-                tracing::warn!(error = %e, "passing a library change on to a peer failed");
+                tracing::warn!(error = %e, "passing a change on to a peer failed");
             }
         });
     }

@@ -352,6 +352,8 @@ fn params(ctx: &Ctx<'_>) -> Vec<(&'static str, String)> {
         ("appendonly", "yes".into()),
         ("save", String::new()),
         ("requirepass", c.requirepass.clone().unwrap_or_default()),
+        ("aclfile", ctx.node.acl.file().display().to_string()),
+        ("acllog-max-len", c.acllog_max_len.to_string()),
         ("maxclients", c.maxclients.to_string()),
         ("proto-max-bulk-len", c.proto_max_bulk_len.to_string()),
         (
@@ -429,6 +431,7 @@ fn apply(cfg: &mut crate::config::Config, name: &str, v: &str) -> Result<(), Str
         }
         "requirepass" => cfg.requirepass = Some(v.to_string()).filter(|p| !p.is_empty()),
         "maxclients" => cfg.maxclients = num(v)? as usize,
+        "acllog-max-len" => cfg.acllog_max_len = num(v)? as usize,
         "proto-max-bulk-len" => {
             cfg.proto_max_bulk_len =
                 parse_size(v).ok_or("argument must be a memory value")? as usize
@@ -517,6 +520,14 @@ pub fn config(ctx: &mut Ctx<'_>, a: &[Bytes]) -> CmdResult {
         if let Some(cluster) = ctx.node.cluster.get() {
             // In a cluster the Raft log is the durability log.
             cluster.set_appendfsync(next.storage.appendfsync);
+        }
+        let old_pass = ctx.node.cfg.read().requirepass.clone();
+        if next.requirepass != old_pass {
+            // `requirepass` is the default user's password.
+            ctx.node
+                .acl
+                .set_default_password(next.requirepass.as_deref())
+                .map_err(|e| Reply::err(format!("ERR CONFIG SET failed - {e}")))?;
         }
         *ctx.node.cfg.write() = next;
         Ok(Reply::OK)

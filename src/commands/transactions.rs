@@ -133,6 +133,7 @@ pub fn run(ctx: &mut Ctx<'_>, watched: &[Watched], queued: &[Vec<Bytes>]) -> Rep
             Err(e) => return e,
         }
     }
+    let outer = std::mem::replace(&mut ctx.s.acl_context, "multi");
     let replies = ctx.atomic(|ctx| {
         queued
             .iter()
@@ -143,6 +144,7 @@ pub fn run(ctx: &mut Ctx<'_>, watched: &[Watched], queued: &[Vec<Bytes>]) -> Rep
             })
             .collect::<Vec<_>>()
     });
+    ctx.s.acl_context = outer;
     Reply::Array(replies)
 }
 

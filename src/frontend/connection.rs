@@ -78,10 +78,7 @@ pub async fn worker_loop(
 }
 
 async fn handle(node: Arc<Node>, mut stream: TcpStream, peer: SocketAddr) -> std::io::Result<()> {
-    let (maxclients, needs_auth) = {
-        let c = node.cfg.read();
-        (c.maxclients, c.requirepass.is_some())
-    };
+    let maxclients = node.cfg.read().maxclients;
     if node.clients.lock().len() >= maxclients {
         node.metrics.rejected_connections.inc();
         stream
@@ -100,7 +97,16 @@ async fn handle(node: Arc<Node>, mut stream: TcpStream, peer: SocketAddr) -> std
     node.clients.lock().insert(id, handle.clone());
     node.metrics.connections.inc();
     node.metrics.connections_total.inc();
-    let mut session = Session::new(handle.clone(), !needs_auth);
+    // A connection starts as `default`, logged in if that user is on and
+    // needs no password.
+    let acl_generation = node.acl.generation();
+    let open = node.acl.default_open();
+    let mut session = Session::new(handle.clone(), open);
+    session.user = node.acl.user("default");
+    session.acl_generation = acl_generation;
+    if open {
+        handle.state.lock().user = "default".into();
+    }
     let result = session_loop(&node, &mut stream, &mut session).await;
     session.leave_pubsub(&node);
     node.clients.lock().remove(&id);

@@ -79,6 +79,7 @@ pub fn router(node: Shared) -> Router {
         .route("/admin/config", get(admin_config))
         .route("/metrics", get(metrics))
         .route("/openapi.json", get(openapi))
+        .layer(middleware::from_fn_with_state(node.clone(), identify))
         .layer(middleware::from_fn_with_state(node.clone(), track))
         .layer(DefaultBodyLimit::max(limit))
         .with_state(node)
@@ -107,6 +108,60 @@ async fn track(State(node): State<Shared>, req: Request, next: Next) -> Response
     resp
 }
 
+/// Who an HTTP request acts as, for the ACL.
+#[derive(Clone)]
+enum Caller {
+    /// No key: the `default` user, when it needs no password.
+    Anonymous,
+    /// A key from `http_api_keys`: that user.
+    User(Arc<crate::acl::User>),
+    /// The admin `api_key`: trusted like the node itself.
+    Admin,
+    /// A key that matches nothing, or whose user is off or gone.
+    Refused(String),
+}
+
+tokio::task_local! {
+    /// The caller of the request being served.
+    static CALLER: Caller;
+}
+
+fn caller_of(node: &Node, headers: &HeaderMap, query: Option<&str>) -> Caller {
+    let from_query = || {
+        query?.split('&').find_map(|kv| {
+            let (k, v) = kv.split_once('=')?;
+            (k == "apiKey").then(|| v.to_string())
+        })
+    };
+    let given = headers
+        .get("x-api-key")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
+        .or_else(from_query);
+    let Some(key) = given else {
+        return Caller::Anonymous;
+    };
+    let cfg = node.cfg.read();
+    if let Some(name) = cfg.http_api_keys.get(&key) {
+        return match node.acl.user(name) {
+            Some(u) if u.enabled => Caller::User(u),
+            _ => Caller::Refused(format!(
+                "the API key's user '{name}' is off or does not exist"
+            )),
+        };
+    }
+    if cfg.api_key.as_deref() == Some(key.as_str()) {
+        return Caller::Admin;
+    }
+    Caller::Refused("invalid API key".into())
+}
+
+/// Finds out who the request acts as, for the commands it runs.
+async fn identify(State(node): State<Shared>, req: Request, next: Next) -> Response {
+    let caller = caller_of(&node, req.headers(), req.uri().query());
+    CALLER.scope(caller, next.run(req)).await
+}
+
 /// Runs one command as the HTTP client and makes its writes durable.
 async fn exec(node: &Shared, args: Vec<Bytes>) -> Result<(Reply, Option<Tier>), ApiError> {
     exec_with(node, args, |_| {})
@@ -122,6 +177,22 @@ async fn exec_with(
 ) -> Result<(Reply, Session), ApiError> {
     let handle = Arc::new(ClientHandle::new(0, "http".into(), String::new(), 0));
     let mut session = Session::new(handle, true);
+    session.acl_generation = node.acl.generation();
+    match CALLER.try_with(Caller::clone).unwrap_or(Caller::Admin) {
+        Caller::Admin => {}
+        Caller::User(u) => session.user = Some(u),
+        Caller::Anonymous => {
+            session.user = node.acl.user("default");
+            if !node.acl.default_open() {
+                return Err(ApiError(
+                    StatusCode::UNAUTHORIZED,
+                    "authentication required: send an API key (X-API-Key header or ?apiKey=)"
+                        .into(),
+                ));
+            }
+        }
+        Caller::Refused(why) => return Err(ApiError(StatusCode::UNAUTHORIZED, why)),
+    }
     prepare(&mut session);
     // The same path as a RESP client's: routed to the key's shard leader
     // in cluster mode.
@@ -138,6 +209,8 @@ async fn exec_with(
         let unavailable = ["MISCONF", "NOQUORUM", "CLUSTERDOWN", "TRYAGAIN"];
         let status = if unavailable.iter().any(|p| msg.starts_with(p)) {
             StatusCode::SERVICE_UNAVAILABLE
+        } else if msg.starts_with("NOPERM") {
+            StatusCode::FORBIDDEN
         } else {
             StatusCode::BAD_REQUEST
         };

@@ -7,6 +7,7 @@
 mod common;
 mod storage_common;
 
+mod acl;
 mod http_api;
 mod load_tools;
 mod poisoned_log;
