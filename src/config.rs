@@ -62,6 +62,17 @@ pub struct Config {
     /// How long a script may run before other clients get `-BUSY`
     /// (Redis's `busy-reply-threshold`, formerly `lua-time-limit`), in ms.
     pub busy_reply_threshold_ms: u64,
+    /// Keyspace notification classes (Redis's `notify-keyspace-events`
+    /// letters, e.g. `KEA`); empty: off.
+    pub notify_keyspace_events: String,
+    /// Commands at least this slow (microseconds) go to SLOWLOG; negative
+    /// turns it off, 0 logs every command (`slowlog-log-slower-than`).
+    pub slowlog_log_slower_than: i64,
+    /// SLOWLOG entries kept (`slowlog-max-len`).
+    pub slowlog_max_len: usize,
+    /// Commands at least this slow (milliseconds) are latency spikes for
+    /// LATENCY; 0 turns the monitor off (`latency-monitor-threshold`).
+    pub latency_monitor_threshold: u64,
     /// Most memory the Lua VM may use, in bytes (0 = no limit).
     pub lua_memory_limit: u64,
     /// Storage settings.
@@ -230,6 +241,10 @@ impl Default for Config {
             pubsub_output_limit: OutputLimit::default(),
             busy_reply_threshold_ms: 5000,
             lua_memory_limit: 1 << 30,
+            notify_keyspace_events: String::new(),
+            slowlog_log_slower_than: 10_000,
+            slowlog_max_len: 128,
+            latency_monitor_threshold: 0,
             encoding: EncodingKnobs::default(),
         }
     }
@@ -418,6 +433,8 @@ impl Config {
             }
             other => invalid("storage", other.to_string()),
         })?;
+        crate::pubsub::events::parse(&self.notify_keyspace_events)
+            .map_err(|why| invalid("notify_keyspace_events", why))?;
         if self.bind.parse::<std::net::IpAddr>().is_err() {
             return Err(invalid(
                 "bind",

@@ -76,6 +76,10 @@ pub struct ClientState {
     pub unblock_error: bool,
     /// The ACL user it is logged in as (empty before it logs in).
     pub user: String,
+    /// CLIENT NO-EVICT on.
+    pub no_evict: bool,
+    /// CLIENT NO-TOUCH on.
+    pub no_touch: bool,
 }
 
 /// Shared node state.
@@ -122,9 +126,126 @@ pub struct Node {
     pub runner: Runner,
     /// Users and their permissions.
     pub acl: crate::acl::Acl,
+    /// Keyspace notification classes on (see [`crate::pubsub::events`]).
+    pub notify: std::sync::atomic::AtomicU32,
+    /// SLOWLOG: the slowest recent commands, newest first.
+    pub slowlog: Mutex<VecDeque<SlowEntry>>,
+    /// Next slow log entry id.
+    pub slowlog_ids: AtomicU64,
+    /// `slowlog-log-slower-than` in microseconds (negative: off).
+    pub slowlog_slower_than: std::sync::atomic::AtomicI64,
+    /// `latency-monitor-threshold` in milliseconds (0: off).
+    pub latency_threshold_ms: AtomicU64,
+    /// The latency monitor's spikes, by event.
+    pub latency: Mutex<BTreeMap<&'static str, LatencySeries>>,
+    /// CLIENT PAUSE.
+    pub pause: Pause,
+}
+
+/// CLIENT PAUSE: holds every client's commands (or only those that may
+/// write) until a deadline or CLIENT UNPAUSE.
+#[derive(Default)]
+pub struct Pause {
+    /// Set while a pause may be in force: the one check on the fast path.
+    on: AtomicBool,
+    /// Until when, and whether reads are held too.
+    state: Mutex<Option<(Instant, bool)>>,
+    changed: tokio::sync::Notify,
+}
+
+impl Pause {
+    /// Whether a pause may be in force.
+    pub fn active(&self) -> bool {
+        self.on.load(Ordering::Acquire)
+    }
+
+    /// Pauses until `until`; a pause already in force keeps the later
+    /// deadline and the stricter mode, as in Redis.
+    pub fn start(&self, until: Instant, all: bool) {
+        let mut st = self.state.lock();
+        let next = match *st {
+            Some((u, a)) => (u.max(until), a || all),
+            None => (until, all),
+        };
+        *st = Some(next);
+        self.on.store(true, Ordering::Release);
+        drop(st);
+        self.changed.notify_waiters();
+    }
+
+    /// CLIENT UNPAUSE.
+    pub fn stop(&self) {
+        *self.state.lock() = None;
+        self.on.store(false, Ordering::Release);
+        self.changed.notify_waiters();
+    }
+
+    /// Waits while a pause holds a command (`pausable`: see
+    /// `commands::pausable`; None is never held).
+    pub async fn wait(&self, pausable: Option<bool>) {
+        let Some(writes) = pausable else {
+            return;
+        };
+        loop {
+            let changed = self.changed.notified();
+            let Some((until, all)) = *self.state.lock() else {
+                return;
+            };
+            if Instant::now() >= until {
+                self.stop();
+                return;
+            }
+            if !all && !writes {
+                return;
+            }
+            tokio::select! {
+                () = tokio::time::sleep_until(until.into()) => {}
+                () = changed => {}
+            }
+        }
+    }
+}
+
+/// One SLOWLOG entry.
+#[derive(Debug, Clone)]
+pub struct SlowEntry {
+    /// Unique, increasing.
+    pub id: u64,
+    /// When the command ran, Unix seconds.
+    pub unix_secs: u64,
+    /// How long it took.
+    pub micros: u64,
+    /// Its arguments, shortened.
+    pub args: Vec<bytes::Bytes>,
+    /// The client's address.
+    pub addr: String,
+    /// The client's name.
+    pub name: String,
+}
+
+/// One latency monitor event's spikes: one sample per second, the latest
+/// 160, and the worst ever.
+#[derive(Debug, Clone, Default)]
+pub struct LatencySeries {
+    /// (Unix seconds, milliseconds).
+    pub samples: VecDeque<(u64, u64)>,
+    /// The worst, milliseconds.
+    pub max: u64,
 }
 
 impl Node {
+    /// The keyspace notification classes that are on; 0 when none would
+    /// be published (neither `K` nor `E`).
+    pub fn notify_flags(&self) -> u32 {
+        let f = self.notify.load(Ordering::Relaxed);
+        let targets = crate::pubsub::events::KEYSPACE | crate::pubsub::events::KEYEVENT;
+        if f & targets == 0 {
+            0
+        } else {
+            f
+        }
+    }
+
     /// Wraps an open store.
     pub fn new(store: Store, cfg: Config, acl: crate::acl::Acl) -> Node {
         let cache = LocalCache::new(if cfg.local_cache_hotkeys {
@@ -144,6 +265,9 @@ impl Node {
         let cfg_dir = cfg.storage.data_dir.clone();
         let persist = cfg_dir.is_dir();
         let lua_memory = cfg.lua_memory_limit as usize;
+        let notify = crate::pubsub::events::parse(&cfg.notify_keyspace_events).unwrap_or(0);
+        let slowlog_slower_than = cfg.slowlog_log_slower_than;
+        let latency_threshold_ms = cfg.latency_monitor_threshold;
         Node {
             store,
             cfg: RwLock::new(cfg),
@@ -169,6 +293,13 @@ impl Node {
             ),
             runner: Runner::default(),
             acl,
+            notify: std::sync::atomic::AtomicU32::new(notify),
+            slowlog: Mutex::new(VecDeque::new()),
+            slowlog_ids: AtomicU64::new(0),
+            slowlog_slower_than: std::sync::atomic::AtomicI64::new(slowlog_slower_than),
+            latency_threshold_ms: AtomicU64::new(latency_threshold_ms),
+            latency: Mutex::new(BTreeMap::new()),
+            pause: Pause::default(),
         }
     }
 }

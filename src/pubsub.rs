@@ -249,3 +249,99 @@ impl PubSub {
         self.patterns.lock().len()
     }
 }
+
+/// Keyspace notification classes (`notify-keyspace-events`), one bit per
+/// letter of Redis's setting.
+pub mod events {
+    /// `K`: publish on `__keyspace@<db>__:<key>`.
+    pub const KEYSPACE: u32 = 1 << 0;
+    /// `E`: publish on `__keyevent@<db>__:<event>`.
+    pub const KEYEVENT: u32 = 1 << 1;
+    /// `g`: generic commands (DEL, EXPIRE, RENAME, ...).
+    pub const GENERIC: u32 = 1 << 2;
+    /// `$`: strings.
+    pub const STRING: u32 = 1 << 3;
+    /// `l`: lists.
+    pub const LIST: u32 = 1 << 4;
+    /// `s`: sets.
+    pub const SET: u32 = 1 << 5;
+    /// `h`: hashes.
+    pub const HASH: u32 = 1 << 6;
+    /// `z`: sorted sets.
+    pub const ZSET: u32 = 1 << 7;
+    /// `x`: keys removed because they expired.
+    pub const EXPIRED: u32 = 1 << 8;
+    /// `e`: keys evicted (strata moves keys to disk instead, so never).
+    pub const EVICTED: u32 = 1 << 9;
+    /// `t`: streams.
+    pub const STREAM: u32 = 1 << 10;
+    /// `m`: reads of keys that don't exist.
+    pub const KEY_MISS: u32 = 1 << 11;
+    /// `d`: module types (none in strata).
+    pub const MODULE: u32 = 1 << 12;
+    /// `n`: keys created.
+    pub const NEW: u32 = 1 << 13;
+    /// `A`: every class but `m` and `n`.
+    pub const ALL: u32 =
+        GENERIC | STRING | LIST | SET | HASH | ZSET | EXPIRED | EVICTED | STREAM | MODULE;
+
+    const LETTERS: [(char, u32); 10] = [
+        ('g', GENERIC),
+        ('$', STRING),
+        ('l', LIST),
+        ('s', SET),
+        ('h', HASH),
+        ('z', ZSET),
+        ('x', EXPIRED),
+        ('e', EVICTED),
+        ('t', STREAM),
+        ('d', MODULE),
+    ];
+
+    /// Reads Redis's letters; an unknown one is an error.
+    pub fn parse(s: &str) -> Result<u32, String> {
+        let mut flags = 0;
+        for c in s.chars() {
+            flags |= match c {
+                'A' => ALL,
+                'K' => KEYSPACE,
+                'E' => KEYEVENT,
+                'm' => KEY_MISS,
+                'n' => NEW,
+                c => LETTERS
+                    .iter()
+                    .find(|(l, _)| *l == c)
+                    .map(|(_, b)| *b)
+                    .ok_or_else(|| {
+                        "Invalid event class character. Use 'Ag$lshzxeKEtmdn'.".to_string()
+                    })?,
+            };
+        }
+        Ok(flags)
+    }
+
+    /// Writes flags back as Redis does (`A` for all the classes it covers).
+    pub fn format(flags: u32) -> String {
+        let mut out = String::new();
+        if flags & ALL == ALL {
+            out.push('A');
+        } else {
+            for (l, b) in LETTERS {
+                if flags & b != 0 {
+                    out.push(l);
+                }
+            }
+        }
+        for (l, b) in [
+            ('K', KEYSPACE),
+            ('E', KEYEVENT),
+            ('m', KEY_MISS),
+            ('n', NEW),
+        ] {
+            if flags & b != 0 {
+                out.push(l);
+            }
+        }
+        out
+    }
+}

@@ -81,6 +81,12 @@ pub async fn bind(cfg: Config) -> Result<(Arc<Node>, TcpListener, TcpListener), 
     )
     .map_err(|e| ServerError::Acl(e.to_string()))?;
     let node = Arc::new(Node::new(store, cfg.clone(), acl));
+    let weak = Arc::downgrade(&node);
+    node.store.on_expired(Box::new(move |db, key| {
+        if let Some(node) = weak.upgrade() {
+            crate::commands::notify::expired(&node, db, key);
+        }
+    }));
     if let Ok(a) = resp.local_addr() {
         let _ = node.resp_addr.set(a);
     }

@@ -111,6 +111,8 @@ const FAST: &[&str] = &[
 
 /// Commands in `@admin` (beyond subcommands listed in [`SUBCOMMANDS`]).
 const ADMIN: &[&str] = &[
+    "slowlog",
+    "latency",
     "shutdown",
     "save",
     "bgsave",
@@ -122,6 +124,8 @@ const ADMIN: &[&str] = &[
 
 /// Commands in `@dangerous`.
 const DANGEROUS: &[&str] = &[
+    "slowlog",
+    "latency",
     "flushdb",
     "flushall",
     "keys",
@@ -227,6 +231,17 @@ const SUBCOMMANDS: &[(&str, &[(&str, &str)])] = &[
             ("slots", "slow"),
             ("strata-create", "admin slow dangerous"),
             ("strata-node", "admin slow dangerous"),
+            ("help", "slow"),
+        ],
+    ),
+    (
+        "memory",
+        &[
+            ("doctor", "slow"),
+            ("malloc-stats", "slow"),
+            ("purge", "slow"),
+            ("stats", "slow"),
+            ("usage", "read slow"),
             ("help", "slow"),
         ],
     ),

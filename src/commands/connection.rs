@@ -156,10 +156,24 @@ pub(super) fn client_line(c: &crate::node::ClientHandle) -> String {
         st.name,
         c.created.elapsed().as_secs(),
         idle,
-        match (st.blocked, st.in_multi) {
-            (true, _) => "b",
-            (false, true) => "x",
-            (false, false) => "N",
+        {
+            let mut f = String::new();
+            if st.blocked {
+                f.push('b');
+            }
+            if st.in_multi {
+                f.push('x');
+            }
+            if st.no_evict {
+                f.push('e');
+            }
+            if st.no_touch {
+                f.push('T');
+            }
+            if f.is_empty() {
+                f.push('N');
+            }
+            f
         },
         st.db,
         st.subscriptions,
@@ -273,6 +287,54 @@ pub fn client(ctx: &mut Ctx<'_>, a: &[Bytes]) -> CmdResult {
         Ok(Reply::Int(1))
     } else if is(sub, "SETINFO") && a.len() == 4 {
         Ok(Reply::OK)
+    } else if is(sub, "REPLY") && a.len() == 3 {
+        if is(&a[2], "ON") {
+            ctx.s.reply_off = false;
+            ctx.s.reply_skip = 0;
+        } else if is(&a[2], "OFF") {
+            ctx.s.reply_off = true;
+        } else if is(&a[2], "SKIP") {
+            // This reply and the next command's.
+            ctx.s.reply_skip = 2;
+        } else {
+            return Err(err::syntax());
+        }
+        Ok(Reply::OK)
+    } else if (is(sub, "NO-EVICT") || is(sub, "NO-TOUCH")) && a.len() == 3 {
+        let on = if is(&a[2], "ON") {
+            true
+        } else if is(&a[2], "OFF") {
+            false
+        } else {
+            return Err(err::syntax());
+        };
+        let mut st = ctx.s.handle.state.lock();
+        if is(sub, "NO-EVICT") {
+            // strata never evicts clients; the flag is kept and shown.
+            st.no_evict = on;
+        } else {
+            st.no_touch = on;
+            ctx.s.no_touch = on;
+        }
+        Ok(Reply::OK)
+    } else if is(sub, "PAUSE") && (a.len() == 3 || a.len() == 4) {
+        let ms = int_arg(&a[2])
+            .map_err(|_| Reply::err("ERR timeout is not an integer or out of range"))?;
+        if ms < 0 {
+            return Err(Reply::err("ERR timeout is negative"));
+        }
+        let all = match a.get(3) {
+            None => true,
+            Some(m) if is(m, "ALL") => true,
+            Some(m) if is(m, "WRITE") => false,
+            Some(_) => return Err(err::syntax()),
+        };
+        let until = std::time::Instant::now() + std::time::Duration::from_millis(ms as u64);
+        ctx.node.pause.start(until, all);
+        Ok(Reply::OK)
+    } else if is(sub, "UNPAUSE") && a.len() == 2 {
+        ctx.node.pause.stop();
+        Ok(Reply::OK)
     } else if is(sub, "HELP") {
         Ok(Reply::Array(
             [
@@ -283,6 +345,11 @@ pub fn client(ctx: &mut Ctx<'_>, a: &[Bytes]) -> CmdResult {
                 "CLIENT LIST",
                 "CLIENT KILL <filter> <value> ...",
                 "CLIENT UNBLOCK <clientid> [TIMEOUT|ERROR]",
+                "CLIENT REPLY (ON|OFF|SKIP)",
+                "CLIENT NO-EVICT (ON|OFF)",
+                "CLIENT NO-TOUCH (ON|OFF)",
+                "CLIENT PAUSE <timeout> [WRITE|ALL]",
+                "CLIENT UNPAUSE",
             ]
             .into_iter()
             .map(Reply::Simple)

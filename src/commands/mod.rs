@@ -12,11 +12,13 @@ mod bitmaps;
 pub mod blocking;
 mod cluster;
 mod connection;
+mod diagnostics;
 mod geo;
 mod hashes;
 mod hyperloglog;
 mod keys;
 mod lists;
+pub mod notify;
 mod pubsub;
 pub mod reply;
 mod scripting;
@@ -511,6 +513,23 @@ pub static COMMANDS: &[Spec] = &[
     // server
     spec("server", "info", -1, false, server::info, NO_KEYS),
     spec("server", "acl", -2, false, acl::acl, NO_KEYS),
+    spec(
+        "server",
+        "slowlog",
+        -2,
+        false,
+        diagnostics::slowlog,
+        NO_KEYS,
+    ),
+    spec(
+        "server",
+        "latency",
+        -2,
+        false,
+        diagnostics::latency,
+        NO_KEYS,
+    ),
+    spec("server", "memory", -2, false, diagnostics::memory, NO_KEYS),
     spec("server", "config", -2, false, server::config, NO_KEYS),
     spec("server", "dbsize", 1, false, server::dbsize, NO_KEYS),
     spec("server", "flushdb", -1, true, server::flushdb, NO_KEYS),
@@ -1110,6 +1129,16 @@ pub struct Session {
     pub acl_generation: u64,
     /// Where commands run from, for ACL LOG: `toplevel`, `multi`, `lua`.
     pub acl_context: &'static str,
+    /// Keys changed by the running command, while keyspace notifications
+    /// are on.
+    pub touched: Vec<notify::Touched>,
+    /// CLIENT REPLY OFF: no replies are sent.
+    pub reply_off: bool,
+    /// CLIENT REPLY SKIP: replies still to leave out (its own and the
+    /// next command's).
+    pub reply_skip: u8,
+    /// CLIENT NO-TOUCH: reads don't count toward a key's recency.
+    pub no_touch: bool,
 }
 
 impl Session {
@@ -1136,6 +1165,10 @@ impl Session {
             user: None,
             acl_generation: 0,
             acl_context: "toplevel",
+            touched: Vec::new(),
+            reply_off: false,
+            reply_skip: 0,
+            no_touch: false,
         }
     }
 
@@ -1175,6 +1208,16 @@ impl Session {
     }
 
     /// A command was refused while queuing inside MULTI.
+    /// Whether the next reply goes to the client (CLIENT REPLY); counts a
+    /// skipped one.
+    pub fn wants_reply(&mut self) -> bool {
+        if self.reply_skip > 0 {
+            self.reply_skip -= 1;
+            return false;
+        }
+        !self.reply_off
+    }
+
     fn refused(&mut self) {
         if self.multi.is_some() {
             self.multi_failed = true;
@@ -1408,13 +1451,36 @@ impl Ctx<'_> {
         f: impl FnOnce(Option<(&Record, Tier)>) -> R,
     ) -> Result<R, Reply> {
         let s = &mut *self.s;
-        self.node
+        // CLIENT NO-TOUCH: the read leaves the key's recency as it was.
+        let hint = if s.no_touch && hint == ReadHint::Normal {
+            ReadHint::Peek
+        } else {
+            hint
+        };
+        let mut missed = false;
+        let out = self
+            .node
             .store
             .read(s.db, key, hint, |r| {
                 s.last_tier = r.map(|(_, t)| t);
+                missed = r.is_none();
                 f(r)
             })
-            .map_err(storage_error)
+            .map_err(storage_error);
+        if missed && hint != ReadHint::Peek {
+            let flags = self.node.notify_flags();
+            if flags & crate::pubsub::events::KEY_MISS != 0 {
+                notify::publish(
+                    self.node,
+                    flags,
+                    crate::pubsub::events::KEY_MISS,
+                    "keymiss",
+                    s.db,
+                    key,
+                );
+            }
+        }
+        out
     }
 
     /// Changes `key` in the selected database; the write is synced before
@@ -1437,16 +1503,29 @@ impl Ctx<'_> {
         f: impl FnOnce(&mut Option<Record>) -> (R, Change),
     ) -> Result<Written<R>, Reply> {
         let mut created = false;
+        let notify = self.node.notify_flags() != 0;
+        let mut kinds = None;
         let w = self
             .node
             .store
             .write_change(self.s.db, key, |cur| {
-                let absent = cur.is_none();
+                let before = cur.as_ref().map(|r| r.value.kind());
                 let (r, change) = f(cur);
-                created = absent && cur.is_some() && change != Change::None;
+                created = before.is_none() && cur.is_some() && change != Change::None;
+                if notify && change != Change::None {
+                    kinds = Some((before, cur.as_ref().map(|r| r.value.kind())));
+                }
                 (r, change)
             })
             .map_err(storage_error)?;
+        if let Some((before, after)) = kinds {
+            self.s.touched.push(notify::Touched {
+                db: self.s.db,
+                key: key.to_vec(),
+                before,
+                after,
+            });
+        }
         if created {
             // A client blocked on this key may now be served.
             self.node.waiters.signal(self.s.db, key);
@@ -1506,6 +1585,18 @@ impl Ctx<'_> {
     }
 }
 
+/// How CLIENT PAUSE treats a request: None if it is never held (CLIENT
+/// itself, so a pause can be lifted), else whether it may write, which
+/// a `WRITE` pause holds too.
+pub fn pausable(args: &[Bytes]) -> Option<bool> {
+    let (_, spec) = lookup(args.first()?)?;
+    match spec.name {
+        "client" | "quit" | "reset" => None,
+        "eval" | "evalsha" | "fcall" | "publish" | "spublish" | "pfcount" | "exec" => Some(true),
+        _ => Some(spec.write),
+    }
+}
+
 /// Executes one request.
 pub fn execute(ctx: &mut Ctx<'_>, args: &[Bytes]) -> Reply {
     let Some(name) = args.first() else {
@@ -1554,14 +1645,19 @@ pub fn execute(ctx: &mut Ctx<'_>, args: &[Bytes]) -> Reply {
         }
     };
     let started = Instant::now();
+    let mark = ctx.s.touched.len();
     let reply = match (spec.handler)(ctx, args) {
         Ok(r) | Err(r) => r,
     };
+    if ctx.s.touched.len() > mark {
+        notify::emit(ctx, spec, args, mark);
+    }
     let m = &ctx
         .node
         .metrics
         .command_handles(|| COMMANDS.iter().map(|s| s.name).collect())[idx];
     let took = started.elapsed();
+    diagnostics::observe(ctx, spec, args, took.as_micros() as u64);
     m.count.inc();
     m.seconds.observe(took.as_secs_f64());
     m.micros.fetch_add(

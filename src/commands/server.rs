@@ -354,6 +354,21 @@ fn params(ctx: &Ctx<'_>) -> Vec<(&'static str, String)> {
         ("requirepass", c.requirepass.clone().unwrap_or_default()),
         ("aclfile", ctx.node.acl.file().display().to_string()),
         ("acllog-max-len", c.acllog_max_len.to_string()),
+        (
+            "slowlog-log-slower-than",
+            c.slowlog_log_slower_than.to_string(),
+        ),
+        ("slowlog-max-len", c.slowlog_max_len.to_string()),
+        (
+            "latency-monitor-threshold",
+            c.latency_monitor_threshold.to_string(),
+        ),
+        (
+            "notify-keyspace-events",
+            crate::pubsub::events::format(
+                crate::pubsub::events::parse(&c.notify_keyspace_events).unwrap_or(0),
+            ),
+        ),
         ("maxclients", c.maxclients.to_string()),
         ("proto-max-bulk-len", c.proto_max_bulk_len.to_string()),
         (
@@ -432,6 +447,17 @@ fn apply(cfg: &mut crate::config::Config, name: &str, v: &str) -> Result<(), Str
         "requirepass" => cfg.requirepass = Some(v.to_string()).filter(|p| !p.is_empty()),
         "maxclients" => cfg.maxclients = num(v)? as usize,
         "acllog-max-len" => cfg.acllog_max_len = num(v)? as usize,
+        "slowlog-log-slower-than" => {
+            cfg.slowlog_log_slower_than = v
+                .parse::<i64>()
+                .map_err(|_| "argument couldn't be parsed into an integer".to_string())?
+        }
+        "slowlog-max-len" => cfg.slowlog_max_len = num(v)? as usize,
+        "latency-monitor-threshold" => cfg.latency_monitor_threshold = num(v)?,
+        "notify-keyspace-events" => {
+            crate::pubsub::events::parse(v)?;
+            cfg.notify_keyspace_events = v.to_string();
+        }
         "proto-max-bulk-len" => {
             cfg.proto_max_bulk_len =
                 parse_size(v).ok_or("argument must be a memory value")? as usize
@@ -529,6 +555,14 @@ pub fn config(ctx: &mut Ctx<'_>, a: &[Bytes]) -> CmdResult {
                 .set_default_password(next.requirepass.as_deref())
                 .map_err(|e| Reply::err(format!("ERR CONFIG SET failed - {e}")))?;
         }
+        let notify = crate::pubsub::events::parse(&next.notify_keyspace_events).unwrap_or(0);
+        ctx.node.notify.store(notify, Ordering::Relaxed);
+        ctx.node
+            .slowlog_slower_than
+            .store(next.slowlog_log_slower_than, Ordering::Relaxed);
+        ctx.node
+            .latency_threshold_ms
+            .store(next.latency_monitor_threshold, Ordering::Relaxed);
         *ctx.node.cfg.write() = next;
         Ok(Reply::OK)
     } else if is(sub, "RESETSTAT") && a.len() == 2 {

@@ -11,7 +11,8 @@ use tokio_util::task::TaskTracker;
 
 use super::resp::{parse_request, Reply};
 use crate::commands::{
-    blocking, dispatch_pipeline, execute, needs_runner, storage_error, Ctx, Session,
+    blocking, dispatch_pipeline, execute, needs_runner, pausable as commands_pausable,
+    storage_error, Ctx, Session,
 };
 use crate::node::{ClientHandle, Node};
 
@@ -174,7 +175,7 @@ async fn session_loop(
                             }
                         };
                         let reply = blocking::run(node, session, &args, gone).await;
-                        reply.encode(session.resp3, &mut wbuf);
+                        answer(session, &reply, &mut wbuf);
                         executed += 1;
                         continue;
                     }
@@ -206,7 +207,7 @@ async fn session_loop(
                             return Ok(());
                         };
                         for reply in replies {
-                            reply.encode(session.resp3, &mut wbuf);
+                            answer(session, &reply, &mut wbuf);
                             executed += 1;
                         }
                         if protocol_error.is_some() {
@@ -217,9 +218,12 @@ async fn session_loop(
                     // While a script or transaction holds the gate, wait
                     // for it here rather than block the thread.
                     node.gate.wait_open().await;
+                    if node.pause.active() {
+                        node.pause.wait(commands_pausable(&args)).await;
+                    }
                     let mut ctx = Ctx { node, s: session };
                     let reply = execute(&mut ctx, &args);
-                    reply.encode(session.resp3, &mut wbuf);
+                    answer(session, &reply, &mut wbuf);
                     executed += 1;
                     if session.quit {
                         break;
@@ -287,6 +291,13 @@ async fn on_runner(
 
 /// Executes the requests gathered for cluster routing, encoding their
 /// replies.
+/// Encodes a reply unless CLIENT REPLY says to leave it out.
+fn answer(session: &mut Session, reply: &Reply, wbuf: &mut BytesMut) {
+    if session.wants_reply() {
+        reply.encode(session.resp3, wbuf);
+    }
+}
+
 async fn run_pipeline(
     node: &Node,
     session: &mut Session,
@@ -297,10 +308,15 @@ async fn run_pipeline(
     if pipeline.is_empty() {
         return;
     }
+    if node.pause.active() {
+        for args in pipeline.iter() {
+            node.pause.wait(commands_pausable(args)).await;
+        }
+    }
     let mut replies = Vec::with_capacity(pipeline.len());
     dispatch_pipeline(node, session, pipeline, &mut replies).await;
     for reply in &replies {
-        reply.encode(session.resp3, wbuf);
+        answer(session, reply, wbuf);
     }
     *executed += replies.len();
     pipeline.clear();

@@ -213,11 +213,22 @@ pub(crate) struct Inner {
     /// replication layer to delete through its log
     /// ([`Store::take_expired`]).
     expired_found: Mutex<Vec<(usize, Vec<u8>)>>,
+    /// Told of every key removed because it expired (keyspace
+    /// notifications).
+    on_expired: std::sync::OnceLock<ExpiryListener>,
 }
+
+/// Called with the database and key of each key removed because it expired.
+pub type ExpiryListener = Box<dyn Fn(usize, &[u8]) + Send + Sync>;
 
 /// Most expired keys waiting for the replication layer; the sweeps find
 /// the rest again later.
 const EXPIRED_FOUND_MAX: usize = 10_000;
+
+/// Bytes `key` holding `rec` costs in the memory tier (MEMORY USAGE).
+pub fn memory_charge(key: &[u8], rec: &Record) -> usize {
+    charge_of(key, rec)
+}
 
 fn is_tombstone(rec: &Record) -> bool {
     rec.expire_at_ms == Some(1)
@@ -444,6 +455,11 @@ fn encode_del(b: &mut Vec<u8>, db: usize, key: &[u8]) {
 }
 
 impl Store {
+    /// Sets who is told of keys removed because they expired (once).
+    pub fn on_expired(&self, f: ExpiryListener) {
+        let _ = self.inner.on_expired.set(f);
+    }
+
     /// Opens (or creates) the store in `cfg.data_dir`, replaying the log.
     pub fn open(cfg: StorageConfig) -> Result<Store, StorageError> {
         cfg.validate()?;
@@ -503,6 +519,7 @@ impl Store {
             batches: RwLock::new(()),
             replicated: std::sync::atomic::AtomicBool::new(false),
             expired_found: Mutex::new(Vec::new()),
+            on_expired: std::sync::OnceLock::new(),
             cfg: RwLock::new(cfg),
         });
         let workers = Arc::new(background::Workers::start(inner.clone()));
@@ -834,7 +851,7 @@ impl Store {
                 if !inner.is_replicated() {
                     inner.disk.remove(db, key)?;
                     inner.counts[db].disk.fetch_sub(1, Ordering::Relaxed);
-                    Counters::bump(&inner.counters.expired);
+                    inner.expired(db, key);
                 }
                 Counters::bump(&inner.counters.misses);
                 Ok(f(None))
@@ -1181,7 +1198,7 @@ impl Store {
             if disk_had && !live && !inner.is_replicated() {
                 inner.disk.remove(db, key)?;
                 inner.counts[db].disk.fetch_sub(1, Ordering::Relaxed);
-                Counters::bump(&inner.counters.expired);
+                inner.expired(db, key);
             }
             return Ok(Written {
                 value,
@@ -1531,6 +1548,14 @@ impl Store {
 }
 
 impl Inner {
+    /// Counts a key removed because it expired, and tells the listener.
+    fn expired(&self, db: usize, key: &[u8]) {
+        Counters::bump(&self.counters.expired);
+        if let Some(f) = self.on_expired.get() {
+            f(db, key);
+        }
+    }
+
     fn shard(&self, pos: u64) -> &Mutex<Shard> {
         &self.shards[slot_of_position(pos) as usize % SHARDS]
     }
@@ -1662,7 +1687,7 @@ impl Inner {
             } else {
                 self.counts[db].mem_only.fetch_sub(1, Ordering::Relaxed);
             }
-            Counters::bump(&self.counters.expired);
+            self.expired(db, key);
         }
         Ok(())
     }
@@ -1986,7 +2011,7 @@ impl Inner {
                         if rec.is_expired(now) {
                             self.disk.remove(db, &key)?;
                             self.counts[db].disk.fetch_sub(1, Ordering::Relaxed);
-                            Counters::bump(&self.counters.expired);
+                            self.expired(db, &key);
                         }
                     }
                 }

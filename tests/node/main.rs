@@ -9,6 +9,8 @@ mod storage_common;
 
 mod acl;
 mod http_api;
+mod introspection;
+mod keyspace_events;
 mod load_tools;
 mod poisoned_log;
 mod pubsub;
