@@ -139,6 +139,29 @@ fn transactions_and_blocking_across_nodes() {
             std::thread::sleep(Duration::from_millis(50));
         }
     }
+    // An ACL user made on one node logs in on every node, and is checked
+    // where the client talks, whichever node leads the key's shard.
+    q(
+        &mut a,
+        &["ACL", "SETUSER", "app", "on", ">pw", "~{s}*", "+@all", "-@dangerous"],
+    );
+    for p in &nodes {
+        let url = format!("redis://app:pw@{}/", p.addr());
+        let mut c = loop {
+            match redis::Client::open(url.as_str()).and_then(|c| c.get_connection()) {
+                Ok(c) => break c,
+                Err(e) => {
+                    assert!(Instant::now() < deadline, "log in as app: {e}");
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+            }
+        };
+        assert_eq!(q(&mut c, &["SET", "{s}acl", "v"]), Value::Okay);
+        let e = run(&mut c, &["GET", "other"]).expect_err("key out of reach");
+        assert_eq!(e.code(), Some("NOPERM"));
+        let e = run(&mut c, &["FLUSHALL"]).expect_err("dangerous");
+        assert_eq!(e.code(), Some("NOPERM"));
+    }
 }
 
 #[test]
@@ -221,5 +244,28 @@ fn scripts_and_functions_across_nodes() {
             assert!(Instant::now() < deadline, "replica differs: {state:?}");
             std::thread::sleep(Duration::from_millis(50));
         }
+    }
+    // An ACL user made on one node logs in on every node, and is checked
+    // where the client talks, whichever node leads the key's shard.
+    q(
+        &mut a,
+        &["ACL", "SETUSER", "app", "on", ">pw", "~{s}*", "+@all", "-@dangerous"],
+    );
+    for p in &nodes {
+        let url = format!("redis://app:pw@{}/", p.addr());
+        let mut c = loop {
+            match redis::Client::open(url.as_str()).and_then(|c| c.get_connection()) {
+                Ok(c) => break c,
+                Err(e) => {
+                    assert!(Instant::now() < deadline, "log in as app: {e}");
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+            }
+        };
+        assert_eq!(q(&mut c, &["SET", "{s}acl", "v"]), Value::Okay);
+        let e = run(&mut c, &["GET", "other"]).expect_err("key out of reach");
+        assert_eq!(e.code(), Some("NOPERM"));
+        let e = run(&mut c, &["FLUSHALL"]).expect_err("dangerous");
+        assert_eq!(e.code(), Some("NOPERM"));
     }
 }
