@@ -27,6 +27,9 @@ pub struct Config {
     pub aclfile: Option<std::path::PathBuf>,
     /// Entries ACL LOG keeps (Redis's `acllog-max-len`).
     pub acllog_max_len: usize,
+    /// Keys the client-tracking table remembers before it invalidates
+    /// some to make room (Redis's `tracking-table-max-keys`; 0: no limit).
+    pub tracking_table_max_keys: usize,
     /// HTTP API keys and the ACL user each one acts as: a request with
     /// `X-API-Key: K` (or `?apiKey=K`) runs its commands as that user.
     pub http_api_keys: std::collections::BTreeMap<String, String>,
@@ -225,6 +228,7 @@ impl Default for Config {
             requirepass: None,
             aclfile: None,
             acllog_max_len: 128,
+            tracking_table_max_keys: 1_000_000,
             http_api_keys: Default::default(),
             api_key: None,
             maxclients: 10_000,

@@ -13,7 +13,8 @@
 //! - [`node`]: what a node shares: the store, live config, metrics, clients,
 //!   the gate that keeps transactions and scripts whole, the thread
 //!   scripts run on, and the clients blocked on keys; [`pubsub`]:
-//!   subscriptions and each subscriber's queue; [`scripting`]: the Lua VM
+//!   subscriptions and each subscriber's queue; [`tracking`]: which
+//!   client may cache which key (CLIENT TRACKING); [`scripting`]: the Lua VM
 //!   scripts run in, whose `redis.call` reaches back to the command table
 //!   through a callback the commands supply; [`acl`]: users, their
 //!   permissions over the commands the command layer catalogues, the ACL
@@ -49,3 +50,4 @@ pub mod server;
 pub mod slot;
 pub mod storage;
 pub mod tools;
+pub mod tracking;

@@ -30,6 +30,8 @@ pub struct ClientHandle {
     pub kill: CancellationToken,
     /// Wakes the client from a blocking command (CLIENT UNBLOCK).
     pub unblock: tokio::sync::Notify,
+    /// Where messages for it go (pub/sub, invalidations redirected to it).
+    pub outbox: OnceLock<crate::pubsub::Subscriber>,
 }
 
 impl ClientHandle {
@@ -46,6 +48,7 @@ impl ClientHandle {
             }),
             kill: CancellationToken::new(),
             unblock: tokio::sync::Notify::new(),
+            outbox: OnceLock::new(),
         }
     }
 }
@@ -69,8 +72,16 @@ pub struct ClientState {
     pub in_multi: bool,
     /// Keys watched.
     pub watching: usize,
-    /// Channels and patterns subscribed to.
-    pub subscriptions: i64,
+    /// Channels subscribed to.
+    pub channels: usize,
+    /// Patterns subscribed to.
+    pub patterns: usize,
+    /// Shard channels subscribed to.
+    pub shard_channels: usize,
+    /// Commands queued since MULTI.
+    pub queued: usize,
+    /// Their bytes.
+    pub queued_bytes: usize,
     /// How CLIENT UNBLOCK asked the blocked command to end: with an error
     /// rather than as if it had timed out.
     pub unblock_error: bool,
@@ -80,6 +91,13 @@ pub struct ClientState {
     pub no_evict: bool,
     /// CLIENT NO-TOUCH on.
     pub no_touch: bool,
+}
+
+impl ClientState {
+    /// Whether it is subscribed to anything.
+    pub fn pubsub(&self) -> bool {
+        self.channels + self.patterns + self.shard_channels > 0
+    }
 }
 
 /// Shared node state.
@@ -120,6 +138,10 @@ pub struct Node {
     pub waiters: Waiters,
     /// Pub/sub subscriptions.
     pub pubsub: crate::pubsub::PubSub,
+    /// MONITOR connections.
+    pub monitors: crate::pubsub::Monitors,
+    /// CLIENT TRACKING: who may cache which key.
+    pub tracking: crate::tracking::Tracking,
     /// Lua scripts and function libraries.
     pub scripts: crate::scripting::Scripts,
     /// The thread that runs scripts and transactions (see [`Runner`]).
@@ -287,6 +309,8 @@ impl Node {
             gate: Gate::default(),
             waiters: Waiters::default(),
             pubsub: crate::pubsub::PubSub::default(),
+            monitors: crate::pubsub::Monitors::default(),
+            tracking: crate::tracking::Tracking::default(),
             scripts: crate::scripting::Scripts::new(
                 Some(cfg_dir.join("functions.json")).filter(|_| persist),
                 lua_memory,

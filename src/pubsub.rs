@@ -18,9 +18,21 @@ use tokio_util::sync::CancellationToken;
 
 use crate::storage::{glob_match, now_ms};
 
-/// One message on its way to a subscriber: the push's parts, for example
-/// `message`, channel, payload.
-pub type Message = Vec<Bytes>;
+/// One message on its way to a connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Message {
+    /// A pub/sub push: its parts, for example `message`, channel, payload.
+    Parts(Vec<Bytes>),
+    /// Client-side caching: these keys changed (None: every key, after a
+    /// flush). RESP3 connections get an `invalidate` push; RESP2 ones get
+    /// it as a message on `__redis__:invalidate` if they are subscribed.
+    Invalidate(Option<Vec<Bytes>>),
+    /// The client this connection's invalidations were redirected to is
+    /// gone (RESP3 only).
+    RedirectBroken(u64),
+    /// A line for a MONITOR connection.
+    Monitor(String),
+}
 
 pub use crate::config::OutputLimit as Limits;
 
@@ -42,7 +54,13 @@ pub struct Inbox {
 }
 
 fn size_of(m: &Message) -> usize {
-    m.iter().map(|p| p.len() + 16).sum::<usize>() + 16
+    let parts = |p: &[Bytes]| p.iter().map(|p| p.len() + 16).sum::<usize>();
+    16 + match m {
+        Message::Parts(p) => parts(p),
+        Message::Invalidate(keys) => 32 + keys.as_deref().map_or(0, parts),
+        Message::RedirectBroken(_) => 32,
+        Message::Monitor(line) => line.len(),
+    }
 }
 
 impl Inbox {
@@ -78,9 +96,19 @@ impl Inbox {
 }
 
 impl Subscriber {
+    /// Bytes waiting to be written to the client.
+    pub fn queued(&self) -> usize {
+        self.queued.load(Ordering::Relaxed)
+    }
+
+    /// Whether the connection behind it has ended.
+    pub fn is_gone(&self) -> bool {
+        self.tx.is_closed()
+    }
+
     /// Queues `m`; false if the subscriber is gone or was just cut off
     /// for exceeding `limits`.
-    fn send(&self, m: Message, limits: Limits) -> bool {
+    pub fn send(&self, m: Message, limits: Limits) -> bool {
         let size = size_of(&m);
         let queued = (self.queued.fetch_add(size, Ordering::Relaxed) + size) as u64;
         let now = now_ms();
@@ -117,6 +145,49 @@ impl Subscriber {
             return false;
         }
         true
+    }
+}
+
+/// The connections in MONITOR mode.
+#[derive(Default)]
+pub struct Monitors {
+    count: AtomicUsize,
+    subs: Mutex<HashMap<u64, Subscriber>>,
+}
+
+impl Monitors {
+    /// Whether any connection is monitoring.
+    pub fn active(&self) -> bool {
+        self.count.load(Ordering::Relaxed) > 0
+    }
+
+    /// Client `id` starts monitoring.
+    pub fn add(&self, id: u64, sub: Subscriber) {
+        let mut subs = self.subs.lock();
+        subs.insert(id, sub);
+        self.count.store(subs.len(), Ordering::Relaxed);
+    }
+
+    /// Client `id` stops (it disconnected or said RESET).
+    pub fn remove(&self, id: u64) {
+        let mut subs = self.subs.lock();
+        if subs.remove(&id).is_some() {
+            self.count.store(subs.len(), Ordering::Relaxed);
+        }
+    }
+
+    /// Whether client `id` is monitoring.
+    pub fn contains(&self, id: u64) -> bool {
+        self.active() && self.subs.lock().contains_key(&id)
+    }
+
+    /// Sends `line` to every monitor; one that falls behind `limits` is
+    /// disconnected like a slow subscriber.
+    pub fn feed(&self, line: &str, limits: Limits) {
+        let subs: Vec<Subscriber> = self.subs.lock().values().cloned().collect();
+        for s in subs {
+            s.send(Message::Monitor(line.to_string()), limits);
+        }
     }
 }
 
@@ -182,11 +253,11 @@ impl PubSub {
             .map(|s| s.values().cloned().collect())
             .unwrap_or_default();
         for s in direct {
-            let m = vec![
+            let m = Message::Parts(vec![
                 Bytes::from_static(b"message"),
                 channel.clone(),
                 payload.clone(),
-            ];
+            ]);
             n += usize::from(s.send(m, limits));
         }
         let matching: Vec<(Bytes, Subscriber)> = self
@@ -197,12 +268,12 @@ impl PubSub {
             .flat_map(|(p, subs)| subs.values().map(move |s| (p.clone(), s.clone())))
             .collect();
         for (pattern, s) in matching {
-            let m = vec![
+            let m = Message::Parts(vec![
                 Bytes::from_static(b"pmessage"),
                 pattern,
                 channel.clone(),
                 payload.clone(),
-            ];
+            ]);
             n += usize::from(s.send(m, limits));
         }
         n
@@ -218,11 +289,11 @@ impl PubSub {
             .unwrap_or_default();
         subs.into_iter()
             .map(|s| {
-                let m = vec![
+                let m = Message::Parts(vec![
                     Bytes::from_static(b"smessage"),
                     channel.clone(),
                     payload.clone(),
-                ];
+                ]);
                 usize::from(s.send(m, limits))
             })
             .sum()

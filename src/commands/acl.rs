@@ -111,6 +111,8 @@ const FAST: &[&str] = &[
 
 /// Commands in `@admin` (beyond subcommands listed in [`SUBCOMMANDS`]).
 const ADMIN: &[&str] = &[
+    "monitor",
+    "debug",
     "slowlog",
     "latency",
     "shutdown",
@@ -124,6 +126,9 @@ const ADMIN: &[&str] = &[
 
 /// Commands in `@dangerous`.
 const DANGEROUS: &[&str] = &[
+    "monitor",
+    "debug",
+    "swapdb",
     "slowlog",
     "latency",
     "flushdb",
@@ -399,6 +404,11 @@ fn categories_of(s: &Spec) -> u32 {
     bits(&names.join(" "))
 }
 
+/// Whether `name` is a container command (CLIENT, CONFIG, ...).
+pub(super) fn is_container(name: &str) -> bool {
+    SUBCOMMANDS.iter().any(|(n, _)| *n == name)
+}
+
 /// Every command and subcommand, with its categories; a command's id is
 /// its place in [`COMMANDS`].
 pub fn catalogue() -> Arc<Catalogue> {
@@ -644,7 +654,7 @@ fn check(
                 .to_string(),
         ),
     };
-    let info = super::connection::client_line(&ctx.s.handle);
+    let info = super::connection::client_line(ctx.node, &ctx.s.handle);
     let max = ctx.node.cfg.read().acllog_max_len;
     // Refused while queuing in MULTI counts as the transaction's.
     let context = if ctx.s.multi.is_some() {
@@ -660,7 +670,7 @@ fn check(
 
 /// Records a failed login in ACL LOG.
 pub(super) fn log_auth_failure(ctx: &Ctx<'_>, username: &str) {
-    let info = super::connection::client_line(&ctx.s.handle);
+    let info = super::connection::client_line(ctx.node, &ctx.s.handle);
     let max = ctx.node.cfg.read().acllog_max_len;
     ctx.node.acl.log(
         Reason::Auth,

@@ -138,7 +138,13 @@ pub async fn dispatch(node: &Node, s: &mut Session, args: &[Bytes]) -> Reply {
     if spec.name == "strata-flushslots" {
         return flush_shard(cluster, s, args).await;
     }
-    route(node, cluster, s, spec, args).await
+    let reply = route(node, cluster, s, spec, args).await;
+    if s.caching.is_some() {
+        // Served elsewhere: CLIENT CACHING's one command is over all the
+        // same.
+        super::tracking::after_command(s, spec, args);
+    }
+    reply
 }
 
 /// EXEC in a cluster: the transaction goes whole to its keys' shard as
@@ -205,19 +211,34 @@ async fn route(
     };
     let group = shard.group;
     if !spec.write {
+        // A client tracking keys is told of changes this node applies:
+        // a key of a shard it doesn't replicate is read where it lives,
+        // as in Redis Cluster.
+        let tracked = s.tracking.is_some() && super::tracking::remembers(s, spec);
+        if tracked && !cluster.replicates(group) {
+            let to = cluster
+                .leader_of(&shard)
+                .map(|(_, p)| p.resp.to_string())
+                .unwrap_or_default();
+            return Reply::err(format!("MOVED {slot} {to}"));
+        }
         if s.readonly && cluster.replicates(group) {
             return local(s);
         }
-        if cluster.is_leader(group) {
-            return match cluster.read_barrier(group).await {
-                Ok(()) => local(s),
-                Err(ClusterError::NotLeader { leader, .. }) => {
-                    elsewhere(cluster, s, slot, &shard, leader, args).await
-                }
-                Err(e) => cluster_error(&e),
-            };
+        let leader = if cluster.is_leader(group) {
+            match cluster.read_barrier(group).await {
+                Ok(()) => return local(s),
+                Err(ClusterError::NotLeader { leader, .. }) => leader,
+                Err(e) => return cluster_error(&e),
+            }
+        } else {
+            None
+        };
+        let reply = elsewhere(cluster, s, slot, &shard, leader, args).await;
+        if tracked {
+            super::tracking::remember(node, s, spec, args);
         }
-        return elsewhere(cluster, s, slot, &shard, None, args).await;
+        return reply;
     }
     if !cluster.is_leader(group) {
         return elsewhere(cluster, s, slot, &shard, None, args).await;

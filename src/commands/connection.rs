@@ -126,6 +126,13 @@ pub fn quit(ctx: &mut Ctx<'_>, _: &[Bytes]) -> CmdResult {
 pub fn reset(ctx: &mut Ctx<'_>, _: &[Bytes]) -> CmdResult {
     ctx.s.end_transaction();
     ctx.s.leave_pubsub(ctx.node);
+    ctx.node.tracking.disable(ctx.s.handle.id);
+    ctx.node.monitors.remove(ctx.s.handle.id);
+    ctx.s.tracking = None;
+    ctx.s.caching = None;
+    ctx.s.reply_off = false;
+    ctx.s.reply_skip = 0;
+    ctx.s.no_touch = false;
     ctx.s.db = 0;
     ctx.s.resp3 = false;
     ctx.s.acl_generation = ctx.node.acl.generation();
@@ -136,6 +143,8 @@ pub fn reset(ctx: &mut Ctx<'_>, _: &[Bytes]) -> CmdResult {
         st.db = 0;
         st.name.clear();
         st.resp = 2;
+        st.no_evict = false;
+        st.no_touch = false;
         st.user = if ctx.s.authed {
             "default".into()
         } else {
@@ -145,42 +154,72 @@ pub fn reset(ctx: &mut Ctx<'_>, _: &[Bytes]) -> CmdResult {
     Ok(Reply::Simple("RESET"))
 }
 
-pub(super) fn client_line(c: &crate::node::ClientHandle) -> String {
+pub(super) fn client_line(node: &crate::node::Node, c: &crate::node::ClientHandle) -> String {
     let st = c.state.lock().clone();
     let idle = st.last_active.map_or(0, |t| t.elapsed().as_secs());
+    let (tracking_flags, redir) = super::tracking::list_flags(node, c.id);
+    let monitor = node.monitors.contains(c.id);
+    let omem = c.outbox.get().map_or(0, crate::pubsub::Subscriber::queued);
+    let mut flags = String::new();
+    for (on, f) in [
+        (monitor, 'O'),
+        (st.pubsub(), 'P'),
+        (st.blocked, 'b'),
+        (st.in_multi, 'x'),
+        (st.no_evict, 'e'),
+        (st.no_touch, 'T'),
+    ] {
+        if on {
+            flags.push(f);
+        }
+    }
+    flags.push_str(&tracking_flags);
+    if flags.is_empty() {
+        flags.push('N');
+    }
     format!(
-        "id={} addr={} laddr={} fd=0 name={} age={} idle={} flags={} db={} sub={} psub=0 ssub=0 multi=-1 qbuf=0 qbuf-free=0 argv-mem=0 multi-mem=0 obl=0 oll=0 omem=0 tot-mem=0 events=r cmd={} user={} redir=-1 resp={}",
+        "id={} addr={} laddr={} fd=0 name={} age={} idle={} flags={} db={} sub={} psub={} ssub={} multi={} qbuf=0 qbuf-free=0 argv-mem=0 multi-mem={} obl=0 oll=0 omem={} tot-mem={} events=r cmd={} user={} redir={} resp={}",
         c.id,
         c.addr,
         c.laddr,
         st.name,
         c.created.elapsed().as_secs(),
         idle,
-        {
-            let mut f = String::new();
-            if st.blocked {
-                f.push('b');
-            }
-            if st.in_multi {
-                f.push('x');
-            }
-            if st.no_evict {
-                f.push('e');
-            }
-            if st.no_touch {
-                f.push('T');
-            }
-            if f.is_empty() {
-                f.push('N');
-            }
-            f
-        },
+        flags,
         st.db,
-        st.subscriptions,
+        st.channels,
+        st.patterns,
+        st.shard_channels,
+        if st.in_multi { st.queued as i64 } else { -1 },
+        st.queued_bytes,
+        omem,
+        omem + st.queued_bytes,
         if st.last_cmd.is_empty() { "NULL" } else { &st.last_cmd },
         if st.user.is_empty() { "default" } else { &st.user },
+        redir,
         st.resp.max(2)
     )
+}
+
+/// The CLIENT LIST/KILL `TYPE` of a client: `pubsub` while subscribed,
+/// else `normal` (strata has no replica or master connections over RESP).
+fn client_type(c: &crate::node::ClientHandle) -> &'static str {
+    if c.state.lock().pubsub() {
+        "pubsub"
+    } else {
+        "normal"
+    }
+}
+
+/// Checks a `TYPE` filter's value.
+fn type_filter(v: &str) -> Result<&'static str, Reply> {
+    match v.to_ascii_lowercase().as_str() {
+        "normal" => Ok("normal"),
+        "pubsub" => Ok("pubsub"),
+        "master" => Ok("master"),
+        "replica" | "slave" => Ok("replica"),
+        _ => Err(Reply::err(format!("ERR Unknown client type '{v}'"))),
+    }
 }
 
 pub fn client(ctx: &mut Ctx<'_>, a: &[Bytes]) -> CmdResult {
@@ -203,15 +242,40 @@ pub fn client(ctx: &mut Ctx<'_>, a: &[Bytes]) -> CmdResult {
             Reply::bulk(name)
         })
     } else if is(sub, "INFO") && a.len() == 2 {
-        Ok(Reply::Verbatim(client_line(&ctx.s.handle) + "\n"))
+        Ok(Reply::Verbatim(client_line(ctx.node, &ctx.s.handle) + "\n"))
     } else if is(sub, "LIST") {
-        let clients: Vec<_> = ctx.node.clients.lock().values().cloned().collect();
+        let mut clients: Vec<_> = ctx.node.clients.lock().values().cloned().collect();
+        if a.len() == 4 && is(&a[2], "TYPE") {
+            let t = type_filter(&String::from_utf8_lossy(&a[3]))?;
+            clients.retain(|c| client_type(c) == t);
+        } else if a.len() >= 4 && is(&a[2], "ID") {
+            let mut ids = Vec::new();
+            for id in &a[3..] {
+                let id = std::str::from_utf8(id)
+                    .ok()
+                    .and_then(|s| s.parse::<u64>().ok())
+                    .filter(|&i| i > 0)
+                    .ok_or_else(|| Reply::err("ERR Invalid client ID"))?;
+                ids.push(id);
+            }
+            clients.retain(|c| ids.contains(&c.id));
+        } else if a.len() != 2 {
+            return Err(err::syntax());
+        }
         let mut out = String::new();
         for c in clients {
-            out.push_str(&client_line(&c));
+            out.push_str(&client_line(ctx.node, &c));
             out.push('\n');
         }
         Ok(Reply::Verbatim(out))
+    } else if is(sub, "TRACKING") && a.len() >= 3 {
+        super::tracking::tracking(ctx, a)
+    } else if is(sub, "CACHING") && a.len() == 3 {
+        super::tracking::caching(ctx, a)
+    } else if is(sub, "GETREDIR") && a.len() == 2 {
+        Ok(super::tracking::getredir(ctx))
+    } else if is(sub, "TRACKINGINFO") && a.len() == 2 {
+        Ok(super::tracking::trackinginfo(ctx))
     } else if is(sub, "KILL") && a.len() >= 3 {
         let clients: Vec<_> = ctx.node.clients.lock().values().cloned().collect();
         if a.len() == 3 {
@@ -245,7 +309,16 @@ pub fn client(ctx: &mut Ctx<'_>, a: &[Bytes]) -> CmdResult {
                     "id" => v.parse::<u64>().map_err(|_| err::syntax())? == c.id,
                     "addr" => *v == c.addr,
                     "laddr" => *v == c.laddr,
-                    "skipme" => !(v == "yes" && c.id == ctx.s.handle.id),
+                    "skipme" => match v.to_ascii_lowercase().as_str() {
+                        "yes" => c.id != ctx.s.handle.id,
+                        "no" => true,
+                        _ => return Err(err::syntax()),
+                    },
+                    "type" => client_type(&c) == type_filter(v)?,
+                    "maxage" => {
+                        let max = v.parse::<u64>().map_err(|_| err::syntax())?;
+                        c.created.elapsed().as_secs() >= max
+                    }
                     "user" => {
                         if ctx.node.acl.user(v).is_none() {
                             return Err(Reply::err(format!("ERR No such user '{v}'")));
@@ -342,8 +415,12 @@ pub fn client(ctx: &mut Ctx<'_>, a: &[Bytes]) -> CmdResult {
                 "CLIENT SETNAME <name>",
                 "CLIENT GETNAME",
                 "CLIENT INFO",
-                "CLIENT LIST",
-                "CLIENT KILL <filter> <value> ...",
+                "CLIENT LIST [TYPE normal|master|replica|pubsub] [ID id ...]",
+                "CLIENT KILL <filter> <value> ... (filters: ID ADDR LADDR USER TYPE SKIPME MAXAGE)",
+                "CLIENT TRACKING (ON|OFF) [REDIRECT id] [BCAST] [PREFIX p ...] [OPTIN] [OPTOUT] [NOLOOP]",
+                "CLIENT CACHING (YES|NO)",
+                "CLIENT GETREDIR",
+                "CLIENT TRACKINGINFO",
                 "CLIENT UNBLOCK <clientid> [TIMEOUT|ERROR]",
                 "CLIENT REPLY (ON|OFF|SKIP)",
                 "CLIENT NO-EVICT (ON|OFF)",

@@ -317,3 +317,88 @@ pub fn memory(ctx: &mut Ctx<'_>, a: &[Bytes]) -> CmdResult {
         Err(err::subcommand(sub, "memory"))
     }
 }
+
+/// MONITOR: this connection is sent every command the node runs from now
+/// on.
+pub fn monitor_cmd(ctx: &mut Ctx<'_>, _: &[Bytes]) -> CmdResult {
+    let Some(sub) = ctx.s.handle.outbox.get().cloned() else {
+        return Err(Reply::err(
+            "ERR this connection can't receive messages; monitor over RESP",
+        ));
+    };
+    ctx.node.monitors.add(ctx.s.handle.id, sub);
+    Ok(Reply::OK)
+}
+
+/// Feeds a command that just ran to the MONITOR connections, as Redis
+/// shows it: time, database, client address (`lua` inside a script),
+/// then each argument quoted. Administrative commands are left out, and
+/// secrets are redacted.
+pub(super) fn monitor(ctx: &Ctx<'_>, idx: usize, spec: &Spec, args: &[Bytes]) {
+    let admin = crate::acl::category_bit("admin").unwrap_or(0);
+    let catalogue = super::acl::catalogue();
+    let id = args
+        .get(1)
+        .and_then(|sub| catalogue.sub_id(idx, sub))
+        .unwrap_or(idx);
+    if catalogue.categories(id) & admin != 0 || spec.name == "exec" {
+        return;
+    }
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    let from = if ctx.s.acl_context == "lua" {
+        "lua"
+    } else {
+        &ctx.s.handle.addr
+    };
+    let mut line = format!(
+        "{}.{:06} [{} {}]",
+        now.as_secs(),
+        now.subsec_micros(),
+        ctx.s.db,
+        from
+    );
+    let hide = redacted(spec, args);
+    for (i, a) in args.iter().enumerate() {
+        line.push(' ');
+        if hide && i > 0 {
+            line.push_str("\"(redacted)\"");
+        } else {
+            quote(a, &mut line);
+        }
+    }
+    let limits = ctx.node.cfg.read().pubsub_output_limit;
+    ctx.node.monitors.feed(&line, limits);
+}
+
+/// Quotes `a` as Redis's `sdscatrepr` does.
+fn quote(a: &[u8], out: &mut String) {
+    out.push('"');
+    for &b in a {
+        match b {
+            b'\\' => out.push_str("\\\\"),
+            b'"' => out.push_str("\\\""),
+            b'\n' => out.push_str("\\n"),
+            b'\r' => out.push_str("\\r"),
+            b'\t' => out.push_str("\\t"),
+            7 => out.push_str("\\a"),
+            8 => out.push_str("\\b"),
+            b' '..=b'~' => out.push(b as char),
+            _ => out.push_str(&format!("\\x{b:02x}")),
+        }
+    }
+    out.push('"');
+}
+
+#[cfg(test)]
+mod tests {
+    use super::quote;
+
+    #[test]
+    fn monitor_arguments_are_quoted_like_redis() {
+        let mut s = String::new();
+        quote(b"a \"b\"\n\\\x01\xff", &mut s);
+        assert_eq!(s, r#""a \"b\"\n\\\x01\xff""#);
+    }
+}

@@ -27,6 +27,7 @@ mod sets;
 mod sort;
 mod streams;
 mod strings;
+mod tracking;
 mod transactions;
 mod zsets;
 
@@ -530,6 +531,14 @@ pub static COMMANDS: &[Spec] = &[
         NO_KEYS,
     ),
     spec("server", "memory", -2, false, diagnostics::memory, NO_KEYS),
+    spec(
+        "server",
+        "monitor",
+        1,
+        false,
+        diagnostics::monitor_cmd,
+        NO_KEYS,
+    ),
     spec("server", "config", -2, false, server::config, NO_KEYS),
     spec("server", "dbsize", 1, false, server::dbsize, NO_KEYS),
     spec("server", "flushdb", -1, true, server::flushdb, NO_KEYS),
@@ -1120,8 +1129,15 @@ pub struct Session {
     pub multi_bytes: usize,
     /// Keys watched, with their write stamps.
     pub watched: Vec<transactions::Watched>,
-    /// Pub/sub subscriptions and the queue their messages arrive on.
+    /// Pub/sub subscriptions.
     pub subs: Option<Box<pubsub::Subscriptions>>,
+    /// Where pushed messages (pub/sub, invalidations, MONITOR lines)
+    /// arrive; only RESP connections have one.
+    pub inbox: Option<crate::pubsub::Inbox>,
+    /// CLIENT TRACKING: read keys are remembered for invalidation.
+    pub tracking: Option<crate::tracking::Mode>,
+    /// CLIENT CACHING YES/NO applies to the next command.
+    pub caching: Option<bool>,
     /// The ACL user whose permissions apply; None for the node's own
     /// sessions (replication, forwarded requests), which are trusted.
     pub user: Option<Arc<crate::acl::User>>,
@@ -1162,6 +1178,9 @@ impl Session {
             multi_bytes: 0,
             watched: Vec::new(),
             subs: None,
+            inbox: None,
+            tracking: None,
+            caching: None,
             user: None,
             acl_generation: 0,
             acl_context: "toplevel",
@@ -1172,9 +1191,9 @@ impl Session {
         }
     }
 
-    /// The inbox of a subscribed connection.
+    /// The inbox of a RESP connection.
     pub fn inbox(&mut self) -> Option<&mut crate::pubsub::Inbox> {
-        self.subs.as_mut().map(|s| &mut s.inbox)
+        self.inbox.as_mut()
     }
 
     /// Drops every subscription (the connection is going away).
@@ -1188,7 +1207,10 @@ impl Session {
         self.multi_failed = false;
         self.multi_bytes = 0;
         self.unwatch();
-        self.handle.state.lock().in_multi = false;
+        let mut st = self.handle.state.lock();
+        st.in_multi = false;
+        st.queued = 0;
+        st.queued_bytes = 0;
     }
 
     /// Watches `key` of `db` at `stamp`.
@@ -1503,7 +1525,8 @@ impl Ctx<'_> {
         f: impl FnOnce(&mut Option<Record>) -> (R, Change),
     ) -> Result<Written<R>, Reply> {
         let mut created = false;
-        let notify = self.node.notify_flags() != 0;
+        // Keyspace notifications and client tracking want to know.
+        let notify = self.node.notify_flags() != 0 || self.node.tracking.active();
         let mut kinds = None;
         let w = self
             .node
@@ -1645,12 +1668,44 @@ pub fn execute(ctx: &mut Ctx<'_>, args: &[Bytes]) -> Reply {
         }
     };
     let started = Instant::now();
+    {
+        let mut st = ctx.s.handle.state.lock();
+        st.last_active = Some(started);
+        st.last_cmd.clear();
+        st.last_cmd.push_str(spec.name);
+        // `client|list`, as Redis 7 names a container's subcommand.
+        let word = |a: &&Bytes| {
+            a.len() <= 32
+                && a.iter()
+                    .all(|b| b.is_ascii_alphanumeric() || *b == b'-' || *b == b'_')
+        };
+        if let Some(sub) = args
+            .get(1)
+            .filter(|a| acl::is_container(spec.name) && word(a))
+        {
+            st.last_cmd.push('|');
+            st.last_cmd
+                .push_str(&String::from_utf8_lossy(sub).to_ascii_lowercase());
+        }
+    }
     let mark = ctx.s.touched.len();
+    let remembers = ctx.s.tracking.is_some() && tracking::remembers(ctx.s, spec);
     let reply = match (spec.handler)(ctx, args) {
         Ok(r) | Err(r) => r,
     };
     if ctx.s.touched.len() > mark {
         notify::emit(ctx, spec, args, mark);
+        tracking::invalidate(ctx, mark);
+        ctx.s.touched.truncate(mark);
+    }
+    if remembers {
+        tracking::remember(ctx.node, ctx.s, spec, args);
+    }
+    if ctx.s.caching.is_some() {
+        tracking::after_command(ctx.s, spec, args);
+    }
+    if ctx.node.monitors.active() {
+        diagnostics::monitor(ctx, idx, spec, args);
     }
     let m = &ctx
         .node
@@ -1678,11 +1733,5 @@ pub fn execute(ctx: &mut Ctx<'_>, args: &[Bytes]) -> Reply {
     ctx.node
         .total_commands
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    {
-        let mut st = ctx.s.handle.state.lock();
-        st.last_cmd.clear();
-        st.last_cmd.push_str(spec.name);
-        st.last_active = Some(started);
-    }
     reply
 }

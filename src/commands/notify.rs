@@ -208,13 +208,13 @@ pub fn publish(node: &Node, flags: u32, class: u32, event: &str, db: usize, key:
 }
 
 /// Raises the events of the keys a command changed (`ctx.s.touched` from
-/// `from` on), and forgets them.
+/// `from` on).
 pub(super) fn emit(ctx: &mut Ctx<'_>, spec: &Spec, args: &[Bytes], from: usize) {
-    let touched: Vec<Touched> = ctx.s.touched.drain(from..).collect();
     let flags = ctx.node.notify_flags();
     if flags == 0 {
         return;
     }
+    let touched: Vec<Touched> = ctx.s.touched[from..].to_vec();
     let keys: Vec<&Bytes> = spec.keys_of(args).collect();
     let pos_of = |t: &Touched| keys.iter().position(|k| k[..] == t.key[..]).unwrap_or(0);
     // In the order of the command's keys, as Redis raises them (a
@@ -248,10 +248,16 @@ pub(super) fn emit(ctx: &mut Ctx<'_>, spec: &Spec, args: &[Bytes], from: usize) 
     }
 }
 
-/// A key the store removed because it expired.
+/// A key the store removed because it expired: its event, and clients
+/// that may cache it are told.
 pub fn expired(node: &Node, db: usize, key: &[u8]) {
     let flags = node.notify_flags();
     if flags != 0 {
         publish(node, flags, ev::EXPIRED, "expired", db, key);
+    }
+    if node.tracking.active() {
+        let limits = node.cfg.read().pubsub_output_limit;
+        node.tracking
+            .invalidate(&[Bytes::copy_from_slice(key)], 0, limits);
     }
 }

@@ -15,13 +15,13 @@ use std::collections::HashSet;
 use bytes::Bytes;
 
 use super::{err, is, CmdResult, Ctx, Reply};
-use crate::pubsub::{Inbox, Kind};
+use crate::pubsub::Kind;
 use crate::slot::slot_of;
 
-/// A connection's subscriptions and the queue its messages arrive on.
+/// A connection's subscriptions (its messages arrive on the session's
+/// inbox).
+#[derive(Default)]
 pub struct Subscriptions {
-    /// Where messages arrive.
-    pub inbox: Inbox,
     channels: HashSet<Bytes>,
     patterns: HashSet<Bytes>,
     shard: HashSet<Bytes>,
@@ -43,6 +43,13 @@ impl Subscriptions {
             Kind::Shard => self.shard.len() as i64,
             _ => (self.channels.len() + self.patterns.len()) as i64,
         }
+    }
+
+    /// Puts the counts where CLIENT LIST reads them.
+    fn show(&self, st: &mut crate::node::ClientState) {
+        st.channels = self.channels.len();
+        st.patterns = self.patterns.len();
+        st.shard_channels = self.shard.len();
     }
 
     /// Whether anything is subscribed.
@@ -105,21 +112,16 @@ fn subscribe(ctx: &mut Ctx<'_>, a: &[Bytes], kind: Kind) -> CmdResult {
         check_slots(ctx, &a[1..])?;
     }
     let id = ctx.s.handle.id;
-    let kill = ctx.s.handle.kill.clone();
-    let subs = ctx.s.subs.get_or_insert_with(|| {
-        Box::new(Subscriptions {
-            inbox: Inbox::new(kill),
-            channels: HashSet::new(),
-            patterns: HashSet::new(),
-            shard: HashSet::new(),
-        })
-    });
+    let Some(subscriber) = ctx.s.inbox.as_ref().map(|i| i.subscriber.clone()) else {
+        return Err(Reply::err(
+            "ERR this connection can't receive messages; subscribe over RESP",
+        ));
+    };
+    let subs = ctx.s.subs.get_or_insert_with(Box::default);
     let mut out = Vec::with_capacity(a.len() - 1);
     for name in &a[1..] {
         if subs.of(kind).insert(name.clone()) {
-            ctx.node
-                .pubsub
-                .subscribe(kind, name, id, &subs.inbox.subscriber);
+            ctx.node.pubsub.subscribe(kind, name, id, &subscriber);
         }
         out.push(Reply::Push(vec![
             Reply::bulk(verb(kind, true)),
@@ -127,7 +129,7 @@ fn subscribe(ctx: &mut Ctx<'_>, a: &[Bytes], kind: Kind) -> CmdResult {
             Reply::Int(subs.count(kind)),
         ]));
     }
-    ctx.s.handle.state.lock().subscriptions = subs.count(Kind::Channel) + subs.shard.len() as i64;
+    subs.show(&mut ctx.s.handle.state.lock());
     Ok(Reply::Many(out))
 }
 
@@ -164,7 +166,7 @@ fn unsubscribe(ctx: &mut Ctx<'_>, a: &[Bytes], kind: Kind) -> CmdResult {
             Reply::Int(subs.count(kind)),
         ]));
     }
-    ctx.s.handle.state.lock().subscriptions = subs.count(Kind::Channel) + subs.shard.len() as i64;
+    subs.show(&mut ctx.s.handle.state.lock());
     Ok(Reply::Many(out))
 }
 
@@ -195,6 +197,7 @@ pub fn sunsubscribe(ctx: &mut Ctx<'_>, a: &[Bytes]) -> CmdResult {
 /// Drops every subscription of a connection that is going away.
 pub fn leave(node: &crate::node::Node, s: &mut super::Session) {
     let Some(subs) = s.subs.take() else { return };
+    Subscriptions::default().show(&mut s.handle.state.lock());
     let id = s.handle.id;
     for (kind, names) in [
         (Kind::Channel, &subs.channels),

@@ -73,11 +73,12 @@ pub fn info_text(ctx: &Ctx<'_>, sections: &[String]) -> String {
     if want("clients") {
         let _ = write!(
             out,
-            "# Clients\r\nconnected_clients:{}\r\nmaxclients:{}\r\nblocked_clients:{}\r\ntotal_blocking_keys:{}\r\n\r\n",
+            "# Clients\r\nconnected_clients:{}\r\nmaxclients:{}\r\nblocked_clients:{}\r\ntotal_blocking_keys:{}\r\ntracking_clients:{}\r\n\r\n",
             node.clients.lock().len(),
             cfg.maxclients,
             node.waiters.blocked(),
-            node.waiters.keys()
+            node.waiters.keys(),
+            node.tracking.stats().clients
         );
     }
     if want("memory") {
@@ -105,15 +106,21 @@ pub fn info_text(ctx: &Ctx<'_>, sections: &[String]) -> String {
     }
     if want("stats") {
         let base = node.stat_baseline.lock().clone();
+        let tracked = node.tracking.stats();
         let _ = write!(
             out,
-            "# Stats\r\ntotal_connections_received:{}\r\ntotal_commands_processed:{}\r\nrejected_connections:{}\r\nexpired_keys:{}\r\nevicted_keys:0\r\nkeyspace_hits:{}\r\nkeyspace_misses:{}\r\n\r\n",
+            "# Stats\r\ntotal_connections_received:{}\r\ntotal_commands_processed:{}\r\nrejected_connections:{}\r\nexpired_keys:{}\r\nevicted_keys:0\r\nkeyspace_hits:{}\r\nkeyspace_misses:{}\r\npubsub_channels:{}\r\npubsub_patterns:{}\r\ntracking_total_keys:{}\r\ntracking_total_items:{}\r\ntracking_total_prefixes:{}\r\n\r\n",
             node.metrics.connections_total.get().saturating_sub(base.connections),
             node.total_commands.load(Ordering::Relaxed).saturating_sub(base.commands),
             node.metrics.rejected_connections.get().saturating_sub(base.rejected),
             s.expired.saturating_sub(base.expired),
             (s.hits_memory + s.hits_disk).saturating_sub(base.hits),
-            s.misses.saturating_sub(base.misses)
+            s.misses.saturating_sub(base.misses),
+            node.pubsub.active(crate::pubsub::Kind::Channel, None).len(),
+            node.pubsub.patterns(),
+            tracked.keys,
+            tracked.items,
+            tracked.prefixes
         );
     }
     if want("tiers") {
@@ -230,11 +237,19 @@ fn flush_mode(a: &[Bytes]) -> Result<(), Reply> {
     }
 }
 
+/// Clients that cache keys drop everything (keys are tracked by name
+/// across databases, so any flush invalidates all of them).
+fn forget_cached(ctx: &Ctx<'_>) {
+    let limits = ctx.node.cfg.read().pubsub_output_limit;
+    ctx.node.tracking.flush(limits);
+}
+
 pub fn flushdb(ctx: &mut Ctx<'_>, a: &[Bytes]) -> CmdResult {
     flush_mode(a)?;
     let lsn = ctx.node.store.flush_db(ctx.s.db).map_err(storage_error)?;
     ctx.s.pending_lsn = Some(ctx.s.pending_lsn.map_or(lsn, |p| p.max(lsn)));
     ctx.node.local_cache.clear();
+    forget_cached(ctx);
     Ok(Reply::OK)
 }
 
@@ -243,6 +258,7 @@ pub fn flushall(ctx: &mut Ctx<'_>, a: &[Bytes]) -> CmdResult {
     let lsn = ctx.node.store.flush_all().map_err(storage_error)?;
     ctx.s.pending_lsn = Some(ctx.s.pending_lsn.map_or(lsn, |p| p.max(lsn)));
     ctx.node.local_cache.clear();
+    forget_cached(ctx);
     Ok(Reply::OK)
 }
 
@@ -355,6 +371,10 @@ fn params(ctx: &Ctx<'_>) -> Vec<(&'static str, String)> {
         ("aclfile", ctx.node.acl.file().display().to_string()),
         ("acllog-max-len", c.acllog_max_len.to_string()),
         (
+            "tracking-table-max-keys",
+            c.tracking_table_max_keys.to_string(),
+        ),
+        (
             "slowlog-log-slower-than",
             c.slowlog_log_slower_than.to_string(),
         ),
@@ -447,6 +467,7 @@ fn apply(cfg: &mut crate::config::Config, name: &str, v: &str) -> Result<(), Str
         "requirepass" => cfg.requirepass = Some(v.to_string()).filter(|p| !p.is_empty()),
         "maxclients" => cfg.maxclients = num(v)? as usize,
         "acllog-max-len" => cfg.acllog_max_len = num(v)? as usize,
+        "tracking-table-max-keys" => cfg.tracking_table_max_keys = num(v)? as usize,
         "slowlog-log-slower-than" => {
             cfg.slowlog_log_slower_than = v
                 .parse::<i64>()

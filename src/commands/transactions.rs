@@ -49,6 +49,9 @@ pub fn queue(ctx: &mut Ctx<'_>, args: &[Bytes]) -> Reply {
     }
     if let Some(q) = ctx.s.multi.as_mut() {
         q.push(args.to_vec());
+        let mut st = ctx.s.handle.state.lock();
+        st.queued = q.len();
+        st.queued_bytes = ctx.s.multi_bytes;
     }
     Reply::Simple("QUEUED")
 }

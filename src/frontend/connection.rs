@@ -103,6 +103,9 @@ async fn handle(node: Arc<Node>, mut stream: TcpStream, peer: SocketAddr) -> std
     let acl_generation = node.acl.generation();
     let open = node.acl.default_open();
     let mut session = Session::new(handle.clone(), open);
+    let inbox = crate::pubsub::Inbox::new(handle.kill.clone());
+    let _ = handle.outbox.set(inbox.subscriber.clone());
+    session.inbox = Some(inbox);
     session.user = node.acl.user("default");
     session.acl_generation = acl_generation;
     if open {
@@ -110,6 +113,8 @@ async fn handle(node: Arc<Node>, mut stream: TcpStream, peer: SocketAddr) -> std
     }
     let result = session_loop(&node, &mut stream, &mut session).await;
     session.leave_pubsub(&node);
+    node.tracking.disable(id);
+    node.monitors.remove(id);
     node.clients.lock().remove(&id);
     node.metrics.connections.dec();
     result
@@ -354,8 +359,42 @@ async fn send(
     Ok(())
 }
 
-/// The next pub/sub message for a subscribed connection (never finishes
-/// for one that isn't).
+/// How a message reaches the client: as a push in RESP3; in RESP2 as a
+/// pub/sub message, where Redis would send one (an invalidation to a
+/// subscribed connection), or not at all.
+fn encode_message(m: crate::pubsub::Message, resp3: bool, subscribed: bool, wbuf: &mut BytesMut) {
+    use crate::pubsub::Message;
+    let keys = |keys: Option<Vec<bytes::Bytes>>| {
+        keys.map_or(Reply::Nil, |k| {
+            Reply::Array(k.into_iter().map(Reply::Bulk).collect())
+        })
+    };
+    let reply = match m {
+        Message::Parts(parts) => Reply::Push(parts.into_iter().map(Reply::Bulk).collect()),
+        Message::Invalidate(k) if resp3 => Reply::Push(vec![Reply::bulk("invalidate"), keys(k)]),
+        Message::Invalidate(k) if subscribed => Reply::Push(vec![
+            Reply::bulk("message"),
+            Reply::bulk("__redis__:invalidate"),
+            keys(k),
+        ]),
+        Message::Invalidate(_) => return,
+        Message::RedirectBroken(id) if resp3 => Reply::Push(vec![
+            Reply::bulk("tracking-redir-broken"),
+            Reply::Int(id as i64),
+        ]),
+        Message::RedirectBroken(_) => return,
+        Message::Monitor(line) => {
+            wbuf.extend_from_slice(b"+");
+            wbuf.extend_from_slice(line.as_bytes());
+            wbuf.extend_from_slice(b"\r\n");
+            return;
+        }
+    };
+    reply.encode(resp3, wbuf);
+}
+
+/// The next message for the connection (never finishes for one without an
+/// inbox).
 async fn next_message(session: &mut Session) -> Option<crate::pubsub::Message> {
     match session.inbox() {
         Some(inbox) => inbox.recv().await,
@@ -370,17 +409,15 @@ async fn send_messages(
     first: Option<crate::pubsub::Message>,
     wbuf: &mut BytesMut,
 ) -> std::io::Result<()> {
-    let push = |m: crate::pubsub::Message, wbuf: &mut BytesMut, resp3: bool| {
-        Reply::Push(m.into_iter().map(Reply::Bulk).collect()).encode(resp3, wbuf);
-    };
     let resp3 = session.resp3;
+    let subscribed = session.subs.as_ref().is_some_and(|s| s.active());
     if let Some(m) = first {
-        push(m, wbuf, resp3);
+        encode_message(m, resp3, subscribed, wbuf);
     }
     if let Some(inbox) = session.inbox() {
         while wbuf.len() < 1 << 20 {
             let Some(m) = inbox.try_recv() else { break };
-            push(m, wbuf, resp3);
+            encode_message(m, resp3, subscribed, wbuf);
         }
     }
     if !wbuf.is_empty() {

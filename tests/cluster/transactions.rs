@@ -143,7 +143,16 @@ fn transactions_and_blocking_across_nodes() {
     // where the client talks, whichever node leads the key's shard.
     q(
         &mut a,
-        &["ACL", "SETUSER", "app", "on", ">pw", "~{s}*", "+@all", "-@dangerous"],
+        &[
+            "ACL",
+            "SETUSER",
+            "app",
+            "on",
+            ">pw",
+            "~{s}*",
+            "+@all",
+            "-@dangerous",
+        ],
     );
     for p in &nodes {
         let url = format!("redis://app:pw@{}/", p.addr());
@@ -249,7 +258,16 @@ fn scripts_and_functions_across_nodes() {
     // where the client talks, whichever node leads the key's shard.
     q(
         &mut a,
-        &["ACL", "SETUSER", "app", "on", ">pw", "~{s}*", "+@all", "-@dangerous"],
+        &[
+            "ACL",
+            "SETUSER",
+            "app",
+            "on",
+            ">pw",
+            "~{s}*",
+            "+@all",
+            "-@dangerous",
+        ],
     );
     for p in &nodes {
         let url = format!("redis://app:pw@{}/", p.addr());
@@ -268,4 +286,46 @@ fn scripts_and_functions_across_nodes() {
         let e = run(&mut c, &["FLUSHALL"]).expect_err("dangerous");
         assert_eq!(e.code(), Some("NOPERM"));
     }
+}
+
+#[test]
+fn tracking_clients_hear_of_writes_made_through_other_nodes() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let nodes = start_cluster(root.path());
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let url = format!("redis://{}/?protocol=resp3", nodes[0].addr());
+    let mut t = redis::Client::open(url.as_str())
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    t.set_push_sender(tx);
+    q(&mut t, &["CLIENT", "TRACKING", "ON"]);
+    let mut w = nodes[2].client();
+    // Keys on every shard: each is read through node 0 and changed
+    // through node 2.
+    let keys: Vec<String> = (0..12).map(|i| format!("tracked:{i}")).collect();
+    for k in &keys {
+        q(&mut w, &["SET", k, "1"]);
+        q(&mut t, &["GET", k]);
+    }
+    for k in &keys {
+        q(&mut w, &["SET", k, "2"]);
+    }
+    let mut told = std::collections::BTreeSet::new();
+    while told.len() < keys.len() {
+        assert!(Instant::now() < deadline, "invalidated so far: {told:?}");
+        q(&mut t, &["PING"]);
+        while let Ok(p) = rx.try_recv() {
+            if let [Value::Array(ks)] = &p.data[..] {
+                for k in ks {
+                    if let Value::BulkString(b) = k {
+                        told.insert(String::from_utf8_lossy(b).into_owned());
+                    }
+                }
+            }
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(told, keys.iter().cloned().collect());
 }
