@@ -68,6 +68,9 @@ pub struct Config {
     /// Keyspace notification classes (Redis's `notify-keyspace-events`
     /// letters, e.g. `KEA`); empty: off.
     pub notify_keyspace_events: String,
+    /// Who may run DEBUG (Redis's `enable-debug-command`): `no`, `yes`,
+    /// or `local` (clients on a loopback address).
+    pub enable_debug_command: String,
     /// Commands at least this slow (microseconds) go to SLOWLOG; negative
     /// turns it off, 0 logs every command (`slowlog-log-slower-than`).
     pub slowlog_log_slower_than: i64,
@@ -246,6 +249,7 @@ impl Default for Config {
             busy_reply_threshold_ms: 5000,
             lua_memory_limit: 1 << 30,
             notify_keyspace_events: String::new(),
+            enable_debug_command: "local".into(),
             slowlog_log_slower_than: 10_000,
             slowlog_max_len: 128,
             latency_monitor_threshold: 0,
@@ -439,6 +443,15 @@ impl Config {
         })?;
         crate::pubsub::events::parse(&self.notify_keyspace_events)
             .map_err(|why| invalid("notify_keyspace_events", why))?;
+        if !matches!(self.enable_debug_command.as_str(), "no" | "yes" | "local") {
+            return Err(invalid(
+                "enable_debug_command",
+                format!(
+                    "{:?} is not one of no, yes, local",
+                    self.enable_debug_command
+                ),
+            ));
+        }
         if self.bind.parse::<std::net::IpAddr>().is_err() {
             return Err(invalid(
                 "bind",

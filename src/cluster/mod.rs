@@ -881,6 +881,25 @@ impl Cluster {
         }
     }
 
+    /// As `group`'s leader: how many other replicas have its log up to
+    /// `index` (None: up to its last entry now), with the index counted
+    /// to. None if this node doesn't lead `group`.
+    pub fn acked_followers(&self, group: u32, index: Option<u64>) -> Option<(u64, usize)> {
+        let raft = self.raft_of(group)?;
+        let m = raft.metrics();
+        let m = m.borrow();
+        if m.state != ServerState::Leader {
+            return None;
+        }
+        let target = index.or(m.last_log_index).unwrap_or(0);
+        let n = m.replication.as_ref().map_or(0, |rep| {
+            rep.iter()
+                .filter(|(id, l)| **id != self.id && l.is_some_and(|l| l.index >= target))
+                .count()
+        });
+        Some((target, n))
+    }
+
     /// Whether this node holds a replica of `group`.
     pub fn replicates(&self, group: u32) -> bool {
         self.groups.read().contains_key(&group)

@@ -112,6 +112,7 @@ const FAST: &[&str] = &[
 /// Commands in `@admin` (beyond subcommands listed in [`SUBCOMMANDS`]).
 const ADMIN: &[&str] = &[
     "monitor",
+    "strata-acked",
     "debug",
     "slowlog",
     "latency",

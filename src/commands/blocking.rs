@@ -77,10 +77,12 @@ pub fn may_block(args: &[Bytes]) -> bool {
     let Some(name) = args.first() else {
         return false;
     };
-    if !matches!(name.first(), Some(b'b' | b'B' | b'x' | b'X')) {
+    if !matches!(name.first(), Some(b'b' | b'B' | b'x' | b'X' | b'w' | b'W')) {
         return false;
     }
-    lookup(name).is_some_and(|(_, spec)| matches!(timeout_of(spec.name, args), Some(Ok(_))))
+    lookup(name).is_some_and(|(_, spec)| {
+        spec.name == "wait" || matches!(timeout_of(spec.name, args), Some(Ok(_)))
+    })
 }
 
 /// XREAD's `$` means "entries after the last one now": pin it to that ID
@@ -152,6 +154,9 @@ pub async fn run(
     let Some((_, spec)) = args.first().and_then(|n| lookup(n)) else {
         return dispatch(node, s, args).await;
     };
+    if spec.name == "wait" {
+        return wait(node, s, args, gone).await;
+    }
     let timeout = match timeout_of(spec.name, args) {
         Some(Ok(t)) if s.multi.is_none() && s.authed && spec.arity_ok(args.len()) => t,
         // Queued, refused, or a bad timeout: the ordinary path answers.
@@ -213,4 +218,60 @@ pub async fn run(
     handle.state.lock().blocked = false;
     drop(waiting);
     reply
+}
+
+/// WAIT numreplicas timeout: answers at once when enough replicas have
+/// the connection's writes (or the ordinary path refuses the request),
+/// else looks again every few milliseconds until they do, the timeout
+/// passes, CLIENT UNBLOCK, or the client leaves; the answer is the count
+/// reached. A single node has no replicas: like Redis without any, it
+/// answers 0, after the timeout if more were asked for.
+async fn wait(
+    node: &Node,
+    s: &mut Session,
+    args: &[Bytes],
+    gone: impl std::future::Future<Output = ()>,
+) -> Reply {
+    let now = dispatch(node, s, args).await;
+    let (want, timeout) = match (&now, super::cluster::wait_args(args)) {
+        (Reply::Int(_), Ok(w)) if s.multi.is_none() => w,
+        _ => return now,
+    };
+    let mut index = None;
+    let mut have = super::cluster::acked(node, s, &mut index).await;
+    if have >= want {
+        return Reply::Int(have);
+    }
+    let deadline = (!timeout.is_zero()).then(|| Instant::now() + timeout);
+    let handle = s.handle.clone();
+    handle.state.lock().blocked = true;
+    let mut gone = std::pin::pin!(gone);
+    let sleep_until = |at: Option<Instant>| async move {
+        match at {
+            Some(at) => tokio::time::sleep_until(at).await,
+            None => std::future::pending().await,
+        }
+    };
+    let mut reply = None;
+    loop {
+        let again = tokio::select! {
+            () = tokio::time::sleep(Duration::from_millis(10)), if node.cluster.get().is_some() => true,
+            () = sleep_until(deadline) => false,
+            () = handle.unblock.notified() => {
+                if std::mem::take(&mut handle.state.lock().unblock_error) {
+                    reply = Some(Reply::err("UNBLOCKED client unblocked via CLIENT UNBLOCK"));
+                }
+                false
+            }
+            () = handle.kill.cancelled() => false,
+            () = &mut gone => false,
+            () = node.shutdown.cancelled() => false,
+        };
+        have = super::cluster::acked(node, s, &mut index).await;
+        if !again || have >= want {
+            break;
+        }
+    }
+    handle.state.lock().blocked = false;
+    reply.unwrap_or(Reply::Int(have))
 }

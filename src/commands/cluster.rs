@@ -241,6 +241,7 @@ async fn route(
         return reply;
     }
     if !cluster.is_leader(group) {
+        s.last_write = Some((group, None));
         return elsewhere(cluster, s, slot, &shard, None, args).await;
     }
     let db = s.db as u8;
@@ -250,6 +251,7 @@ async fn route(
     };
     match cluster.propose(group, db, entry).await {
         Ok(done) => {
+            s.last_write = Some((group, Some(done.index)));
             if s.want_holders {
                 s.holders = Some(cluster.holders(group, done.index).await);
             }
@@ -409,6 +411,7 @@ pub async fn dispatch_pipeline(
         if let (Some(g), true) = (group, j - i > 1) {
             let cmds: Vec<Vec<Bytes>> = reqs[i..j].to_vec();
             if let Ok(bytes) = cluster.propose_batch(g, s.db as u8, cmds).await {
+                s.last_write = Some((g, None));
                 match Reply::from_resp3(&bytes) {
                     Reply::Array(items) if items.len() == j - i => {
                         out.extend(items);
@@ -750,4 +753,117 @@ pub fn readwrite(ctx: &mut Ctx<'_>, _: &[Bytes]) -> CmdResult {
     }
     ctx.s.readonly = false;
     Ok(Reply::OK)
+}
+
+/// WAIT numreplicas timeout, answered now: how many replicas have this
+/// connection's writes. A single node has none. In a cluster this counts
+/// the other replicas of the shard the connection last wrote to that
+/// have its log up to that write, as far as this node can tell without
+/// waiting (it must lead the shard); [`super::blocking`] waits for more
+/// and asks the leader.
+pub fn wait(ctx: &mut Ctx<'_>, a: &[Bytes]) -> CmdResult {
+    wait_args(a)?;
+    let Some(cluster) = ctx.node.cluster.get() else {
+        return Ok(Reply::Int(0));
+    };
+    let Some((group, index)) = wait_target(cluster, ctx.s) else {
+        return Ok(Reply::Int(0));
+    };
+    Ok(Reply::Int(
+        cluster
+            .acked_followers(group, index)
+            .map_or(0, |(_, n)| n as i64),
+    ))
+}
+
+/// WAIT's replica count and timeout (0: forever).
+pub fn wait_args(a: &[Bytes]) -> Result<(i64, std::time::Duration), Reply> {
+    let want = super::int_arg(&a[1])?;
+    let ms = super::int_arg(&a[2])
+        .map_err(|_| Reply::err("ERR timeout is not an integer or out of range"))?;
+    if ms < 0 {
+        return Err(Reply::err("ERR timeout is negative"));
+    }
+    Ok((want, std::time::Duration::from_millis(ms as u64)))
+}
+
+/// The shard and log index WAIT counts to: the connection's last write,
+/// or, before any, the first shard's log as it is now.
+pub fn wait_target(cluster: &Cluster, s: &Session) -> Option<(u32, Option<u64>)> {
+    s.last_write
+        .or_else(|| Some((cluster.layout().shards.first()?.group, None)))
+}
+
+/// STRATA-ACKED group [index]: on the shard's leader, the index counted
+/// to and how many other replicas have the log up to it (see WAIT).
+pub fn strata_acked(ctx: &mut Ctx<'_>, a: &[Bytes]) -> CmdResult {
+    let cluster = ctx
+        .node
+        .cluster
+        .get()
+        .ok_or_else(|| Reply::err("ERR This instance has cluster support disabled"))?;
+    let group = u32::try_from(super::int_arg(&a[1])?).map_err(|_| err::syntax())?;
+    let index = match a.get(2) {
+        Some(i) => Some(u64::try_from(super::int_arg(i)?).map_err(|_| err::syntax())?),
+        None => None,
+    };
+    match cluster.acked_followers(group, index) {
+        Some((index, n)) => Ok(Reply::Array(vec![
+            Reply::Int(index as i64),
+            Reply::Int(n as i64),
+        ])),
+        None => Err(cluster_error(&ClusterError::NotLeader {
+            group,
+            leader: None,
+        })),
+    }
+}
+
+/// How many replicas have the connection's writes, asked of the leader
+/// of the shard it last wrote to; `index` is pinned by the first answer
+/// so later writes by others don't move the goal.
+pub async fn acked(node: &Node, s: &Session, index: &mut Option<u64>) -> i64 {
+    let Some(cluster) = node.cluster.get() else {
+        return 0;
+    };
+    let Some((group, first)) = wait_target(cluster, s) else {
+        return 0;
+    };
+    let goal = index.or(first);
+    if let Some((at, n)) = cluster.acked_followers(group, goal) {
+        *index = Some(at);
+        return n as i64;
+    }
+    let shard = cluster
+        .layout()
+        .shards
+        .iter()
+        .find(|sh| sh.group == group)
+        .cloned();
+    let Some((id, peer)) = shard.and_then(|sh| cluster.leader_of(&sh)) else {
+        return 0;
+    };
+    if id == cluster.id {
+        return 0;
+    }
+    let mut args = vec![
+        Bytes::from_static(b"STRATA-ACKED"),
+        Bytes::from(group.to_string()),
+    ];
+    if let Some(i) = goal {
+        args.push(Bytes::from(i.to_string()));
+    }
+    match cluster.forward(&peer, s.db as u8, args, false).await {
+        Ok(answer) => match Reply::from_resp3(&answer.reply) {
+            Reply::Array(v) => match v[..] {
+                [Reply::Int(at), Reply::Int(n)] => {
+                    *index = Some(at as u64);
+                    n
+                }
+                _ => 0,
+            },
+            _ => 0,
+        },
+        Err(_) => 0,
+    }
 }

@@ -318,6 +318,84 @@ pub fn memory(ctx: &mut Ctx<'_>, a: &[Bytes]) -> CmdResult {
     }
 }
 
+/// DEBUG SLEEP, OBJECT, RELOAD and HELP: the subcommands that mean
+/// something for strata. `enable-debug-command` says who may use them.
+pub fn debug(ctx: &mut Ctx<'_>, a: &[Bytes]) -> CmdResult {
+    let allowed = match ctx.node.cfg.read().enable_debug_command.as_str() {
+        "yes" => true,
+        "local" => {
+            let ip = ctx
+                .s
+                .handle
+                .addr
+                .parse::<std::net::SocketAddr>()
+                .map(|a| a.ip());
+            // The node's own sessions (replication) have no address.
+            ctx.s.user.is_none() || ip.is_ok_and(|ip| ip.is_loopback())
+        }
+        _ => ctx.s.user.is_none(),
+    };
+    if !allowed {
+        return Err(Reply::err("ERR DEBUG command not allowed. If the enable-debug-command option is set to \"local\", you can run it from a local connection, otherwise you need to set this option in the configuration file, and then restart the server."));
+    }
+    let sub = &a[1];
+    if is(sub, "HELP") {
+        return Ok(Reply::Array(
+            [
+                "DEBUG SLEEP <seconds>",
+                "    Stop the server for <seconds> (decimals allowed): every client waits.",
+                "DEBUG OBJECT <key>",
+                "    Show low level info about <key>: encoding, serialized length, idle time, tier.",
+                "DEBUG RELOAD",
+                "    Take a checkpoint: every change is written to the disk tier and the log truncated.",
+            ]
+            .into_iter()
+            .map(Reply::Simple)
+            .collect(),
+        ));
+    }
+    if is(sub, "SLEEP") && a.len() == 3 {
+        let secs = super::float_arg(&a[2])
+            .ok()
+            .filter(|s| s.is_finite() && (0.0..=1e6).contains(s))
+            .ok_or_else(|| Reply::err("ERR value is not a valid float"))?;
+        // As in Redis the whole node stops: every other command waits at
+        // the gate meanwhile.
+        let _alone = ctx.node.gate.exclusive();
+        std::thread::sleep(std::time::Duration::from_secs_f64(secs));
+        return Ok(Reply::OK);
+    }
+    if is(sub, "OBJECT") && a.len() == 3 {
+        let key = &a[2];
+        let knobs = ctx.node.cfg.read().encoding.clone();
+        let placement = ctx
+            .node
+            .store
+            .placement(ctx.s.db, key)
+            .map_err(super::storage_error)?
+            .ok_or_else(|| Reply::err("ERR no such key"))?;
+        let shape = ctx.read(key, ReadHint::Peek, |r| {
+            r.map(|(rec, _)| {
+                (
+                    super::keys::encoding_of(&rec.value, &knobs),
+                    crate::storage::dump(rec).len(),
+                )
+            })
+        })?;
+        let (encoding, length) = shape.ok_or_else(|| Reply::err("ERR no such key"))?;
+        let idle = placement.idle_ms.map_or(placement.age_secs, |ms| ms / 1000);
+        return Ok(Reply::Status(format!(
+            "Value at:0x0 refcount:1 encoding:{encoding} serializedlength:{length} lru:0 lru_seconds_idle:{idle} tier:{}",
+            placement.tier.as_str()
+        )));
+    }
+    if is(sub, "RELOAD") {
+        ctx.node.store.checkpoint().map_err(super::storage_error)?;
+        return Ok(Reply::OK);
+    }
+    Err(err::subcommand(sub, "debug"))
+}
+
 /// MONITOR: this connection is sent every command the node runs from now
 /// on.
 pub fn monitor_cmd(ctx: &mut Ctx<'_>, _: &[Bytes]) -> CmdResult {

@@ -328,6 +328,40 @@ pub fn persist(ctx: &mut Ctx<'_>, a: &[Bytes]) -> CmdResult {
     Ok(Reply::Int(w.value))
 }
 
+/// The encoding Redis would use for `v` under the thresholds `k`
+/// (OBJECT ENCODING, DEBUG OBJECT).
+pub(super) fn encoding_of(v: &Value, k: &crate::config::EncodingKnobs) -> &'static str {
+    let small = |n: usize, entries: i64| n as i64 <= entries;
+    let short = |b: &[u8], value: i64| b.len() as i64 <= value;
+    match v {
+        Value::Str(v) if int_like(v) => "int",
+        Value::Str(v) if v.len() <= 44 => "embstr",
+        Value::Str(_) => "raw",
+        Value::Hash(m)
+            if small(m.len(), k.hash_max_listpack_entries)
+                && m.iter().all(|(f, v)| {
+                    short(f, k.hash_max_listpack_value) && short(v, k.hash_max_listpack_value)
+                }) =>
+        {
+            "listpack"
+        }
+        Value::Hash(_) => "hashtable",
+        Value::List(_) => "quicklist",
+        Value::Set(s) if small(s.len(), k.set_max_intset_entries) && s.iter().all(int_like) => {
+            "intset"
+        }
+        Value::Set(_) => "hashtable",
+        Value::ZSet(z)
+            if small(z.len(), k.zset_max_listpack_entries)
+                && z.iter().all(|(m, _)| short(m, k.zset_max_listpack_value)) =>
+        {
+            "listpack"
+        }
+        Value::ZSet(_) => "skiplist",
+        Value::Stream(_) => "stream",
+    }
+}
+
 pub fn object(ctx: &mut Ctx<'_>, a: &[Bytes]) -> CmdResult {
     let sub = &a[1];
     if is(sub, "HELP") {
@@ -349,39 +383,8 @@ pub fn object(ctx: &mut Ctx<'_>, a: &[Bytes]) -> CmdResult {
     let key = &a[2];
     if is(sub, "ENCODING") {
         let k = ctx.node.cfg.read().encoding.clone();
-        let small = |n: usize, entries: i64| n as i64 <= entries;
-        let short = |b: &[u8], value: i64| b.len() as i64 <= value;
         let enc = ctx.read(key, ReadHint::Peek, |r| {
-            r.map(|(rec, _)| match &rec.value {
-                Value::Str(v) if int_like(v) => "int",
-                Value::Str(v) if v.len() <= 44 => "embstr",
-                Value::Str(_) => "raw",
-                Value::Hash(m)
-                    if small(m.len(), k.hash_max_listpack_entries)
-                        && m.iter().all(|(f, v)| {
-                            short(f, k.hash_max_listpack_value)
-                                && short(v, k.hash_max_listpack_value)
-                        }) =>
-                {
-                    "listpack"
-                }
-                Value::Hash(_) => "hashtable",
-                Value::List(_) => "quicklist",
-                Value::Set(s)
-                    if small(s.len(), k.set_max_intset_entries) && s.iter().all(int_like) =>
-                {
-                    "intset"
-                }
-                Value::Set(_) => "hashtable",
-                Value::ZSet(z)
-                    if small(z.len(), k.zset_max_listpack_entries)
-                        && z.iter().all(|(m, _)| short(m, k.zset_max_listpack_value)) =>
-                {
-                    "listpack"
-                }
-                Value::ZSet(_) => "skiplist",
-                Value::Stream(_) => "stream",
-            })
+            r.map(|(rec, _)| encoding_of(&rec.value, &k))
         })?;
         return Ok(enc.map_or(Reply::Nil, Reply::bulk));
     }

@@ -531,6 +531,7 @@ pub static COMMANDS: &[Spec] = &[
         NO_KEYS,
     ),
     spec("server", "memory", -2, false, diagnostics::memory, NO_KEYS),
+    spec("server", "debug", -2, false, diagnostics::debug, NO_KEYS),
     spec(
         "server",
         "monitor",
@@ -559,6 +560,15 @@ pub static COMMANDS: &[Spec] = &[
     spec("server", "tier", 2, false, server::tier, FIRST_KEY),
     spec("cluster", "cluster", -2, false, cluster::cluster, NO_KEYS),
     spec("cluster", "readonly", 1, false, cluster::readonly, NO_KEYS),
+    spec("generic", "wait", 3, false, cluster::wait, NO_KEYS),
+    spec(
+        "cluster",
+        "strata-acked",
+        -2,
+        false,
+        cluster::strata_acked,
+        NO_KEYS,
+    ),
     spec(
         "cluster",
         "readwrite",
@@ -1138,6 +1148,9 @@ pub struct Session {
     pub tracking: Option<crate::tracking::Mode>,
     /// CLIENT CACHING YES/NO applies to the next command.
     pub caching: Option<bool>,
+    /// In a cluster: the shard this connection last wrote to, with the
+    /// write's log index when this node proposed it (WAIT counts to it).
+    pub last_write: Option<(u32, Option<u64>)>,
     /// The ACL user whose permissions apply; None for the node's own
     /// sessions (replication, forwarded requests), which are trusted.
     pub user: Option<Arc<crate::acl::User>>,
@@ -1181,6 +1194,7 @@ impl Session {
             inbox: None,
             tracking: None,
             caching: None,
+            last_write: None,
             user: None,
             acl_generation: 0,
             acl_context: "toplevel",

@@ -75,7 +75,7 @@ pub fn needs_runner(s: &Session, args: &[Bytes]) -> bool {
                 })
             });
     }
-    runs_script(spec.name)
+    runs_script(spec.name) || (spec.name == "debug" && args.get(1).is_some_and(|a| is(a, "SLEEP")))
 }
 
 /// Commands that go past the gate: they touch no data and must work
@@ -85,6 +85,8 @@ pub fn bypasses_gate(name: &str, args: &[Bytes]) -> bool {
         "script" => args.get(1).is_some_and(|a| is(a, "KILL")),
         "function" => args.get(1).is_some_and(|a| is(a, "KILL") || is(a, "STATS")),
         "shutdown" | "quit" | "auth" | "hello" => true,
+        // Takes the gate alone itself.
+        "debug" => args.get(1).is_some_and(|a| is(a, "SLEEP")),
         _ => false,
     }
 }
@@ -113,6 +115,8 @@ fn forbidden_in_script(name: &str) -> bool {
                 | "reset"
                 | "client"
                 | "monitor"
+                | "wait"
+                | "debug"
                 | "shutdown"
                 | "strata-exec"
         )

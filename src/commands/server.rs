@@ -370,6 +370,7 @@ fn params(ctx: &Ctx<'_>) -> Vec<(&'static str, String)> {
         ("requirepass", c.requirepass.clone().unwrap_or_default()),
         ("aclfile", ctx.node.acl.file().display().to_string()),
         ("acllog-max-len", c.acllog_max_len.to_string()),
+        ("enable-debug-command", c.enable_debug_command.clone()),
         (
             "tracking-table-max-keys",
             c.tracking_table_max_keys.to_string(),

@@ -312,6 +312,10 @@ fn tracking_clients_hear_of_writes_made_through_other_nodes() {
     for k in &keys {
         q(&mut w, &["SET", k, "2"]);
     }
+    // Both other replicas of the last write's shard have it once WAIT
+    // says so; asking for more than there are ends at the timeout.
+    assert_eq!(q(&mut w, &["WAIT", "2", "0"]), Value::Int(2));
+    assert_eq!(q(&mut w, &["WAIT", "3", "100"]), Value::Int(2));
     let mut told = std::collections::BTreeSet::new();
     while told.len() < keys.len() {
         assert!(Instant::now() < deadline, "invalidated so far: {told:?}");

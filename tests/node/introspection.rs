@@ -150,3 +150,60 @@ fn client_reply_pause_and_flags() {
         Value::BulkString(b"v".to_vec())
     );
 }
+
+#[test]
+fn wait_on_a_single_node_counts_no_replicas() {
+    let node = TestNode::start(|_| {});
+    let mut c = node.client();
+    q(&mut c, &["SET", "k", "v"]);
+    assert_eq!(q(&mut c, &["WAIT", "0", "0"]), Value::Int(0));
+    // More replicas than exist: the count reached when the timeout ends.
+    assert_eq!(q(&mut c, &["WAIT", "1", "20"]), Value::Int(0));
+    assert!(qe(&mut c, &["WAIT", "1", "-1"]).contains("timeout is negative"));
+    assert!(qe(&mut c, &["WAIT", "x", "1"]).contains("not an integer"));
+    // WAIT forever ends with CLIENT UNBLOCK.
+    let id = int(q(&mut c, &["CLIENT", "ID"]));
+    let mut other = node.client();
+    let waiter = std::thread::spawn(move || q(&mut c, &["WAIT", "1", "0"]));
+    let mut unblocked = 0;
+    for _ in 0..200 {
+        unblocked = int(q(&mut other, &["CLIENT", "UNBLOCK", &id.to_string()]));
+        if unblocked == 1 {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    assert_eq!(unblocked, 1);
+    assert_eq!(waiter.join().unwrap(), Value::Int(0));
+}
+
+#[test]
+fn debug_object_sleep_reload_and_who_may_use_them() {
+    let node = TestNode::start(|_| {});
+    let mut c = node.client();
+    q(&mut c, &["SET", "n", "12345"]);
+    q(&mut c, &["RPUSH", "l", "a", "b"]);
+    let Value::SimpleString(obj) = q(&mut c, &["DEBUG", "OBJECT", "n"]) else {
+        panic!("DEBUG OBJECT answers a status line")
+    };
+    assert!(obj.contains("encoding:int"), "{obj}");
+    assert!(obj.contains("tier:memory"), "{obj}");
+    assert!(obj.contains("serializedlength:"), "{obj}");
+    let Value::SimpleString(obj) = q(&mut c, &["DEBUG", "OBJECT", "l"]) else {
+        panic!("DEBUG OBJECT answers a status line")
+    };
+    assert!(obj.contains("encoding:quicklist"), "{obj}");
+    assert_eq!(qe(&mut c, &["DEBUG", "OBJECT", "nope"]), "ERR no such key");
+    assert_eq!(q(&mut c, &["DEBUG", "SLEEP", "0.01"]), Value::Okay);
+    assert!(qe(&mut c, &["DEBUG", "SLEEP", "soon"]).contains("not a valid float"));
+    assert_eq!(q(&mut c, &["DEBUG", "RELOAD"]), Value::Okay);
+    assert_eq!(
+        q(&mut c, &["GET", "n"]),
+        Value::BulkString(b"12345".to_vec())
+    );
+    assert!(qe(&mut c, &["DEBUG", "JMAP"]).contains("unknown subcommand"));
+    // Refused unless enable-debug-command allows it.
+    let closed = TestNode::start(|c| c.enable_debug_command = "no".into());
+    let mut c = closed.client();
+    assert!(qe(&mut c, &["DEBUG", "SLEEP", "0"]).contains("DEBUG command not allowed"));
+}
