@@ -8,7 +8,10 @@
 # requests defaults to 300000; tests is redis-benchmark's -t list (default
 # set,get,incr,hset) and may include xadd, run as `XADD s * f v`, and
 # evalsha, run as `EVALSHA <sha> 1 key:__rand_int__` of a script doing
-# `return redis.call('incr', KEYS[1])` (loaded with SCRIPT LOAD first). The data
+# `return redis.call('incr', KEYS[1])` (loaded with SCRIPT LOAD first), and
+# multi, transactions of five commands (MULTI INCR SET GET HSET HGET EXEC,
+# as `strata bench --workload multi-exec` sends them; redis-benchmark can't),
+# reported in transactions per second. The data
 # types line of the README comes from
 #   scripts/bench-vs-redis.sh 200000 lpush,rpush,lpop,rpop,sadd,hset,spop,zadd,zpopmin,lrange_100,lrange_600,xadd
 set -euo pipefail
@@ -17,6 +20,11 @@ N="${1:-300000}"
 TESTS="${2:-set,get,incr,hset}"
 XADD=0
 EVALSHA=0
+MULTI=0
+if [[ ",$TESTS," == *,multi,* ]]; then
+  MULTI=1
+  TESTS=$(echo ",$TESTS," | sed 's/,multi,/,/; s/^,//; s/,$//')
+fi
 if [[ ",$TESTS," == *,xadd,* ]]; then
   XADD=1
   TESTS=$(echo ",$TESTS," | sed 's/,xadd,/,/; s/^,//; s/,$//')
@@ -64,6 +72,12 @@ run() { # port, extra args -> "TEST rps" lines
     sha=$(redis-cli -p "$1" SCRIPT LOAD "$SCRIPT")
     redis-benchmark -p "$1" -c 50 -n "$N" -r 100000 --csv "${@:2}" EVALSHA "$sha" 1 key:__rand_int__ 2>/dev/null \
       | awk -F'","' 'NR>1 {gsub(/"/,""); split($0,a,","); print "EVALSHA", a[2]}'
+  fi
+  if [ "$MULTI" = 1 ]; then
+    # $2 is "-P" when pipelining: transactions in flight per connection.
+    "$STRATA" bench --port "$1" --workload multi-exec -c 50 -n $((N / 5)) -P "${3:-1}" \
+      --quiet --json 2>/dev/null | tail -1 \
+      | python3 -c 'import json,sys; print("MULTI/EXEC", json.load(sys.stdin)["throughput"])'
   fi
 }
 

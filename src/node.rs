@@ -534,6 +534,22 @@ impl Waiters {
         }
     }
 
+    /// Every key of `db` may hold something new (SWAPDB): wakes the first
+    /// client in line on each.
+    pub fn signal_db(&self, db: usize) {
+        if self.count.load(Ordering::Relaxed) == 0 {
+            return;
+        }
+        let q = self.queues.lock();
+        for ((d, _), line) in q.iter() {
+            if *d == db {
+                if let Some(first) = line.front() {
+                    first.ready.notify_one();
+                }
+            }
+        }
+    }
+
     /// Clients blocked right now.
     pub fn blocked(&self) -> usize {
         self.count.load(Ordering::Relaxed)

@@ -162,7 +162,7 @@ const BLOCKING: &[&str] = &[
 ];
 
 /// Commands in `@keyspace` outside the generic family.
-const KEYSPACE: &[&str] = &["dbsize", "flushdb", "flushall", "strata-expired"];
+const KEYSPACE: &[&str] = &["dbsize", "flushdb", "flushall", "swapdb", "strata-expired"];
 
 /// Container commands: each subcommand and its categories beyond the
 /// container's family, as Redis 7 files them.

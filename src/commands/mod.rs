@@ -544,6 +544,7 @@ pub static COMMANDS: &[Spec] = &[
     spec("server", "dbsize", 1, false, server::dbsize, NO_KEYS),
     spec("server", "flushdb", -1, true, server::flushdb, NO_KEYS),
     spec("server", "flushall", -1, true, server::flushall, NO_KEYS),
+    spec("server", "swapdb", 3, true, server::swapdb, NO_KEYS),
     spec("server", "shutdown", -1, false, server::shutdown, NO_KEYS),
     spec("server", "save", 1, false, server::save, NO_KEYS),
     spec("server", "bgsave", -1, false, server::bgsave, NO_KEYS),

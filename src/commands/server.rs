@@ -244,6 +244,33 @@ fn forget_cached(ctx: &Ctx<'_>) {
     ctx.node.tracking.flush(limits);
 }
 
+/// SWAPDB index1 index2: the two databases exchange their data. Clients
+/// connected to either see the other's data at once; clients blocked on
+/// their keys look again, and clients that cache keys drop them.
+pub fn swapdb(ctx: &mut Ctx<'_>, a: &[Bytes]) -> CmdResult {
+    if ctx.node.cluster.get().is_some() {
+        return Err(Reply::err("ERR SWAPDB is not allowed in cluster mode"));
+    }
+    let index = |b: &Bytes, which: &str| {
+        super::int_arg(b).map_err(|_| Reply::err(format!("ERR invalid {which} DB index")))
+    };
+    let (x, y) = (index(&a[1], "first")?, index(&a[2], "second")?);
+    let databases = ctx.node.store.databases() as i64;
+    if !(0..databases).contains(&x) || !(0..databases).contains(&y) {
+        return Err(Reply::err("ERR DB index is out of range"));
+    }
+    let (x, y) = (x as usize, y as usize);
+    if x != y {
+        let lsn = ctx.node.store.swap_db(x, y).map_err(storage_error)?;
+        ctx.s.pending_lsn = Some(ctx.s.pending_lsn.map_or(lsn, |p| p.max(lsn)));
+        ctx.node.local_cache.clear();
+        forget_cached(ctx);
+        ctx.node.waiters.signal_db(x);
+        ctx.node.waiters.signal_db(y);
+    }
+    Ok(Reply::OK)
+}
+
 pub fn flushdb(ctx: &mut Ctx<'_>, a: &[Bytes]) -> CmdResult {
     flush_mode(a)?;
     let lsn = ctx.node.store.flush_db(ctx.s.db).map_err(storage_error)?;

@@ -176,6 +176,10 @@ struct DbCounts {
 }
 
 pub(crate) struct Inner {
+    /// Which physical database each database number names: identity
+    /// until SWAPDB exchanges two. Memory, disk and log records hold
+    /// physical numbers; the map applies only where callers name one.
+    dbmap: Box<[std::sync::atomic::AtomicU8]>,
     cfg: RwLock<StorageConfig>,
     tier_cap: AtomicU64,
     used: AtomicU64,
@@ -261,6 +265,8 @@ const OP_SET_DELTA: u8 = 9;
 const OP_ZSET_DELTA: u8 = 10;
 const OP_STREAM_DELTA: u8 = 11;
 const OP_STR_RANGE: u8 = 12;
+/// The whole database map after a SWAPDB: `[OP_DBMAP, n, physical...]`.
+const OP_DBMAP: u8 = 13;
 /// A batch of records applied as one, with its group's mark.
 const OP_BATCH: u8 = 6;
 /// Writes of one multi-key command on a single node, replayed all or none.
@@ -428,6 +434,31 @@ impl<'a> DeltaHead<'a> {
 }
 
 const MARKS_KEY: &[u8] = b"apply-marks";
+/// Where the database map is kept (see [`Store::swap_db`]).
+const DBMAP_KEY: &[u8] = b"db-map";
+
+/// Reads a database map: a permutation of the physical databases.
+fn decode_dbmap(bytes: &[u8], databases: usize) -> Result<Vec<u8>, StorageError> {
+    let mut seen = vec![false; databases];
+    let ok = bytes.len() == databases
+        && bytes.iter().all(|&p| {
+            let p = usize::from(p);
+            p < databases && !std::mem::replace(&mut seen[p], true)
+        });
+    if ok {
+        Ok(bytes.to_vec())
+    } else if bytes.iter().enumerate().all(|(i, &p)| usize::from(p) == i) {
+        // Never swapped: the identity for however many there are now.
+        Ok((0..databases as u8).collect())
+    } else {
+        Err(StorageError::Corrupt {
+            what: format!(
+                "the database map ({} entries, after SWAPDB) doesn't fit databases = {databases}",
+                bytes.len()
+            ),
+        })
+    }
+}
 
 fn encode_marks(marks: &std::collections::BTreeMap<u32, Vec<u8>>) -> Vec<u8> {
     let mut b = Vec::new();
@@ -477,7 +508,12 @@ impl Store {
             Some(bytes) => decode_marks(&bytes)?,
             None => std::collections::BTreeMap::new(),
         };
-        let replayed = Self::replay(&disk, &wal_dir, cfg.databases, &mut marks)?;
+        let mut dbmap = match disk.get_meta(DBMAP_KEY)? {
+            Some(bytes) => decode_dbmap(&bytes, cfg.databases)?,
+            None => (0..cfg.databases as u8).collect(),
+        };
+        let replayed = Self::replay(&disk, &wal_dir, cfg.databases, &mut marks, &mut dbmap)?;
+        disk.put_meta(DBMAP_KEY, &dbmap)?;
         disk.persist()?;
         let wal = Wal::create(&wal_dir)?;
         let keep_from = wal::list_segments(&wal_dir)?
@@ -498,6 +534,10 @@ impl Store {
             );
         }
         let inner = Arc::new(Inner {
+            dbmap: dbmap
+                .iter()
+                .map(|&p| std::sync::atomic::AtomicU8::new(p))
+                .collect(),
             tier_cap: AtomicU64::new(tier_cap),
             used: AtomicU64::new(0),
             shards: (0..SHARDS)
@@ -535,6 +575,7 @@ impl Store {
         dir: &Path,
         databases: usize,
         marks: &mut std::collections::BTreeMap<u32, Vec<u8>>,
+        dbmap: &mut Vec<u8>,
     ) -> Result<u64, StorageError> {
         let mut applied = 0u64;
         let mut failure: Option<StorageError> = None;
@@ -543,10 +584,12 @@ impl Store {
                 if failure.is_some() {
                     return;
                 }
-                let result = if body.first() == Some(&OP_BATCH) {
-                    Self::apply_batch_record(disk, body, databases, marks)
+                let result = if body.first() == Some(&OP_DBMAP) {
+                    decode_dbmap(&body[1..], databases).map(|m| *dbmap = m)
+                } else if body.first() == Some(&OP_BATCH) {
+                    Self::apply_batch_record(disk, body, databases, marks, dbmap)
                 } else if body.first() == Some(&OP_ATOMIC) {
-                    Self::apply_records(disk, &body[1..], databases)
+                    Self::apply_records(disk, &body[1..], databases, dbmap)
                 } else {
                     Self::apply_record(disk, body, databases)
                 };
@@ -571,20 +614,31 @@ impl Store {
         body: &[u8],
         databases: usize,
         marks: &mut std::collections::BTreeMap<u32, Vec<u8>>,
+        dbmap: &mut Vec<u8>,
     ) -> Result<(), StorageError> {
         let mut r = types::Reader { buf: body, pos: 1 };
         let group = r.u32()?;
         let mark = r.bytes()?.to_vec();
-        Self::apply_records(disk, r.rest(), databases)?;
+        Self::apply_records(disk, r.rest(), databases, dbmap)?;
         marks.insert(group, mark);
         Ok(())
     }
 
     /// Replays length-prefixed records collected by a batch.
-    fn apply_records(disk: &Disk, body: &[u8], databases: usize) -> Result<(), StorageError> {
+    fn apply_records(
+        disk: &Disk,
+        body: &[u8],
+        databases: usize,
+        dbmap: &mut Vec<u8>,
+    ) -> Result<(), StorageError> {
         let mut records = types::Reader { buf: body, pos: 0 };
         while records.pos < records.buf.len() {
-            Self::apply_record(disk, records.bytes()?, databases)?;
+            let record = records.bytes()?;
+            if record.first() == Some(&OP_DBMAP) {
+                *dbmap = decode_dbmap(&record[1..], databases)?;
+            } else {
+                Self::apply_record(disk, record, databases)?;
+            }
         }
         Ok(())
     }
@@ -814,7 +868,7 @@ impl Store {
         f: impl FnOnce(Option<(&Record, Tier)>) -> R,
     ) -> Result<R, StorageError> {
         let inner = &*self.inner;
-        inner.check_db(db)?;
+        let db = inner.phys(db)?;
         if key.len() > MAX_KEY_BYTES {
             Counters::bump(&inner.counters.misses);
             return Ok(f(None));
@@ -1004,14 +1058,17 @@ impl Store {
     pub fn take_expired(&self, max: usize) -> Vec<(usize, Vec<u8>)> {
         let mut found = self.inner.expired_found.lock();
         let n = found.len().min(max);
-        found.drain(..n).collect()
+        found
+            .drain(..n)
+            .map(|(db, key)| (self.inner.logical(db), key))
+            .collect()
     }
 
     /// Whether `key` holds a record that has expired by [`now_ms`] (in a
     /// replicated apply, the clock its leader stamped the entry with).
     pub fn holds_expired(&self, db: usize, key: &[u8]) -> Result<bool, StorageError> {
         let inner = &*self.inner;
-        inner.check_db(db)?;
+        let db = inner.phys(db)?;
         let now = now_ms();
         let pos = position_of(key);
         let shard = inner.shard(pos).lock();
@@ -1056,7 +1113,7 @@ impl Store {
         f: impl FnOnce(&mut Option<Record>) -> (R, Change),
     ) -> Result<Written<R>, StorageError> {
         let inner = &*self.inner;
-        inner.check_db(db)?;
+        let db = inner.phys(db)?;
         inner.wal.check()?;
         let max_key = inner.cfg.read().max_key_bytes;
         if key.len() > max_key {
@@ -1316,11 +1373,28 @@ impl Store {
     /// Removes every key of `db`.
     pub fn flush_db(&self, db: usize) -> Result<Lsn, StorageError> {
         let inner = &*self.inner;
-        inner.check_db(db)?;
+        let db = inner.phys(db)?;
         inner.wal.check()?;
         let _gate = inner.gate.write();
         inner.flush_db_locked(db)?;
         Ok(inner.log(|b| b.extend_from_slice(&[OP_FLUSHDB, db as u8])))
+    }
+
+    /// Exchanges databases `a` and `b` (SWAPDB): from now on each number
+    /// names the other's data. Writers are held off meanwhile; the log
+    /// records the whole resulting map, so replaying it twice is harmless.
+    pub fn swap_db(&self, a: usize, b: usize) -> Result<Lsn, StorageError> {
+        let inner = &*self.inner;
+        let (pa, pb) = (inner.phys(a)?, inner.phys(b)?);
+        inner.wal.check()?;
+        let _gate = inner.gate.write();
+        inner.dbmap[a].store(pb as u8, Ordering::Relaxed);
+        inner.dbmap[b].store(pa as u8, Ordering::Relaxed);
+        let map = inner.dbmap_now();
+        Ok(inner.log(|buf| {
+            buf.push(OP_DBMAP);
+            buf.extend_from_slice(&map);
+        }))
     }
 
     /// Removes every key of every database.
@@ -1337,6 +1411,9 @@ impl Store {
     /// Number of keys in `db` (both tiers; like Redis, keys whose TTL passed
     /// but that were not yet reclaimed still count).
     pub fn dbsize(&self, db: usize) -> u64 {
+        let Ok(db) = self.inner.phys(db) else {
+            return 0;
+        };
         let c = &self.inner.counts[db];
         (c.disk.load(Ordering::Relaxed) + c.mem_only.load(Ordering::Relaxed)).max(0) as u64
     }
@@ -1392,7 +1469,7 @@ impl Store {
         kind: Option<ValueKind>,
     ) -> Result<(u64, Vec<ScanItem>), StorageError> {
         let inner = &*self.inner;
-        inner.check_db(db)?;
+        let db = inner.phys(db)?;
         let count = count.max(1);
         let now = now_ms();
         let mut pos = cursor;
@@ -1461,11 +1538,11 @@ impl Store {
     /// Where `key` lives and how old it is, without moving it.
     pub fn placement(&self, db: usize, key: &[u8]) -> Result<Option<KeyPlacement>, StorageError> {
         let inner = &*self.inner;
-        inner.check_db(db)?;
+        let phys = inner.phys(db)?;
         let pos = position_of(key);
         {
             let shard = inner.shard(pos).lock();
-            if let Some(e) = shard.get(db, pos, key) {
+            if let Some(e) = shard.get(phys, pos, key) {
                 if !e.rec.is_expired(now_ms()) {
                     let idle = inner.clock().wrapping_sub(e.lru);
                     return Ok(Some(KeyPlacement {
@@ -1491,7 +1568,7 @@ impl Store {
     /// Moves `key` to the disk tier now (if it is in memory).
     pub fn demote_key(&self, db: usize, key: &[u8]) -> Result<bool, StorageError> {
         let inner = &*self.inner;
-        inner.check_db(db)?;
+        let db = inner.phys(db)?;
         let pos = position_of(key);
         let _quiet = inner.quiesce();
         let mut shard = inner.shard(pos).lock();
@@ -1552,7 +1629,7 @@ impl Inner {
     fn expired(&self, db: usize, key: &[u8]) {
         Counters::bump(&self.counters.expired);
         if let Some(f) = self.on_expired.get() {
-            f(db, key);
+            f(self.logical(db), key);
         }
     }
 
@@ -1637,12 +1714,28 @@ impl Inner {
         self.replicated.load(Ordering::Relaxed)
     }
 
-    fn check_db(&self, db: usize) -> Result<(), StorageError> {
-        if db < self.counts.len() {
-            Ok(())
-        } else {
-            Err(StorageError::BadDatabase)
-        }
+    /// The physical database database number `db` names.
+    fn phys(&self, db: usize) -> Result<usize, StorageError> {
+        self.dbmap
+            .get(db)
+            .map(|p| usize::from(p.load(Ordering::Relaxed)))
+            .ok_or(StorageError::BadDatabase)
+    }
+
+    /// The database number that names physical database `phys`.
+    fn logical(&self, phys: usize) -> usize {
+        self.dbmap
+            .iter()
+            .position(|p| usize::from(p.load(Ordering::Relaxed)) == phys)
+            .unwrap_or(phys)
+    }
+
+    /// The database map as it stands.
+    fn dbmap_now(&self) -> Vec<u8> {
+        self.dbmap
+            .iter()
+            .map(|p| p.load(Ordering::Relaxed))
+            .collect()
     }
 
     fn tier_cap(&self) -> u64 {
@@ -1918,6 +2011,9 @@ impl Inner {
             self.wal.sync(upto, AppendFsync::Always)?;
             self.disk.put_meta(MARKS_KEY, &encode_marks(&marks))?;
         }
+        // A SWAPDB logged before the rotation is in the map by now; one
+        // after it stays in the log that is kept.
+        self.disk.put_meta(DBMAP_KEY, &self.dbmap_now())?;
         self.disk.persist()?;
         *self.durable_marks.lock() = marks;
         self.wal.remove_before(keep_from)?;

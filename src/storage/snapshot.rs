@@ -86,7 +86,8 @@ impl Store {
                 };
                 buf.clear();
                 buf.push(1);
-                buf.push(db as u8);
+                // Database numbers as clients name them (after SWAPDB).
+                buf.push(inner.logical(db) as u8);
                 put_bytes(&mut buf, key);
                 put_bytes(&mut buf, &v);
                 w.write_all(&buf)?;
@@ -136,6 +137,7 @@ impl Store {
         }
         let mut added = vec![0i64; databases];
         read_snapshot(path, databases, max_key, |db, key, rec| {
+            let db = inner.phys(db)?;
             inner.disk.put_raw(db, key, rec)?;
             added[db] += 1;
             Ok(())

@@ -30,6 +30,19 @@ pub enum Workload {
     IngestGet,
     /// The replicated store's GET /api/read/{key} / POST /api/write (HTTP only).
     ApiReadWrite,
+    /// One transaction per request: MULTI, INCR, SET, GET, HSET, HGET of
+    /// one key's hash tag, EXEC (RESP only).
+    MultiExec,
+}
+
+impl Workload {
+    /// Replies one request gets.
+    fn replies(self) -> usize {
+        match self {
+            Workload::MultiExec => 7,
+            _ => 1,
+        }
+    }
 }
 
 /// Which protocol to load.
@@ -141,6 +154,9 @@ impl BenchArgs {
             (Target::Http, Workload::HgetHset) => {
                 Err("--workload hget-hset needs --target resp".into())
             }
+            (Target::Http, Workload::MultiExec) => {
+                Err("--workload multi-exec needs --target resp".into())
+            }
             (Target::Resp, Workload::IngestGet) => {
                 Err("--workload ingest-get needs --target http".into())
             }
@@ -226,6 +242,7 @@ fn build_batch(sh: &Shared, rng: &mut impl Rng, out: &mut Vec<u8>, n: usize) {
             Workload::GetSet | Workload::IngestGet => &b"key:"[..],
             Workload::HgetHset => &b"hash:"[..],
             Workload::ApiReadWrite => &b"record:"[..],
+            Workload::MultiExec => &b"tx:{"[..],
         });
         super::client::push_num(&mut key, k);
         field.clear();
@@ -233,6 +250,22 @@ fn build_batch(sh: &Shared, rng: &mut impl Rng, out: &mut Vec<u8>, n: usize) {
         super::client::push_num(&mut field, k % 16);
         let key = std::str::from_utf8(&key).unwrap_or_default();
         match (a.target, a.workload, read) {
+            (Target::Resp, Workload::MultiExec, _) => {
+                // `tx:{k}`: the hash tag keeps a transaction on one slot.
+                let base = format!("{key}}}");
+                let (n, v, h) = (
+                    format!("{base}:n"),
+                    format!("{base}:v"),
+                    format!("{base}:h"),
+                );
+                encode_command(out, &[b"MULTI"]);
+                encode_command(out, &[b"INCR", n.as_bytes()]);
+                encode_command(out, &[b"SET", v.as_bytes(), &sh.value]);
+                encode_command(out, &[b"GET", v.as_bytes()]);
+                encode_command(out, &[b"HSET", h.as_bytes(), &field, &sh.value]);
+                encode_command(out, &[b"HGET", h.as_bytes(), &field]);
+                encode_command(out, &[b"EXEC"]);
+            }
             (Target::Resp, Workload::GetSet, true) => {
                 encode_command(out, &[b"GET", key.as_bytes()])
             }
@@ -339,7 +372,7 @@ async fn client_task(sh: Arc<Shared>, id: usize, start: Instant) -> Result<Histo
         out.clear();
         build_batch(&sh, &mut rng, &mut out, n);
         let res = conn
-            .round_trip(&out, n)
+            .round_trip(&out, n * a.workload.replies())
             .await
             .map_err(|e| format!("{addr}: {e}"))?;
         let us = intended.elapsed().as_micros().max(1) as u64;

@@ -25,6 +25,7 @@ mod storage_hot_set;
 mod storage_memory_cap;
 mod storage_model;
 mod storage_ttl_tiers;
+mod swapdb;
 mod tracking;
 mod transactions_blocking;
 mod types_bits_geo;
