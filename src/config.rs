@@ -27,6 +27,9 @@ pub struct Config {
     pub aclfile: Option<std::path::PathBuf>,
     /// Entries ACL LOG keeps (Redis's `acllog-max-len`).
     pub acllog_max_len: usize,
+    /// Accesses a minute that make a key hot (seed 000's
+    /// `HOTKEY_THRESHOLD_PER_MIN`); 0 turns access counting off.
+    pub hotkey_threshold_per_min: u64,
     /// Keys the client-tracking table remembers before it invalidates
     /// some to make room (Redis's `tracking-table-max-keys`; 0: no limit).
     pub tracking_table_max_keys: usize,
@@ -232,6 +235,7 @@ impl Default for Config {
             aclfile: None,
             acllog_max_len: 128,
             tracking_table_max_keys: 1_000_000,
+            hotkey_threshold_per_min: 2000,
             http_api_keys: Default::default(),
             api_key: None,
             maxclients: 10_000,
@@ -387,6 +391,16 @@ impl Config {
                     format!("{v:?} is not a number of log entries"),
                 )
             })?;
+        }
+        for var in [
+            "STRATA_HOTKEY_THRESHOLD_PER_MIN",
+            "HOTKEY_THRESHOLD_PER_MIN",
+        ] {
+            if let Some(v) = get(var) {
+                self.hotkey_threshold_per_min = v.trim().parse().map_err(|_| {
+                    invalid(var, format!("{v:?} is not a number of accesses a minute"))
+                })?;
+            }
         }
         if let Some(v) = get("STRATA_API_KEY") {
             self.api_key = Some(v).filter(|p| !p.is_empty());

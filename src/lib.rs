@@ -14,7 +14,8 @@
 //!   the gate that keeps transactions and scripts whole, the thread
 //!   scripts run on, and the clients blocked on keys; [`pubsub`]:
 //!   subscriptions and each subscriber's queue; [`tracking`]: which
-//!   client may cache which key (CLIENT TRACKING); [`scripting`]: the Lua VM
+//!   client may cache which key (CLIENT TRACKING); [`hotkeys`]: access
+//!   counts per key and the hot ones; [`scripting`]: the Lua VM
 //!   scripts run in, whose `redis.call` reaches back to the command table
 //!   through a callback the commands supply; [`acl`]: users, their
 //!   permissions over the commands the command layer catalogues, the ACL
@@ -42,6 +43,7 @@ pub mod cluster;
 pub mod commands;
 pub mod config;
 pub mod frontend;
+pub mod hotkeys;
 pub mod metrics;
 pub mod node;
 pub mod pubsub;

@@ -142,6 +142,8 @@ pub struct Node {
     pub monitors: crate::pubsub::Monitors,
     /// CLIENT TRACKING: who may cache which key.
     pub tracking: crate::tracking::Tracking,
+    /// Access counts per key, and the hot ones.
+    pub hotkeys: crate::hotkeys::HotKeys,
     /// Lua scripts and function libraries.
     pub scripts: crate::scripting::Scripts,
     /// The thread that runs scripts and transactions (see [`Runner`]).
@@ -287,6 +289,7 @@ impl Node {
         let cfg_dir = cfg.storage.data_dir.clone();
         let persist = cfg_dir.is_dir();
         let lua_memory = cfg.lua_memory_limit as usize;
+        let hotkeys = crate::hotkeys::HotKeys::new(cfg.hotkey_threshold_per_min);
         let notify = crate::pubsub::events::parse(&cfg.notify_keyspace_events).unwrap_or(0);
         let slowlog_slower_than = cfg.slowlog_log_slower_than;
         let latency_threshold_ms = cfg.latency_monitor_threshold;
@@ -311,6 +314,7 @@ impl Node {
             pubsub: crate::pubsub::PubSub::default(),
             monitors: crate::pubsub::Monitors::default(),
             tracking: crate::tracking::Tracking::default(),
+            hotkeys,
             scripts: crate::scripting::Scripts::new(
                 Some(cfg_dir.join("functions.json")).filter(|_| persist),
                 lua_memory,

@@ -170,6 +170,20 @@ pub async fn serve(node: Arc<Node>, resp: TcpListener, http_listener: TcpListene
         }
     }
     let acceptor = tokio::spawn(connection::accept_loop(node.clone(), resp, inboxes));
+    // Hot-key counts are per minute.
+    let minutes = {
+        let node = node.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(60));
+            tick.tick().await;
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => node.hotkeys.rotate(),
+                    () = node.shutdown.cancelled() => break,
+                }
+            }
+        })
+    };
     let app = http::router(node.clone());
     let stop = node.shutdown.clone();
     let http_task = tokio::spawn(async move {
@@ -182,6 +196,7 @@ pub async fn serve(node: Arc<Node>, resp: TcpListener, http_listener: TcpListene
     node.shutdown.cancelled().await;
     node.scripts.stop();
     let _ = acceptor.await;
+    let _ = minutes.await;
     if let Some(cluster) = node.cluster.get() {
         cluster.shutdown().await;
     }

@@ -401,7 +401,11 @@ pub fn object(ctx: &mut Ctx<'_>, a: &[Bytes]) -> CmdResult {
             p.idle_ms.map_or(p.age_secs, |ms| ms / 1000) as i64
         ))
     } else if is(sub, "FREQ") {
-        Err(Reply::err("ERR An LFU maxmemory policy is not selected, access frequency not tracked. Please note that when switching between policies at runtime LRU and LFU data will take some time to adjust."))
+        // From the hot-key counts, on Redis's LFU scale.
+        if !ctx.node.hotkeys.enabled() {
+            return Err(Reply::err("ERR An LFU maxmemory policy is not selected, access frequency not tracked. Please note that when switching between policies at runtime LRU and LFU data will take some time to adjust."));
+        }
+        Ok(Reply::Int(i64::from(ctx.node.hotkeys.freq(ctx.s.db, key))))
     } else if is(sub, "REFCOUNT") {
         Ok(Reply::Int(1))
     } else {

@@ -1716,6 +1716,11 @@ pub fn execute(ctx: &mut Ctx<'_>, args: &[Bytes]) -> Reply {
     if remembers {
         tracking::remember(ctx.node, ctx.s, spec, args);
     }
+    if ctx.node.hotkeys.enabled() && tracking::is_data(spec) {
+        for key in spec.keys_of(args) {
+            ctx.node.hotkeys.touch(ctx.s.db, key);
+        }
+    }
     if ctx.s.caching.is_some() {
         tracking::after_command(ctx.s, spec, args);
     }

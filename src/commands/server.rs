@@ -123,6 +123,34 @@ pub fn info_text(ctx: &Ctx<'_>, sections: &[String]) -> String {
             tracked.prefixes
         );
     }
+    if want("hotkeys") {
+        let hot = node.hotkeys.hot();
+        let _ = write!(
+            out,
+            "# Hotkeys\r\nhotkey_threshold_per_min:{}\r\nhotkeys:{}\r\n",
+            node.hotkeys.threshold(),
+            hot.len()
+        );
+        for (i, h) in hot.iter().take(16).enumerate() {
+            let key: String = h
+                .key
+                .chars()
+                .map(|c| {
+                    if c.is_ascii_graphic() && c != ',' {
+                        c
+                    } else {
+                        '?'
+                    }
+                })
+                .collect();
+            let _ = write!(
+                out,
+                "hotkey_{i}:db={},key={key},per_min={}\r\n",
+                h.db, h.per_min
+            );
+        }
+        out.push_str("\r\n");
+    }
     if want("tiers") {
         let fsync_avg = s.wal_fsync_micros.checked_div(s.wal_fsyncs).unwrap_or(0);
         let lo = &s.last_offload;
@@ -403,6 +431,10 @@ fn params(ctx: &Ctx<'_>) -> Vec<(&'static str, String)> {
             c.tracking_table_max_keys.to_string(),
         ),
         (
+            "hotkey-threshold-per-min",
+            c.hotkey_threshold_per_min.to_string(),
+        ),
+        (
             "slowlog-log-slower-than",
             c.slowlog_log_slower_than.to_string(),
         ),
@@ -496,6 +528,7 @@ fn apply(cfg: &mut crate::config::Config, name: &str, v: &str) -> Result<(), Str
         "maxclients" => cfg.maxclients = num(v)? as usize,
         "acllog-max-len" => cfg.acllog_max_len = num(v)? as usize,
         "tracking-table-max-keys" => cfg.tracking_table_max_keys = num(v)? as usize,
+        "hotkey-threshold-per-min" => cfg.hotkey_threshold_per_min = num(v)?,
         "slowlog-log-slower-than" => {
             cfg.slowlog_log_slower_than = v
                 .parse::<i64>()
@@ -612,6 +645,9 @@ pub fn config(ctx: &mut Ctx<'_>, a: &[Bytes]) -> CmdResult {
         ctx.node
             .latency_threshold_ms
             .store(next.latency_monitor_threshold, Ordering::Relaxed);
+        ctx.node
+            .hotkeys
+            .set_threshold(next.hotkey_threshold_per_min);
         *ctx.node.cfg.write() = next;
         Ok(Reply::OK)
     } else if is(sub, "RESETSTAT") && a.len() == 2 {

@@ -23,6 +23,11 @@ const DATA: &[&str] = &[
     "hyperloglog",
 ];
 
+/// Whether `spec` is a data command (its keys are data keys).
+pub(super) fn is_data(spec: &Spec) -> bool {
+    DATA.contains(&spec.group)
+}
+
 /// Whether this command's keys are remembered for the session, as Redis
 /// decides it: a read-only data command, by a client tracking in the
 /// default mode, that OPTIN/OPTOUT and CLIENT CACHING let through. In a

@@ -78,6 +78,7 @@ pub fn router(node: Shared) -> Router {
         .route("/admin/flush", post(admin_flush))
         .route("/admin/config", get(admin_config))
         .route("/metrics", get(metrics))
+        .route("/api/hotkeys", get(hotkeys))
         .route("/openapi.json", get(openapi))
         .layer(middleware::from_fn_with_state(node.clone(), identify))
         .layer(middleware::from_fn_with_state(node.clone(), track))
@@ -1020,6 +1021,21 @@ async fn admin_config(
         }
     }
     Ok(Json(cfg))
+}
+
+/// The keys used more than `hotkey_threshold_per_min` times in the
+/// current or the last full minute, hottest first (seed 000's hotkey
+/// manager).
+async fn hotkeys(
+    State(node): State<Shared>,
+    headers: HeaderMap,
+    Query(q): Query<HashMap<String, String>>,
+) -> Result<Json<Json_>, ApiError> {
+    check_api_key(&node, &headers, &q)?;
+    Ok(Json(json!({
+        "threshold_per_min": node.hotkeys.threshold(),
+        "hotkeys": node.hotkeys.hot(),
+    })))
 }
 
 async fn metrics(State(node): State<Shared>) -> Response {

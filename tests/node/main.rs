@@ -8,6 +8,7 @@ mod common;
 mod storage_common;
 
 mod acl;
+mod hotkeys;
 mod http_api;
 mod introspection;
 mod keyspace_events;
