@@ -24,7 +24,8 @@
 //!   the write-ahead log, spilling, offloading, TTLs and snapshots.
 //! - [`slot`]: key -> Redis Cluster slot -> ordering position, shared by all.
 //!
-//! [`server`] assembles a node from a [`config::Config`]; [`metrics`]
+//! [`server`] assembles a node from a [`config::Config`]; [`health`]
+//! scores a node's health from its state and the machine's; [`metrics`]
 //! exports Prometheus series; [`tools`] are the load generator and traffic
 //! generator, which are clients of a node like any other.
 #![forbid(unsafe_code)]
@@ -43,6 +44,7 @@ pub mod cluster;
 pub mod commands;
 pub mod config;
 pub mod frontend;
+pub mod health;
 pub mod hotkeys;
 pub mod metrics;
 pub mod node;

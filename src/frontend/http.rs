@@ -514,12 +514,47 @@ async fn health(State(node): State<Shared>) -> Response {
         "degraded"
     });
     body["problems"] = json!(problems);
+    let h = health_score(&node, healthy);
+    body["health_score"] = json!(h.score);
+    body["health_status"] = json!(h.status);
+    body["health_components"] = json!(h.components);
     let code = if healthy {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
     (code, Json(body)).into_response()
+}
+
+/// The node's health score (see [`crate::health`]).
+fn health_score(node: &Node, writes_ok: bool) -> crate::health::Health {
+    let (members, shards) = match node.cluster.get() {
+        Some(cluster) => {
+            let views = cluster.member_views();
+            let meta = cluster.layout().clone();
+            let led = meta
+                .shards
+                .iter()
+                .filter(|sh| cluster.leader_of(sh).is_some())
+                .count();
+            (
+                Some((views.iter().filter(|m| m.up).count(), views.len())),
+                Some((led, meta.shards.len())),
+            )
+        }
+        None => (None, None),
+    };
+    let data_dir = node.store.config().data_dir;
+    let (disk_free, system_memory_free, load_per_core) = crate::health::system(&data_dir);
+    crate::health::score(&crate::health::Inputs {
+        writes_ok,
+        members,
+        shards,
+        memory_ratio: mem_ratio(node),
+        disk_free,
+        system_memory_free,
+        load_per_core,
+    })
 }
 
 fn self_node(node: &Node) -> Json_ {

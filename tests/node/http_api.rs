@@ -397,3 +397,44 @@ fn metrics_and_openapi() {
         }
     }
 }
+
+#[test]
+fn health_reports_a_score_from_its_components() {
+    let node = TestNode::start(|_| {});
+    let (s, body) = get(&node, "/health");
+    assert_eq!(s, 200);
+    let score = body["health_score"].as_u64().expect("a score");
+    assert!(score <= 100, "{body}");
+    let band = match score {
+        90.. => "healthy",
+        70..=89 => "warning",
+        _ => "critical",
+    };
+    assert_eq!(body["health_status"], json!(band), "{body}");
+    let parts = body["health_components"].as_array().expect("components");
+    let part = |name: &str| {
+        parts
+            .iter()
+            .find(|p| p["name"] == json!(name))
+            .unwrap_or_else(|| panic!("no {name} in {body}"))
+            .clone()
+    };
+    assert_eq!(part("writes")["score"], json!(100));
+    assert_eq!(part("reachability")["detail"], json!("single node"));
+    // The weights of what was measured add up, and the score is their
+    // weighted mean.
+    let total: u64 = parts.iter().map(|p| p["weight"].as_u64().unwrap()).sum();
+    let weighted: u64 = parts
+        .iter()
+        .map(|p| p["weight"].as_u64().unwrap() * p["score"].as_u64().unwrap())
+        .sum();
+    let mean = (weighted as f64 / total as f64).round() as i64;
+    assert!((mean - score as i64).abs() <= 1, "{body}");
+    assert!(total >= 70 && total <= 100, "{body}");
+    // On Linux the machine's disk, memory and load are measured.
+    if cfg!(target_os = "linux") {
+        for name in ["disk", "system_memory", "load"] {
+            part(name);
+        }
+    }
+}
