@@ -184,7 +184,12 @@ impl Default for Metrics {
 impl Metrics {
     /// The text exposition: recorded metrics, the engine's statistics
     /// and, in cluster mode, the state of this node's Raft groups.
-    pub fn render(&self, s: &StatsSnapshot, groups: Option<&GroupStats>) -> String {
+    pub fn render(
+        &self,
+        s: &StatsSnapshot,
+        groups: Option<&GroupStats>,
+        node: &NodeGauges,
+    ) -> String {
         let mut out = String::new();
         if encode(&mut out, &self.registry).is_err() {
             out.clear();
@@ -356,6 +361,38 @@ impl Metrics {
             "1 if a failed log write made the node read-only",
             &[("", if s.poisoned.is_some() { 1.0 } else { 0.0 })],
         );
+        let components: Vec<(String, f64)> = node
+            .health_components
+            .iter()
+            .map(|(name, score)| (format!("{{component=\"{name}\"}}"), f64::from(*score)))
+            .collect();
+        metric(
+            "health_score",
+            "gauge",
+            "The node's health score, 0-100 (90+ healthy, 70-89 warning, below 70 critical)",
+            &[("", f64::from(node.health_score))],
+        );
+        metric(
+            "health_component_score",
+            "gauge",
+            "Each health component's own score, 0-100",
+            &components
+                .iter()
+                .map(|(l, v)| (l.as_str(), *v))
+                .collect::<Vec<_>>(),
+        );
+        metric(
+            "hot_keys",
+            "gauge",
+            "Keys above hotkey_threshold_per_min",
+            &[("", node.hot_keys as f64)],
+        );
+        metric(
+            "tracking_clients",
+            "gauge",
+            "Connections with CLIENT TRACKING on",
+            &[("", node.tracking_clients as f64)],
+        );
         if let Some(g) = groups {
             render_groups(&mut out, g);
         }
@@ -370,6 +407,19 @@ type GroupSeries = (
     &'static str,
     fn(&crate::cluster::GroupStat) -> u64,
 );
+
+/// Node-level figures `/metrics` adds to the storage ones.
+#[derive(Debug, Clone, Default)]
+pub struct NodeGauges {
+    /// The health score.
+    pub health_score: u32,
+    /// Each health component's score.
+    pub health_components: Vec<(&'static str, u32)>,
+    /// Keys hot now.
+    pub hot_keys: usize,
+    /// Connections tracking keys.
+    pub tracking_clients: usize,
+}
 
 fn render_groups(out: &mut String, g: &GroupStats) {
     let per_group: [GroupSeries; 6] = [

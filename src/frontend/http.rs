@@ -1075,7 +1075,19 @@ async fn hotkeys(
 
 async fn metrics(State(node): State<Shared>) -> Response {
     let groups = node.cluster.get().map(|c| c.group_stats());
-    let text = node.metrics.render(&node.store.stats(), groups.as_ref());
+    let stats = node.store.stats();
+    let health = health_score(&node, stats.poisoned.is_none());
+    let gauges = crate::metrics::NodeGauges {
+        health_score: health.score,
+        health_components: health
+            .components
+            .iter()
+            .map(|c| (c.name, c.score))
+            .collect(),
+        hot_keys: node.hotkeys.hot().len(),
+        tracking_clients: node.tracking.stats().clients,
+    };
+    let text = node.metrics.render(&stats, groups.as_ref(), &gauges);
     (
         [(
             "content-type",

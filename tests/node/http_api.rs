@@ -344,6 +344,10 @@ fn metrics_and_openapi() {
         "strata_wal_bytes_total",
         "strata_wal_fsync_seconds_total",
         "strata_connected_clients 1",
+        "strata_health_score ",
+        "strata_health_component_score{component=\"writes\"} 100",
+        "strata_hot_keys 0",
+        "strata_tracking_clients 0",
     ] {
         assert!(text.contains(series), "metrics lack {series}");
     }
