@@ -393,6 +393,27 @@ impl Metrics {
             "Connections with CLIENT TRACKING on",
             &[("", node.tracking_clients as f64)],
         );
+        for (name, help, v) in [
+            (
+                "disk_free_ratio",
+                "Free fraction of the data directory's filesystem",
+                node.disk_free,
+            ),
+            (
+                "system_memory_available_ratio",
+                "Available fraction of the machine's memory",
+                node.system_memory_free,
+            ),
+            (
+                "load_per_core",
+                "One-minute load average per core",
+                node.load_per_core,
+            ),
+        ] {
+            if let Some(v) = v {
+                metric(name, "gauge", help, &[("", v)]);
+            }
+        }
         if let Some(g) = groups {
             render_groups(&mut out, g);
         }
@@ -419,6 +440,12 @@ pub struct NodeGauges {
     pub hot_keys: usize,
     /// Connections tracking keys.
     pub tracking_clients: usize,
+    /// Free fraction of the data directory's filesystem.
+    pub disk_free: Option<f64>,
+    /// Available fraction of the machine's memory.
+    pub system_memory_free: Option<f64>,
+    /// One-minute load average per core.
+    pub load_per_core: Option<f64>,
 }
 
 fn render_groups(out: &mut String, g: &GroupStats) {

@@ -514,7 +514,7 @@ async fn health(State(node): State<Shared>) -> Response {
         "degraded"
     });
     body["problems"] = json!(problems);
-    let h = health_score(&node, healthy);
+    let (h, _) = health_score(&node, healthy);
     body["health_score"] = json!(h.score);
     body["health_status"] = json!(h.status);
     body["health_components"] = json!(h.components);
@@ -526,8 +526,12 @@ async fn health(State(node): State<Shared>) -> Response {
     (code, Json(body)).into_response()
 }
 
-/// The node's health score (see [`crate::health`]).
-fn health_score(node: &Node, writes_ok: bool) -> crate::health::Health {
+/// The machine's figures: disk free, memory available, load per core.
+type Machine = (Option<f64>, Option<f64>, Option<f64>);
+
+/// The node's health score (see [`crate::health`]), and the machine's
+/// figures it used.
+fn health_score(node: &Node, writes_ok: bool) -> (crate::health::Health, Machine) {
     let (members, shards) = match node.cluster.get() {
         Some(cluster) => {
             let views = cluster.member_views();
@@ -545,8 +549,9 @@ fn health_score(node: &Node, writes_ok: bool) -> crate::health::Health {
         None => (None, None),
     };
     let data_dir = node.store.config().data_dir;
-    let (disk_free, system_memory_free, load_per_core) = crate::health::system(&data_dir);
-    crate::health::score(&crate::health::Inputs {
+    let machine = crate::health::system(&data_dir);
+    let (disk_free, system_memory_free, load_per_core) = machine;
+    let health = crate::health::score(&crate::health::Inputs {
         writes_ok,
         members,
         shards,
@@ -554,7 +559,8 @@ fn health_score(node: &Node, writes_ok: bool) -> crate::health::Health {
         disk_free,
         system_memory_free,
         load_per_core,
-    })
+    });
+    (health, machine)
 }
 
 fn self_node(node: &Node) -> Json_ {
@@ -1076,7 +1082,7 @@ async fn hotkeys(
 async fn metrics(State(node): State<Shared>) -> Response {
     let groups = node.cluster.get().map(|c| c.group_stats());
     let stats = node.store.stats();
-    let health = health_score(&node, stats.poisoned.is_none());
+    let (health, machine) = health_score(&node, stats.poisoned.is_none());
     let gauges = crate::metrics::NodeGauges {
         health_score: health.score,
         health_components: health
@@ -1086,6 +1092,9 @@ async fn metrics(State(node): State<Shared>) -> Response {
             .collect(),
         hot_keys: node.hotkeys.hot().len(),
         tracking_clients: node.tracking.stats().clients,
+        disk_free: machine.0,
+        system_memory_free: machine.1,
+        load_per_core: machine.2,
     };
     let text = node.metrics.render(&stats, groups.as_ref(), &gauges);
     (

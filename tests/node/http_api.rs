@@ -352,6 +352,15 @@ fn metrics_and_openapi() {
         assert!(text.contains(series), "metrics lack {series}");
     }
     assert!(text.ends_with("# EOF\n"));
+    if cfg!(target_os = "linux") {
+        for series in [
+            "strata_disk_free_ratio ",
+            "strata_system_memory_available_ratio ",
+            "strata_load_per_core ",
+        ] {
+            assert!(text.contains(series), "metrics lack {series}");
+        }
+    }
     let (s, doc) = get(&node, "/openapi.json");
     assert_eq!(s, 200);
     assert_eq!(doc["openapi"], json!("3.0.3"));
