@@ -86,6 +86,8 @@ pub struct Config {
     pub lua_memory_limit: u64,
     /// Storage settings.
     pub storage: StorageConfig,
+    /// The metric pipeline: partitions, watermark, retention.
+    pub streams: crate::pipeline::StreamsConfig,
     /// Redis's encoding thresholds. strata's layouts don't depend on them;
     /// they are kept so clients and tools that set and read them work,
     /// and OBJECT ENCODING names encodings by them as Redis would.
@@ -249,6 +251,7 @@ impl Default for Config {
             cluster_secret: None,
             raft_snapshot_every: 100_000,
             storage: StorageConfig::default(),
+            streams: crate::pipeline::StreamsConfig::default(),
             pubsub_output_limit: OutputLimit::default(),
             busy_reply_threshold_ms: 5000,
             lua_memory_limit: 1 << 30,
@@ -455,6 +458,9 @@ impl Config {
             }
             other => invalid("storage", other.to_string()),
         })?;
+        self.streams
+            .validate()
+            .map_err(|(field, why)| invalid(&field, why))?;
         crate::pubsub::events::parse(&self.notify_keyspace_events)
             .map_err(|why| invalid("notify_keyspace_events", why))?;
         if !matches!(self.enable_debug_command.as_str(), "no" | "yes" | "local") {

@@ -48,6 +48,7 @@ pub mod health;
 pub mod hotkeys;
 pub mod metrics;
 pub mod node;
+pub mod pipeline;
 pub mod pubsub;
 pub mod scripting;
 pub mod server;

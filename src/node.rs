@@ -144,6 +144,8 @@ pub struct Node {
     pub tracking: crate::tracking::Tracking,
     /// Access counts per key, and the hot ones.
     pub hotkeys: crate::hotkeys::HotKeys,
+    /// The metric pipeline's layout and counters.
+    pub pipeline: crate::pipeline::Pipeline,
     /// Lua scripts and function libraries.
     pub scripts: crate::scripting::Scripts,
     /// The thread that runs scripts and transactions (see [`Runner`]).
@@ -290,6 +292,7 @@ impl Node {
         let persist = cfg_dir.is_dir();
         let lua_memory = cfg.lua_memory_limit as usize;
         let hotkeys = crate::hotkeys::HotKeys::new(cfg.hotkey_threshold_per_min);
+        let pipeline = crate::pipeline::Pipeline::new(&cfg.streams);
         let notify = crate::pubsub::events::parse(&cfg.notify_keyspace_events).unwrap_or(0);
         let slowlog_slower_than = cfg.slowlog_log_slower_than;
         let latency_threshold_ms = cfg.latency_monitor_threshold;
@@ -315,6 +318,7 @@ impl Node {
             monitors: crate::pubsub::Monitors::default(),
             tracking: crate::tracking::Tracking::default(),
             hotkeys,
+            pipeline,
             scripts: crate::scripting::Scripts::new(
                 Some(cfg_dir.join("functions.json")).filter(|_| persist),
                 lua_memory,

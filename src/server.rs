@@ -184,6 +184,8 @@ pub async fn serve(node: Arc<Node>, resp: TcpListener, http_listener: TcpListene
             }
         })
     };
+    // Aggregation workers for the partitions this node leads.
+    let pipeline = tokio::spawn(crate::pipeline::supervise(node.clone()));
     let app = http::router(node.clone());
     let stop = node.shutdown.clone();
     let http_task = tokio::spawn(async move {
@@ -197,6 +199,7 @@ pub async fn serve(node: Arc<Node>, resp: TcpListener, http_listener: TcpListene
     node.scripts.stop();
     let _ = acceptor.await;
     let _ = minutes.await;
+    let _ = pipeline.await;
     if let Some(cluster) = node.cluster.get() {
         cluster.shutdown().await;
     }

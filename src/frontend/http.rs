@@ -37,7 +37,7 @@ type Shared = Arc<Node>;
 
 /// An error response: `{"ok":false,"success":false,"error":"..."}`, so that
 /// clients of every seed find the field they check.
-pub struct ApiError(StatusCode, String);
+pub struct ApiError(pub(super) StatusCode, pub(super) String);
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
@@ -49,7 +49,7 @@ impl IntoResponse for ApiError {
     }
 }
 
-fn bad(msg: impl Into<String>) -> ApiError {
+pub(super) fn bad(msg: impl Into<String>) -> ApiError {
     ApiError(StatusCode::BAD_REQUEST, msg.into())
 }
 
@@ -80,6 +80,7 @@ pub fn router(node: Shared) -> Router {
         .route("/metrics", get(metrics))
         .route("/api/hotkeys", get(hotkeys))
         .route("/openapi.json", get(openapi))
+        .merge(super::pipeline_api::routes())
         .layer(middleware::from_fn_with_state(node.clone(), identify))
         .layer(middleware::from_fn_with_state(node.clone(), track))
         .layer(DefaultBodyLimit::max(limit))
@@ -176,6 +177,20 @@ async fn exec_with(
     args: Vec<Bytes>,
     prepare: impl FnOnce(&mut Session),
 ) -> Result<(Reply, Session), ApiError> {
+    let mut session = caller_session(node)?;
+    prepare(&mut session);
+    // The same path as a RESP client's: routed to the key's shard leader
+    // in cluster mode.
+    let reply = dispatch(node, &mut session, &args).await;
+    settle(node, &session).await?;
+    if let Reply::Error(msg) = &reply {
+        return Err(ApiError(error_status(msg), msg.clone()));
+    }
+    Ok((reply, session))
+}
+
+/// A session acting as the request's caller (see [`identify`]).
+pub(super) fn caller_session(node: &Node) -> Result<Session, ApiError> {
     let handle = Arc::new(ClientHandle::new(0, "http".into(), String::new(), 0));
     let mut session = Session::new(handle, true);
     session.acl_generation = node.acl.generation();
@@ -194,10 +209,11 @@ async fn exec_with(
         }
         Caller::Refused(why) => return Err(ApiError(StatusCode::UNAUTHORIZED, why)),
     }
-    prepare(&mut session);
-    // The same path as a RESP client's: routed to the key's shard leader
-    // in cluster mode.
-    let reply = dispatch(node, &mut session, &args).await;
+    Ok(session)
+}
+
+/// Makes the session's writes durable before they are acknowledged.
+pub(super) async fn settle(node: &Node, session: &Session) -> Result<(), ApiError> {
     if let Some(lsn) = session.pending_lsn {
         if let Err(e) = super::make_durable(&node.store, lsn).await {
             let Reply::Error(msg) = storage_error(e) else {
@@ -206,18 +222,19 @@ async fn exec_with(
             return Err(ApiError(StatusCode::SERVICE_UNAVAILABLE, msg));
         }
     }
-    if let Reply::Error(msg) = &reply {
-        let unavailable = ["MISCONF", "NOQUORUM", "CLUSTERDOWN", "TRYAGAIN"];
-        let status = if unavailable.iter().any(|p| msg.starts_with(p)) {
-            StatusCode::SERVICE_UNAVAILABLE
-        } else if msg.starts_with("NOPERM") {
-            StatusCode::FORBIDDEN
-        } else {
-            StatusCode::BAD_REQUEST
-        };
-        return Err(ApiError(status, msg.clone()));
+    Ok(())
+}
+
+/// The HTTP status of a command's error reply.
+pub(super) fn error_status(msg: &str) -> StatusCode {
+    let unavailable = ["MISCONF", "NOQUORUM", "CLUSTERDOWN", "TRYAGAIN"];
+    if unavailable.iter().any(|p| msg.starts_with(p)) {
+        StatusCode::SERVICE_UNAVAILABLE
+    } else if msg.starts_with("NOPERM") {
+        StatusCode::FORBIDDEN
+    } else {
+        StatusCode::BAD_REQUEST
     }
-    Ok((reply, session))
 }
 
 fn args(parts: &[&[u8]]) -> Vec<Bytes> {
@@ -257,7 +274,7 @@ fn mem_ratio(node: &Node) -> f64 {
     (r * 1000.0).round() / 1000.0
 }
 
-fn check_api_key(
+pub(super) fn check_api_key(
     node: &Node,
     headers: &HeaderMap,
     query: &HashMap<String, String>,

@@ -4,6 +4,7 @@
 pub mod connection;
 pub mod http;
 mod openapi;
+mod pipeline_api;
 pub mod resp;
 
 use crate::storage::{Lsn, StorageError, Store};
