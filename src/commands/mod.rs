@@ -1103,6 +1103,19 @@ pub fn lookup(name: &[u8]) -> Option<(usize, &'static Spec)> {
     index().get(lower).map(|&i| (i, &COMMANDS[i]))
 }
 
+/// Makes a request batch's writes (up to `lsn`) as durable as `appendfsync`
+/// promises, before anyone acknowledges them. Under `always` the fsync
+/// runs on the blocking pool, so the calling thread keeps serving.
+pub async fn make_durable(store: &crate::storage::Store, lsn: Lsn) -> Result<(), StorageError> {
+    if !store.sync_blocks() {
+        return store.sync(lsn);
+    }
+    let store = store.clone();
+    tokio::task::spawn_blocking(move || store.sync(lsn))
+        .await
+        .unwrap_or_else(|e| Err(StorageError::Io(std::io::Error::other(e))))
+}
+
 /// Per-connection state.
 pub struct Session {
     /// Selected database.

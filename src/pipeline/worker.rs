@@ -36,7 +36,7 @@ use super::event::MetricEvent;
 use super::series;
 use super::window::{Clock, EntryId, Offer, Windows};
 use super::{PartitionStatus, Pipeline, GROUP};
-use crate::commands::{dispatch, Reply, Session};
+use crate::commands::{dispatch, make_durable, Reply, Session};
 use crate::node::{ClientHandle, Node};
 use crate::storage::now_ms;
 
@@ -514,6 +514,13 @@ impl Worker {
             Reply::NilArray | Reply::Nil => return Err(WorkerError::Fenced),
             Reply::Error(e) => return Err(WorkerError::Command(e)),
             other => return Err(WorkerError::Command(format!("EXEC answered {other:?}"))),
+        }
+        // Durable before it counts as committed, so a restart resumes from
+        // here rather than redoing the work.
+        if let Some(lsn) = self.session.pending_lsn.take() {
+            make_durable(&self.node.store, lsn)
+                .await
+                .map_err(|e| WorkerError::Command(e.to_string()))?;
         }
         self.committed = raw;
         self.state = next;

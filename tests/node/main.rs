@@ -13,6 +13,7 @@ mod http_api;
 mod introspection;
 mod keyspace_events;
 mod load_tools;
+mod pipeline;
 mod poisoned_log;
 mod pubsub;
 mod recover_after_kill;

@@ -1,0 +1,603 @@
+//! The metric pipeline end to end: events in over HTTP (and XADD), one-
+//! minute points out of `/v1/series`, checked against aggregates computed
+//! here, independently, from the same events.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+use crate::common::{q, TestNode};
+use crate::server_process::free_port;
+
+fn agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into()
+}
+
+fn post(url: &str, body: &str) -> (u16, Value) {
+    let mut r = agent()
+        .post(url)
+        .header("content-type", "application/json")
+        .send(body)
+        .unwrap();
+    let status = r.status().as_u16();
+    (status, r.body_mut().read_json().unwrap_or(Value::Null))
+}
+
+fn get(url: &str) -> (u16, Value) {
+    let mut r = agent().get(url).call().unwrap();
+    let status = r.status().as_u16();
+    (status, r.body_mut().read_json().unwrap_or(Value::Null))
+}
+
+/// A small deterministic generator (xorshift), so every run sends the
+/// same events.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+/// An event as sent.
+#[derive(Clone)]
+struct Ev {
+    server: String,
+    metric: String,
+    value: f64,
+    ts: f64,
+}
+
+impl Ev {
+    fn json(&self, tenant: &str) -> Value {
+        json!({"tenant": tenant, "server_id": self.server, "metric": self.metric, "value": self.value, "ts": self.ts})
+    }
+}
+
+/// The aggregates a correct pipeline with one partition must produce:
+/// the watermark is the newest event time minus the lateness, an event
+/// whose window has ended at the watermark is dropped, and percentiles
+/// are by nearest rank.
+#[derive(Default)]
+struct Model {
+    max_ts: Option<f64>,
+    windows: BTreeMap<(String, String, i64), Vec<f64>>,
+    late: u64,
+}
+
+impl Model {
+    fn offer(&mut self, e: &Ev) {
+        let start = (e.ts / 60.0).floor() as i64 * 60;
+        let wm = self.max_ts.map_or(f64::MIN, |m| m - 10.0);
+        if (start + 60) as f64 <= wm {
+            self.late += 1;
+            return;
+        }
+        self.windows
+            .entry((e.server.clone(), e.metric.clone(), start))
+            .or_default()
+            .push(e.value);
+        self.max_ts = Some(self.max_ts.map_or(e.ts, |m| m.max(e.ts)));
+    }
+
+    fn point(values: &[f64], ts: i64) -> Value {
+        let mut sorted = values.to_vec();
+        sorted.sort_by(f64::total_cmp);
+        let rank = |q: f64| sorted[((q * sorted.len() as f64).ceil() as usize).max(1) - 1];
+        let sum: f64 = values.iter().sum();
+        json!({
+            "ts": ts,
+            "count": values.len(),
+            "sum": sum,
+            "min": sorted[0],
+            "max": sorted[sorted.len() - 1],
+            "avg": sum / values.len() as f64,
+            "p50": rank(0.50),
+            "p95": rank(0.95),
+            "p99": rank(0.99),
+        })
+    }
+
+    fn expected(&self, server: &str, metric: &str) -> Vec<Value> {
+        self.windows
+            .iter()
+            .filter(|((s, m, _), _)| s == server && m == metric)
+            .map(|((_, _, ts), v)| Model::point(v, *ts))
+            .collect()
+    }
+}
+
+/// Events for `servers` × `metrics` over `minutes` minutes from `base`,
+/// out of order within a few seconds, with some stragglers: some within
+/// the 10 s lateness, some far behind it.
+fn events(seed: u64, base: i64, minutes: i64, servers: usize, metrics: usize) -> Vec<Ev> {
+    let mut rng = Rng(seed);
+    let mut out = Vec::new();
+    for step in 0..minutes * 12 {
+        let t = base as f64 + step as f64 * 5.0;
+        for s in 0..servers {
+            for m in 0..metrics {
+                let jitter = rng.below(4000) as f64 / 1000.0;
+                let straggle = match rng.below(40) {
+                    0 => 8.0,  // late, but inside the lateness
+                    1 => 95.0, // behind the watermark: dropped
+                    _ => 0.0,
+                };
+                out.push(Ev {
+                    server: format!("srv-{s}"),
+                    metric: format!("m{m}"),
+                    value: (rng.below(10_000) as f64) / 100.0,
+                    ts: (t + jitter - straggle).max(0.0),
+                });
+            }
+        }
+    }
+    out
+}
+
+fn send(http: &str, tenant: &str, evs: &[Ev]) {
+    for chunk in evs.chunks(50) {
+        let body: Vec<Value> = chunk.iter().map(|e| e.json(tenant)).collect();
+        let (status, r) = post(
+            &format!("{http}/v1/metrics"),
+            &Value::Array(body).to_string(),
+        );
+        assert_eq!(status, 200, "{r}");
+        assert_eq!(r["accepted"], chunk.len(), "{r}");
+    }
+}
+
+/// Sends an event far ahead, from another tenant, so the watermark closes
+/// every earlier window.
+fn close_all(http: &str, base: i64) {
+    let ev = json!([{"tenant": "clock", "server_id": "x", "metric": "tick", "value": 0, "ts": base + 3600}]);
+    let (status, r) = post(&format!("{http}/v1/metrics"), &ev.to_string());
+    assert_eq!(status, 200, "{r}");
+}
+
+/// Polls a series until it has `want` points (bounded).
+fn series_with(http: &str, tenant: &str, server: &str, metric: &str, want: usize) -> Vec<Value> {
+    let url = format!("{http}/v1/series?tenant={tenant}&server_id={server}&metric={metric}");
+    let mut last = Value::Null;
+    for _ in 0..200 {
+        let (status, body) = get(&url);
+        assert_eq!(status, 200, "{body}");
+        let points = body["points"].as_array().cloned().unwrap_or_default();
+        if points.len() >= want {
+            return points;
+        }
+        last = body;
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("{server}/{metric} never reached {want} points: {last}");
+}
+
+fn assert_points(got: &[Value], want: &[Value]) {
+    assert_eq!(got.len(), want.len(), "points: {got:?}\nwant: {want:?}");
+    for (g, w) in got.iter().zip(want) {
+        for f in ["ts", "count", "min", "max", "p50", "p95", "p99"] {
+            assert_eq!(g[f].as_f64(), w[f].as_f64(), "{f} of {g} vs {w}");
+        }
+        for f in ["sum", "avg"] {
+            let (a, b) = (g[f].as_f64().unwrap(), w[f].as_f64().unwrap());
+            assert!((a - b).abs() < 1e-9 * b.abs().max(1.0), "{f} of {g} vs {w}");
+        }
+    }
+}
+
+/// A minute boundary comfortably in the past.
+fn base() -> i64 {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    (now / 60) * 60 - 2 * 3600
+}
+
+#[test]
+fn known_events_give_known_points() {
+    let node = TestNode::start(|c| {
+        c.streams.partitions = 1;
+        c.streams.idle_advance_secs = 0;
+    });
+    let http = node.http("");
+    let base = base();
+    let evs = events(7, base, 6, 3, 2);
+    let mut model = Model::default();
+    for e in &evs {
+        model.offer(e);
+    }
+    assert!(model.late > 0, "the input has events behind the watermark");
+    send(&http, "acme", &evs);
+    close_all(&http, base);
+    for s in 0..3 {
+        for m in 0..2 {
+            let (server, metric) = (format!("srv-{s}"), format!("m{m}"));
+            let want = model.expected(&server, &metric);
+            let got = series_with(&http, "acme", &server, &metric, want.len());
+            assert_points(&got, &want);
+        }
+    }
+    // The query by server: every metric, same points.
+    let (_, all) = get(&format!("{http}/v1/series?tenant=acme&server_id=srv-1"));
+    let metrics: Vec<&str> = all["series"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["metric"].as_str().unwrap())
+        .collect();
+    assert_eq!(metrics, ["m0", "m1"]);
+    assert_points(
+        all["series"][1]["points"].as_array().unwrap(),
+        &model.expected("srv-1", "m1"),
+    );
+    // A time range.
+    let (_, some) = get(&format!(
+        "{http}/v1/series?tenant=acme&server_id=srv-0&metric=m0&from={}&to={}",
+        base + 60,
+        base + 120
+    ));
+    let ts: Vec<i64> = some["points"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["ts"].as_i64().unwrap())
+        .collect();
+    assert_eq!(ts, [base + 60, base + 120]);
+    // Late events were counted for their tenant.
+    let (_, topic) = get(&format!("{http}/v1/topics/metrics"));
+    assert_eq!(
+        topic["partition"][0]["late_by_tenant"]["acme"], model.late,
+        "{topic}"
+    );
+    assert_eq!(topic["partition"][0]["lag"], 0, "{topic}");
+    // Another tenant sees nothing of these.
+    let (_, other) = get(&format!("{http}/v1/series?tenant=other&server_id=srv-1"));
+    assert_eq!(other["series"], json!([]));
+
+    // A busy minute: past 64 values the percentiles come from a sketch,
+    // within 1% of the exact ones.
+    let busy: Vec<Ev> = (0..500)
+        .map(|i| Ev {
+            server: "busy".into(),
+            metric: "lat".into(),
+            value: 1.0 + f64::from(i * 37 % 500),
+            ts: (base + 3600 + 60) as f64 + f64::from(i) / 10.0,
+        })
+        .collect();
+    send(&http, "acme", &busy);
+    let ev = json!([{"tenant": "clock", "server_id": "x", "metric": "tick", "value": 0, "ts": base + 3600 + 200}]);
+    post(&format!("{http}/v1/metrics"), &ev.to_string());
+    let got = series_with(&http, "acme", "busy", "lat", 1);
+    assert_eq!(got[0]["count"], 500);
+    assert_eq!(
+        (got[0]["min"].as_f64(), got[0]["max"].as_f64()),
+        (Some(1.0), Some(500.0))
+    );
+    for (f, want) in [("p50", 250.0), ("p95", 475.0), ("p99", 495.0)] {
+        let v = got[0][f].as_f64().unwrap();
+        assert!(
+            (v - want).abs() / want < 0.015,
+            "{f} = {v}, want about {want}"
+        );
+    }
+}
+
+#[test]
+fn bad_events_are_refused_one_by_one_and_bad_entries_dead_lettered() {
+    let node = TestNode::start(|c| {
+        c.streams.partitions = 1;
+        c.streams.idle_advance_secs = 0;
+    });
+    let http = node.http("");
+    let base = base();
+    let good = |v: f64, ts: i64| json!({"tenant": "t", "server_id": "s", "metric": "cpu", "value": v, "ts": ts});
+    let batch = json!([
+        good(1.0, base),
+        {"tenant": "t", "server_id": "s", "metric": "cpu", "value": "high", "ts": base},
+        good(2.0, base + 1),
+        {"tenant": "t", "metric": "cpu", "value": 1, "ts": base},
+        "not an object",
+        {"tenant": "t", "server_id": "s", "metric": "cpu", "value": 1, "ts": base + 86_400 * 365},
+    ]);
+    let (status, r) = post(&format!("{http}/v1/metrics"), &batch.to_string());
+    assert_eq!(status, 200, "{r}");
+    assert_eq!(r["accepted"], 2);
+    assert_eq!(r["rejected"], 4);
+    let errors: Vec<(u64, &str)> = r["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| (e["index"].as_u64().unwrap(), e["error"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        errors,
+        [
+            (1, "field 'value' must be a number"),
+            (3, "missing field 'server_id'"),
+            (4, "an event must be a JSON object"),
+            (
+                5,
+                "field 'ts' is more than 300 s ahead of the server's clock"
+            ),
+        ]
+    );
+    // NDJSON, with a line that isn't JSON.
+    let nd = format!(
+        "{}\n{{oops\n\n{}\n",
+        good(3.0, base + 2),
+        good(4.0, base + 3)
+    );
+    let (status, r) = post(&format!("{http}/v1/metrics"), &nd);
+    assert_eq!(status, 200, "{r}");
+    assert_eq!(
+        (r["accepted"].as_u64(), r["rejected"].as_u64()),
+        (Some(2), Some(1))
+    );
+    assert_eq!(r["errors"][0]["index"], 1);
+    // A body that is all bad: 400 with the same shape; broken JSON: 400.
+    let (status, r) = post(&format!("{http}/v1/metrics"), "[1, 2]");
+    assert_eq!((status, r["rejected"].as_u64()), (400, Some(2)));
+    let (status, r) = post(&format!("{http}/v1/metrics"), "[{");
+    assert_eq!(status, 400);
+    assert!(
+        r["error"].as_str().unwrap().starts_with("invalid JSON"),
+        "{r}"
+    );
+
+    // Over RESP: an event XADDed to the partition stream counts like one
+    // sent over HTTP; a malformed entry goes to the dead letters and the
+    // worker carries on.
+    let (_, topic) = get(&format!("{http}/v1/topics/metrics"));
+    let stream = topic["partition"][0]["stream"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let dead = topic["partition"][0]["dead_letter_stream"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let mut c = node.client();
+    let ts = (base + 4).to_string();
+    q(
+        &mut c,
+        &[
+            "XADD",
+            &stream,
+            "*",
+            "tenant",
+            "t",
+            "server_id",
+            "s",
+            "metric",
+            "cpu",
+            "value",
+            "5",
+            "ts",
+            &ts,
+        ],
+    );
+    q(
+        &mut c,
+        &[
+            "XADD",
+            &stream,
+            "*",
+            "tenant",
+            "t",
+            "server_id",
+            "s",
+            "metric",
+            "cpu",
+            "value",
+            "NaN",
+            "ts",
+            &ts,
+        ],
+    );
+    q(&mut c, &["XADD", &stream, "*", "hello", "world"]);
+    q(
+        &mut c,
+        &[
+            "XADD",
+            &stream,
+            "*",
+            "tenant",
+            "t",
+            "server_id",
+            "s",
+            "metric",
+            "cpu",
+            "value",
+            "6",
+            "ts",
+            &ts,
+        ],
+    );
+    close_all(&http, base);
+    let got = series_with(&http, "t", "s", "cpu", 1);
+    assert_eq!(got[0]["count"], 6, "{got:?}");
+    assert_eq!(got[0]["sum"], 21.0);
+    let mut ok = false;
+    for _ in 0..100 {
+        if let redis::Value::Int(2) = q(&mut c, &["XLEN", &dead]) {
+            ok = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(ok, "two entries dead-lettered");
+    let entries: Vec<(String, Vec<(String, String)>)> = redis::cmd("XRANGE")
+        .arg(&dead)
+        .arg("-")
+        .arg("+")
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(
+        entries[0].1[0],
+        ("error".into(), "field 'value' must be a number".into())
+    );
+    assert_eq!(
+        entries[1].1[0],
+        ("error".into(), "missing field 'tenant'".into())
+    );
+    let (_, topic) = get(&format!("{http}/v1/topics/metrics"));
+    assert_eq!(topic["partition"][0]["dead_lettered"], 2, "{topic}");
+}
+
+#[test]
+fn the_ring_keeps_retention_slots_minutes() {
+    let node = TestNode::start(|c| {
+        c.streams.retention_slots = 5;
+        c.streams.idle_advance_secs = 0;
+    });
+    let http = node.http("");
+    let base = base();
+    let evs: Vec<Ev> = (0..8)
+        .map(|m| Ev {
+            server: "s".into(),
+            metric: "disk".into(),
+            value: m as f64,
+            ts: (base + m * 60 + 30) as f64,
+        })
+        .collect();
+    send(&http, "t", &evs);
+    let far = json!([{"tenant": "t", "server_id": "s", "metric": "clock", "value": 0, "ts": base + 3600}]);
+    post(&format!("{http}/v1/metrics"), &far.to_string());
+    // The newest minute closes last; by then the ring holds minutes 3-7.
+    let want: Vec<i64> = (3..8).map(|m| base + m * 60).collect();
+    let mut ts = Vec::new();
+    for _ in 0..200 {
+        let got = series_with(&http, "t", "s", "disk", 5);
+        ts = got.iter().map(|p| p["ts"].as_i64().unwrap()).collect();
+        if ts.last() == want.last() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(ts, want);
+    // A range reaching back before the retained minutes gets those kept.
+    let (_, some) = get(&format!(
+        "{http}/v1/series?tenant=t&server_id=s&metric=disk&from={base}&to={}",
+        base + 4 * 60
+    ));
+    let ts: Vec<i64> = some["points"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["ts"].as_i64().unwrap())
+        .collect();
+    assert_eq!(ts, [base + 180, base + 240]);
+    let (status, _) = get(&format!(
+        "{http}/v1/series?tenant=t&server_id=s&from=5&to=1"
+    ));
+    assert_eq!(status, 400);
+    let (status, _) = get(&format!("{http}/v1/series?tenant=t"));
+    assert_eq!(status, 400);
+}
+
+fn spawn(dir: &std::path::Path, port: u16, http: u16) -> std::process::Child {
+    let cfg = dir.join("strata.toml");
+    std::fs::write(
+        &cfg,
+        "[streams]\npartitions = 1\nidle_advance_secs = 0\n[storage]\nappendfsync = \"always\"\n",
+    )
+    .unwrap();
+    std::process::Command::new(env!("CARGO_BIN_EXE_strata"))
+        .args([
+            "server",
+            "--port",
+            &port.to_string(),
+            "--http-port",
+            &http.to_string(),
+        ])
+        .arg("--config")
+        .arg(&cfg)
+        .arg("--data-dir")
+        .arg(dir.join("data"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn strata")
+}
+
+fn wait_http(http: &str) {
+    for _ in 0..200 {
+        if agent().get(&format!("{http}/health")).call().is_ok() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("strata did not serve HTTP at {http}");
+}
+
+struct Killed(std::process::Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn a_worker_killed_mid_window_restarts_without_double_counting() {
+    let dir = tempfile::tempdir().unwrap();
+    let (port, http_port) = (free_port(), free_port());
+    let http = format!("http://127.0.0.1:{http_port}");
+    let base = base();
+    let evs = events(11, base, 8, 2, 2);
+    let mut model = Model::default();
+    for e in &evs {
+        model.offer(e);
+    }
+    let half = evs.len() / 2;
+
+    let mut child = Killed(spawn(dir.path(), port, http_port));
+    wait_http(&http);
+    send(&http, "acme", &evs[..half]);
+    // Wait until the worker has read everything, with windows still open
+    // and some already stored: then kill it mid-window.
+    let mut status = Value::Null;
+    for _ in 0..200 {
+        let (_, t) = get(&format!("{http}/v1/topics/metrics"));
+        status = t["partition"][0].clone();
+        if status["lag"] == 0 && status["open_windows"].as_u64().unwrap_or(0) > 0 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(status["lag"], 0, "{status}");
+    assert!(status["open_windows"].as_u64().unwrap() > 0, "{status}");
+    assert!(status["windows_stored"].as_u64().unwrap() > 0, "{status}");
+    child.0.kill().unwrap();
+    child.0.wait().unwrap();
+
+    let _child = Killed(spawn(dir.path(), port, http_port));
+    wait_http(&http);
+    send(&http, "acme", &evs[half..]);
+    close_all(&http, base);
+    for s in 0..2 {
+        for m in 0..2 {
+            let (server, metric) = (format!("srv-{s}"), format!("m{m}"));
+            let want = model.expected(&server, &metric);
+            let got = series_with(&http, "acme", &server, &metric, want.len());
+            assert_points(&got, &want);
+        }
+    }
+    let (_, t) = get(&format!("{http}/v1/topics/metrics"));
+    assert_eq!(
+        t["partition"][0]["late_by_tenant"]["acme"], model.late,
+        "{t}"
+    );
+}
