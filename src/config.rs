@@ -447,6 +447,41 @@ impl Config {
                 self.local_cache_hotkeys = parse_bool(var, &v)?;
             }
         }
+        let st = &mut self.streams;
+        let streams: [(&str, &mut u64); 3] = [
+            (
+                "STRATA_STREAMS_ALLOWED_LATENESS_SECS",
+                &mut st.allowed_lateness_secs,
+            ),
+            (
+                "STRATA_STREAMS_IDLE_ADVANCE_SECS",
+                &mut st.idle_advance_secs,
+            ),
+            (
+                "STRATA_STREAMS_LOG_RETENTION_SECS",
+                &mut st.log_retention_secs,
+            ),
+        ];
+        for (var, slot) in streams {
+            if let Some(v) = get(var) {
+                *slot = parse_secs(var, &v)?;
+            }
+        }
+        let counts: [(&str, &mut u32); 2] = [
+            ("STRATA_STREAMS_PARTITIONS", &mut st.partitions),
+            ("STRATA_STREAMS_RETENTION_SLOTS", &mut st.retention_slots),
+        ];
+        for (var, slot) in counts {
+            if let Some(v) = get(var) {
+                *slot = v
+                    .trim()
+                    .parse()
+                    .map_err(|_| invalid(var, format!("{v:?} is not a count")))?;
+            }
+        }
+        if let Some(v) = get("STRATA_STREAMS_WORKERS") {
+            st.workers = parse_bool("STRATA_STREAMS_WORKERS", &v)?;
+        }
         Ok(())
     }
 

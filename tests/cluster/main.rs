@@ -3,10 +3,13 @@
 //!
 //! One test binary for all of them, so a release build links it once.
 
+#[path = "../shared/metric_model.rs"]
+mod metric_model;
 mod procs;
 
 mod failover;
 mod partition;
+mod pipeline;
 mod snapshot;
 mod transactions;
 mod transport;

@@ -5,6 +5,8 @@
 //! One test binary for all of them, so a release build links it once.
 
 mod common;
+#[path = "../shared/metric_model.rs"]
+mod metric_model;
 mod storage_common;
 
 mod acl;
