@@ -182,10 +182,18 @@ fn run_generate(a: strata::tools::generate::GenerateArgs) -> anyhow::Result<()> 
     let r = client_runtime()?
         .block_on(strata::tools::generate::run(a))
         .map_err(anyhow::Error::msg)?;
-    println!(
-        "generate: sent={} ok={} failed={} retried={} hot={} in {:.1} s",
-        r.sent, r.ok, r.failed, r.retried, r.hot, r.seconds
-    );
+    if r.batches > 0 {
+        println!(
+            "generate: events sent={} accepted={} rejected={} (late on purpose {}) failed={} in {} requests, {} retried, {:.1} s, {:.0} accepted/s",
+            r.sent, r.ok, r.rejected, r.late, r.failed, r.batches, r.retried, r.seconds,
+            r.ok as f64 / r.seconds.max(1e-9)
+        );
+    } else {
+        println!(
+            "generate: sent={} ok={} failed={} retried={} hot={} in {:.1} s",
+            r.sent, r.ok, r.failed, r.retried, r.hot, r.seconds
+        );
+    }
     if json {
         println!("{}", serde_json::to_string(&r)?);
     }

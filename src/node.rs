@@ -493,6 +493,8 @@ impl Runner {
 pub struct WaitSlot {
     /// Rung when a key it waits on may have something for it.
     pub ready: tokio::sync::Notify,
+    /// The node's own wait, not a client's.
+    internal: bool,
 }
 
 /// Clients blocked on keys, first come first served per key. A write
@@ -502,12 +504,16 @@ pub struct WaitSlot {
 #[derive(Default)]
 pub struct Waiters {
     count: std::sync::atomic::AtomicUsize,
+    /// The node's own waits (pipeline workers), not clients: they are
+    /// woken the same way but not reported as blocked clients.
+    internal: std::sync::atomic::AtomicUsize,
     queues: Mutex<HashMap<(usize, Vec<u8>), VecDeque<Arc<WaitSlot>>>>,
 }
 
 /// A client's registration in [`Waiters`], removed on drop.
 pub struct Waiting<'a> {
     waiters: &'a Waiters,
+    internal: bool,
     keys: Vec<(usize, Vec<u8>)>,
     /// The client's slot.
     pub slot: Arc<WaitSlot>,
@@ -516,24 +522,48 @@ pub struct Waiting<'a> {
 impl Waiters {
     /// Queues a client behind the ones already waiting on `keys`.
     pub fn wait(&self, keys: Vec<(usize, Vec<u8>)>) -> Waiting<'_> {
+        self.enqueue(keys, false)
+    }
+
+    /// Waits on `keys` for the node itself (a pipeline worker): woken
+    /// like a client, not counted as one.
+    pub fn wait_internal(&self, keys: Vec<(usize, Vec<u8>)>) -> Waiting<'_> {
+        self.enqueue(keys, true)
+    }
+
+    fn enqueue(&self, keys: Vec<(usize, Vec<u8>)>, internal: bool) -> Waiting<'_> {
         let slot = Arc::new(WaitSlot {
             ready: tokio::sync::Notify::new(),
+            internal,
         });
         let mut q = self.queues.lock();
         for k in &keys {
             q.entry(k.clone()).or_default().push_back(slot.clone());
         }
-        self.count.fetch_add(1, Ordering::Relaxed);
+        self.counter(internal).fetch_add(1, Ordering::Relaxed);
         Waiting {
             waiters: self,
+            internal,
             keys,
             slot,
         }
     }
 
+    fn counter(&self, internal: bool) -> &std::sync::atomic::AtomicUsize {
+        if internal {
+            &self.internal
+        } else {
+            &self.count
+        }
+    }
+
+    fn nobody(&self) -> bool {
+        self.count.load(Ordering::Relaxed) == 0 && self.internal.load(Ordering::Relaxed) == 0
+    }
+
     /// Something may be waiting for `key`: wake the first client in line.
     pub fn signal(&self, db: usize, key: &[u8]) {
-        if self.count.load(Ordering::Relaxed) == 0 {
+        if self.nobody() {
             return;
         }
         let q = self.queues.lock();
@@ -545,7 +575,7 @@ impl Waiters {
     /// Every key of `db` may hold something new (SWAPDB): wakes the first
     /// client in line on each.
     pub fn signal_db(&self, db: usize) {
-        if self.count.load(Ordering::Relaxed) == 0 {
+        if self.nobody() {
             return;
         }
         let q = self.queues.lock();
@@ -563,9 +593,13 @@ impl Waiters {
         self.count.load(Ordering::Relaxed)
     }
 
-    /// Keys someone is blocked on.
+    /// Keys some client is blocked on.
     pub fn keys(&self) -> usize {
-        self.queues.lock().len()
+        self.queues
+            .lock()
+            .values()
+            .filter(|line| line.iter().any(|s| !s.internal))
+            .count()
     }
 }
 
@@ -584,7 +618,9 @@ impl Drop for Waiting<'_> {
                 }
             }
         }
-        self.waiters.count.fetch_sub(1, Ordering::Relaxed);
+        self.waiters
+            .counter(self.internal)
+            .fetch_sub(1, Ordering::Relaxed);
     }
 }
 

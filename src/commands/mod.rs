@@ -1182,6 +1182,9 @@ pub struct Session {
     pub reply_skip: u8,
     /// CLIENT NO-TOUCH: reads don't count toward a key's recency.
     pub no_touch: bool,
+    /// The node's own work (the metric pipeline's workers): left out of
+    /// MONITOR, the slow log, command metrics and INFO's counters.
+    pub internal: bool,
 }
 
 impl Session {
@@ -1216,6 +1219,7 @@ impl Session {
             reply_off: false,
             reply_skip: 0,
             no_touch: false,
+            internal: false,
         }
     }
 
@@ -1737,6 +1741,22 @@ pub fn execute(ctx: &mut Ctx<'_>, args: &[Bytes]) -> Reply {
     if ctx.s.caching.is_some() {
         tracking::after_command(ctx.s, spec, args);
     }
+    if !ctx.s.internal {
+        account(ctx, idx, spec, args, started, &reply);
+    }
+    reply
+}
+
+/// What a client's command leaves behind for the operator: MONITOR lines,
+/// the slow log, per-command metrics and INFO's counters.
+fn account(
+    ctx: &mut Ctx<'_>,
+    idx: usize,
+    spec: &Spec,
+    args: &[Bytes],
+    started: Instant,
+    reply: &Reply,
+) {
     if ctx.node.monitors.active() {
         diagnostics::monitor(ctx, idx, spec, args);
     }
@@ -1752,7 +1772,7 @@ pub fn execute(ctx: &mut Ctx<'_>, args: &[Bytes]) -> Reply {
         took.as_micros() as u64,
         std::sync::atomic::Ordering::Relaxed,
     );
-    if let Reply::Error(text) = &reply {
+    if let Reply::Error(text) = reply {
         m.errors.inc();
         let prefix = text.split(' ').next().unwrap_or("ERR");
         let mut by = ctx.node.errors_by_prefix.lock();
@@ -1766,5 +1786,4 @@ pub fn execute(ctx: &mut Ctx<'_>, args: &[Bytes]) -> Reply {
     ctx.node
         .total_commands
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    reply
 }

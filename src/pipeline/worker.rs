@@ -40,8 +40,9 @@ use crate::commands::{dispatch, make_durable, Reply, Session};
 use crate::node::{ClientHandle, Node};
 use crate::storage::now_ms;
 
-/// How long a caught-up worker waits before looking again.
-const POLL: Duration = Duration::from_millis(50);
+/// How long a caught-up worker waits for an XADD before looking again
+/// anyway (for its idle clock and retention).
+const IDLE_LOOK: Duration = Duration::from_secs(1);
 /// Dead letters kept per partition (older ones are trimmed).
 const DEAD_LETTERS_KEPT: usize = 100_000;
 /// Series names remembered as indexed before the memory is cleared.
@@ -125,6 +126,8 @@ struct Worker {
     committed: Bytes,
     pos: EntryId,
     known: HashSet<super::event::SeriesId>,
+    /// The consumer group exists.
+    group_ready: bool,
     last_entry: Instant,
     last_trim: Instant,
 }
@@ -215,7 +218,12 @@ impl Worker {
         ));
         let lateness = node.cfg.read().streams.allowed_lateness_secs as i64 * 1000;
         let mut w = Worker {
-            session: Session::new(handle, true),
+            session: {
+                let mut s = Session::new(handle, true);
+                s.internal = true;
+                s
+            },
+            group_ready: false,
             stream: b(stream),
             state_key: b(state_key.clone()),
             windows: Windows::new(lateness, Clock::default()),
@@ -244,21 +252,6 @@ impl Worker {
                 floor: w.state.floor,
             },
         );
-        let created = w
-            .call(vec![
-                b("XGROUP"),
-                b("CREATE"),
-                w.stream.clone(),
-                b(GROUP),
-                b("0"),
-                b("MKSTREAM"),
-            ])
-            .await;
-        if let Reply::Error(e) = created {
-            if !e.starts_with("BUSYGROUP") {
-                return Err(WorkerError::Command(e));
-            }
-        }
         if let Some((from, mut read)) = w.state.replay_from.clone() {
             let mut start = from;
             loop {
@@ -286,9 +279,13 @@ impl Worker {
             }
         }
         // Take the partition over: from here on, an older worker's commit
-        // fails.
+        // fails. (A partition that never had events gets its keys with its
+        // first commit.)
         w.state.owner = format!("{}-{:x}", w.node.node_id, rand::random::<u64>());
-        w.commit(Vec::new(), Vec::new()).await?;
+        if !w.committed.is_empty() {
+            w.group_ready = true;
+            w.commit(Vec::new(), Vec::new()).await?;
+        }
         tracing::info!(
             partition = p,
             committed = %w.pos,
@@ -304,6 +301,10 @@ impl Worker {
                 return Ok(());
             }
             let batch_size = self.node.cfg.read().streams.worker_batch;
+            // In line for the stream before looking, so an XADD between the
+            // look and the wait still wakes this worker.
+            let node = self.node.clone();
+            let waiting = node.waiters.wait_internal(vec![(0, self.stream.to_vec())]);
             let batch = entries(
                 self.ok(vec![
                     b("XRANGE"),
@@ -321,10 +322,29 @@ impl Worker {
                     self.trim().await?;
                 }
                 tokio::select! {
-                    () = tokio::time::sleep(POLL) => {}
+                    () = waiting.slot.ready.notified() => {}
+                    () = tokio::time::sleep(IDLE_LOOK) => {}
                     () = stop.cancelled() => return Ok(()),
                 }
                 continue;
+            }
+            drop(waiting);
+            if !self.group_ready {
+                let created = self
+                    .call(vec![
+                        b("XGROUP"),
+                        b("CREATE"),
+                        self.stream.clone(),
+                        b(GROUP),
+                        b("0"),
+                    ])
+                    .await;
+                match created {
+                    Reply::Error(e) if !e.starts_with("BUSYGROUP") => {
+                        return Err(WorkerError::Command(e))
+                    }
+                    _ => self.group_ready = true,
+                }
             }
             self.last_entry = Instant::now();
             let mut dead = Vec::new();

@@ -80,6 +80,8 @@ pub struct Conn {
     stream: TcpStream,
     buf: Vec<u8>,
     http: bool,
+    /// Where the last HTTP response's body lies in `buf`.
+    last_body: std::ops::Range<usize>,
 }
 
 /// What a batch got back.
@@ -88,6 +90,8 @@ pub struct BatchResult {
     pub errors: usize,
     /// HTTP 404s (a miss, not an error).
     pub misses: usize,
+    /// The last reply's HTTP status (500 for a RESP error, else 200).
+    pub last_status: u16,
 }
 
 impl Conn {
@@ -99,7 +103,13 @@ impl Conn {
             stream,
             buf: Vec::with_capacity(64 * 1024),
             http,
+            last_body: 0..0,
         })
+    }
+
+    /// The body of the last HTTP response read.
+    pub fn last_body(&self) -> &[u8] {
+        self.buf.get(self.last_body.clone()).unwrap_or_default()
     }
 
     /// Writes `out` (holding `n` requests) and reads `n` replies.
@@ -110,6 +120,7 @@ impl Conn {
         let mut res = BatchResult {
             errors: 0,
             misses: 0,
+            last_status: 0,
         };
         self.buf.clear();
         while done < n {
@@ -121,6 +132,11 @@ impl Conn {
                 };
                 match next {
                     Some((end, status)) => {
+                        if self.http {
+                            let head = self.buf[pos..end].windows(4).position(|w| w == b"\r\n\r\n");
+                            self.last_body = head.map_or(end..end, |h| pos + h + 4..end);
+                        }
+                        res.last_status = status;
                         match status {
                             404 => res.misses += 1,
                             s if s >= 400 => res.errors += 1,

@@ -1,10 +1,14 @@
-//! `strata generate`: the seed's traffic generator. Sends events to
-//! `POST /ingest` (or over RESP) at a steady rate with a share of hot keys,
-//! retrying failures with exponential backoff and full jitter.
+//! `strata generate`: the seeds' traffic generators, retrying failures
+//! with exponential backoff and full jitter.
 //!
-//! Event shapes are one enum: the video-watch events of the ingest seed,
-//! and the metric events `{tenant, server_id, metric, value, ts}` that the
-//! stream aggregation consumes.
+//! - `--shape watch` (seed 000): video-watch events to `POST /ingest` (or
+//!   SET over RESP) at a steady rate, with a share of hot keys.
+//! - `--shape metric` (seed 004): agents on `--servers` servers, each
+//!   reporting `--metrics` metrics every `--batch-interval` seconds, in
+//!   batches of up to `--batch-size` events to `POST /v1/metrics`; with
+//!   `--batch-interval 0` as fast as the server takes them. `--late-ratio`
+//!   and `--bad-ratio` stamp some events late or break them, to exercise
+//!   the watermark and the schema checks.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -71,6 +75,27 @@ pub struct GenerateArgs {
     /// Print the final report as one JSON object (the last line of output).
     #[arg(long)]
     pub json: bool,
+    /// Metric shape: servers with an agent each.
+    #[arg(long, default_value_t = 100)]
+    pub servers: u64,
+    /// Metric shape: metrics each server reports.
+    #[arg(long, default_value_t = 20)]
+    pub metrics: u64,
+    /// Metric shape: tenants the servers are spread over.
+    #[arg(long, default_value_t = 1)]
+    pub tenants: u64,
+    /// Metric shape: seconds between an agent's reports (0: full speed).
+    #[arg(long, default_value_t = 15.0)]
+    pub batch_interval: f64,
+    /// Metric shape: most events per request.
+    #[arg(long, default_value_t = 1000)]
+    pub batch_size: usize,
+    /// Metric shape: share of events stamped behind the watermark.
+    #[arg(long, default_value_t = 0.0)]
+    pub late_ratio: f64,
+    /// Metric shape: share of events that break the schema.
+    #[arg(long, default_value_t = 0.0)]
+    pub bad_ratio: f64,
 }
 
 impl GenerateArgs {
@@ -106,6 +131,34 @@ impl GenerateArgs {
         }
         if self.resp.is_none() {
             self.http_addr()?;
+        }
+        if self.shape == Shape::Metric {
+            if self.resp.is_some() {
+                return Err("--shape metric sends to the HTTP API; drop --resp".into());
+            }
+            if self.servers == 0 || self.metrics == 0 || self.tenants == 0 {
+                return Err("--servers, --metrics and --tenants must be at least 1".into());
+            }
+            if !(1..=100_000).contains(&self.batch_size) {
+                return Err(format!(
+                    "--batch-size must be in 1..=100000, got {}",
+                    self.batch_size
+                ));
+            }
+            if !(self.batch_interval >= 0.0 && self.batch_interval.is_finite()) {
+                return Err(format!(
+                    "--batch-interval must be 0 or more seconds, got {}",
+                    self.batch_interval
+                ));
+            }
+            for (name, r) in [
+                ("--late-ratio", self.late_ratio),
+                ("--bad-ratio", self.bad_ratio),
+            ] {
+                if !(0.0..=1.0).contains(&r) {
+                    return Err(format!("{name} must be in [0, 1], got {r}"));
+                }
+            }
         }
         Ok(())
     }
@@ -145,6 +198,12 @@ pub struct GenerateReport {
     pub hot: u64,
     /// Seconds the run took.
     pub seconds: f64,
+    /// Metric shape: events the server refused (`--bad-ratio` ones).
+    pub rejected: u64,
+    /// Metric shape: events stamped late on purpose.
+    pub late: u64,
+    /// Metric shape: requests sent.
+    pub batches: u64,
 }
 
 #[derive(Default)]
@@ -178,17 +237,252 @@ fn make_event(
             format!("feature:user:{idx}"),
             json!({"user_id": idx, "video_id": rng.random_range(0..100_000u32), "ts": ts, "watch_time": (rng.random_range(0.0..120.0f64) * 10.0).round() / 10.0}),
         ),
-        Shape::Metric => {
-            const METRICS: [&str; 4] = ["cpu", "mem", "disk_io", "latency_ms"];
-            let tenant = format!("tenant-{}", idx % 8);
-            let server = format!("srv-{idx}");
-            let metric = METRICS[rng.random_range(0..METRICS.len())];
-            (
-                format!("metric:{tenant}:{server}:{metric}"),
-                json!({"tenant": tenant, "server_id": server, "metric": metric, "value": rng.random_range(0.0..100.0f64), "ts": ts}),
-            )
+        Shape::Metric => unreachable!("metric events come from agents (see `metric_batches`)"),
+    }
+}
+
+fn now_secs() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
+}
+
+/// The metric names agents report: seed 004's usual ones, then numbered.
+fn metric_name(i: u64) -> String {
+    const NAMES: [&str; 6] = ["cpu", "mem", "disk_io", "net_in", "net_out", "latency_ms"];
+    NAMES
+        .get(i as usize)
+        .map_or_else(|| format!("metric_{i}"), |n| (*n).to_string())
+}
+
+/// One report: every metric of servers `from..to`, stamped now (some late
+/// or broken, as asked), as JSON bodies of up to `--batch-size` events.
+/// Returns the bodies with their event counts, and how many were late.
+fn metric_batches(
+    args: &GenerateArgs,
+    rng: &mut impl Rng,
+    from: u64,
+    to: u64,
+) -> (Vec<(String, u64)>, u64) {
+    let ts = now_secs();
+    let mut out = Vec::new();
+    let mut late = 0;
+    let mut body = String::from("[");
+    let mut n = 0u64;
+    for server in from..to {
+        let tenant = format!("tenant-{}", server % args.tenants);
+        let server_id = format!("srv-{server}");
+        for m in 0..args.metrics {
+            let mut ev = json!({
+                "tenant": tenant,
+                "server_id": server_id,
+                "metric": metric_name(m),
+                "value": (rng.random_range(0.0..100.0f64) * 100.0).round() / 100.0,
+                "ts": ts,
+            });
+            if args.late_ratio > 0.0 && rng.random_bool(args.late_ratio) {
+                // Two to three minutes back: behind any watermark of a
+                // partition that is receiving current events.
+                ev["ts"] = json!(ts - rng.random_range(120.0..180.0));
+                late += 1;
+            }
+            if args.bad_ratio > 0.0 && rng.random_bool(args.bad_ratio) {
+                match rng.random_range(0..3) {
+                    0 => ev["value"] = json!("n/a"),
+                    1 => {
+                        ev.as_object_mut().map(|o| o.remove("server_id"));
+                    }
+                    _ => ev["ts"] = json!(-1),
+                }
+            }
+            if n > 0 {
+                body.push(',');
+            }
+            body.push_str(&ev.to_string());
+            n += 1;
+            if n as usize == args.batch_size {
+                body.push(']');
+                out.push((std::mem::replace(&mut body, String::from("[")), n));
+                n = 0;
+            }
         }
     }
+    if n > 0 {
+        body.push(']');
+        out.push((body, n));
+    }
+    (out, late)
+}
+
+#[derive(Default)]
+struct MetricCounters {
+    sent: AtomicU64,
+    accepted: AtomicU64,
+    rejected: AtomicU64,
+    failed: AtomicU64,
+    retried: AtomicU64,
+    batches: AtomicU64,
+}
+
+/// Posts batches from `rx` to `/v1/metrics`, retrying a batch the server
+/// could not take (connection lost, 429, 5xx) with backoff. A batch the
+/// server answered is never sent again, so no event is counted twice.
+async fn metric_sender(
+    args: Arc<GenerateArgs>,
+    mut rx: mpsc::Receiver<(String, u64)>,
+    c: Arc<MetricCounters>,
+) {
+    let addr = args.http_addr().unwrap_or_default();
+    let mut conn: Option<Conn> = None;
+    let mut rng = rand::rngs::SmallRng::from_os_rng();
+    let mut out = Vec::with_capacity(256 * 1024);
+    while let Some((body, n)) = rx.recv().await {
+        out.clear();
+        encode_http(
+            &mut out,
+            "POST",
+            &addr,
+            "/v1/metrics",
+            Some(body.as_bytes()),
+        );
+        c.sent.fetch_add(n, Ordering::Relaxed);
+        c.batches.fetch_add(1, Ordering::Relaxed);
+        let mut attempt = 0;
+        loop {
+            let result = async {
+                if conn.is_none() {
+                    conn = Some(Conn::connect(&addr, true).await?);
+                }
+                match conn.as_mut() {
+                    Some(cn) => cn.round_trip(&out, 1).await,
+                    None => Err(std::io::Error::other("no connection")),
+                }
+            }
+            .await;
+            let status = match &result {
+                Ok(r) => r.last_status,
+                Err(_) => {
+                    conn = None;
+                    0
+                }
+            };
+            if status == 200 || status == 400 {
+                let answer: serde_json::Value = conn
+                    .as_ref()
+                    .and_then(|cn| serde_json::from_slice(cn.last_body()).ok())
+                    .unwrap_or_default();
+                let count = |f: &str| {
+                    answer
+                        .get(f)
+                        .and_then(serde_json::Value::as_u64)
+                        .unwrap_or(0)
+                };
+                c.accepted.fetch_add(count("accepted"), Ordering::Relaxed);
+                c.rejected.fetch_add(count("rejected"), Ordering::Relaxed);
+                break;
+            }
+            if attempt >= args.max_retries {
+                c.failed.fetch_add(n, Ordering::Relaxed);
+                break;
+            }
+            c.retried.fetch_add(1, Ordering::Relaxed);
+            tokio::time::sleep(backoff(args.backoff_ms, attempt, &mut rng)).await;
+            attempt += 1;
+        }
+    }
+}
+
+/// Seed 004's agents: every server reports all its metrics once per
+/// `--batch-interval` (or back to back at 0), until `--duration` or
+/// `--count` events or Ctrl-C.
+async fn run_metric(args: Arc<GenerateArgs>) -> Result<GenerateReport, String> {
+    let c = Arc::new(MetricCounters::default());
+    let mut senders = Vec::new();
+    let mut tasks = Vec::new();
+    for _ in 0..args.connections {
+        let (tx, rx) = mpsc::channel(4);
+        senders.push(tx);
+        tasks.push(tokio::spawn(metric_sender(args.clone(), rx, c.clone())));
+    }
+    let start = Instant::now();
+    let mut rng = rand::rngs::SmallRng::from_os_rng();
+    let (mut made, mut late, mut k) = (0u64, 0u64, 0usize);
+    // A round reports every server in slices of this many, so a huge
+    // fleet is not built in memory at once.
+    let step = (args.batch_size as u64 * 16 / args.metrics).max(1);
+    let mut next_server = 0u64;
+    let mut last_report = Instant::now();
+    let ctrl_c = tokio::signal::ctrl_c();
+    tokio::pin!(ctrl_c);
+    'run: loop {
+        let round = Instant::now();
+        let mut done = 0;
+        while done < args.servers {
+            let to = (next_server + step.min(args.servers - done)).min(args.servers);
+            let (batches, l) = metric_batches(&args, &mut rng, next_server, to);
+            done += to - next_server;
+            next_server = if to == args.servers { 0 } else { to };
+            late += l;
+            for b in batches {
+                if args.count.is_some_and(|cap| made >= cap)
+                    || args
+                        .duration
+                        .is_some_and(|d| start.elapsed().as_secs_f64() >= d)
+                {
+                    break 'run;
+                }
+                made += b.1;
+                tokio::select! {
+                    r = senders[k % senders.len()].send(b) => {
+                        if r.is_err() {
+                            return Err("a sender task stopped".into());
+                        }
+                    }
+                    _ = &mut ctrl_c => break 'run,
+                }
+                k += 1;
+            }
+            if last_report.elapsed() >= Duration::from_secs(5) {
+                eprintln!(
+                    "[generate] events sent={} accepted={} rejected={} failed={}",
+                    c.sent.load(Ordering::Relaxed),
+                    c.accepted.load(Ordering::Relaxed),
+                    c.rejected.load(Ordering::Relaxed),
+                    c.failed.load(Ordering::Relaxed)
+                );
+                last_report = Instant::now();
+            }
+        }
+        if args.batch_interval > 0.0 {
+            let wait = Duration::from_secs_f64(args.batch_interval).saturating_sub(round.elapsed());
+            tokio::select! {
+                () = tokio::time::sleep(wait) => {}
+                _ = &mut ctrl_c => break 'run,
+            }
+            if args
+                .duration
+                .is_some_and(|d| start.elapsed().as_secs_f64() >= d)
+            {
+                break;
+            }
+        }
+    }
+    drop(senders);
+    for t in tasks {
+        let _ = t.await;
+    }
+    Ok(GenerateReport {
+        sent: c.sent.load(Ordering::Relaxed),
+        ok: c.accepted.load(Ordering::Relaxed),
+        failed: c.failed.load(Ordering::Relaxed),
+        retried: c.retried.load(Ordering::Relaxed),
+        hot: 0,
+        seconds: start.elapsed().as_secs_f64(),
+        rejected: c.rejected.load(Ordering::Relaxed),
+        late,
+        batches: c.batches.load(Ordering::Relaxed),
+    })
 }
 
 /// Full-jitter exponential backoff: uniform in [0, min(cap, base * 2^attempt)].
@@ -262,6 +556,9 @@ async fn worker(
 pub async fn run(args: GenerateArgs) -> Result<GenerateReport, String> {
     args.validate()?;
     let args = Arc::new(args);
+    if args.shape == Shape::Metric {
+        return run_metric(args).await;
+    }
     let c = Arc::new(Counters::default());
     let mut senders = Vec::new();
     let mut workers = Vec::new();
@@ -320,5 +617,6 @@ pub async fn run(args: GenerateArgs) -> Result<GenerateReport, String> {
         retried: c.retried.load(Ordering::Relaxed),
         hot: c.hot.load(Ordering::Relaxed),
         seconds: start.elapsed().as_secs_f64(),
+        ..GenerateReport::default()
     })
 }

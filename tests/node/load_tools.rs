@@ -185,16 +185,48 @@ fn generate_honours_the_hot_ratio() {
         "{keys} keys for {cold} cold events"
     );
 
-    // Over RESP, with the metric event shape.
-    let resp = node.h().resp_addr.to_string();
+    // Seed 004's agents: metric events in batches to /v1/metrics, some
+    // broken on purpose, which the server refuses one by one.
     let r = last_json(&strata(&[
-        "generate", "--resp", &resp, "--shape", "metric", "--count", "300", "--rps", "3000",
+        "generate",
+        "--url",
+        &url,
+        "--shape",
+        "metric",
+        "--servers",
+        "5",
+        "--metrics",
+        "4",
+        "--batch-interval",
+        "0",
+        "--batch-size",
+        "7",
+        "--count",
+        "100",
+        "--bad-ratio",
+        "0.2",
+        "--late-ratio",
+        "0.1",
         "--json",
     ]));
-    assert_eq!(
-        (r["ok"].as_u64(), r["failed"].as_u64()),
-        (Some(300), Some(0))
+    let (sent, ok, rejected) = (
+        r["sent"].as_u64().unwrap(),
+        r["ok"].as_u64().unwrap(),
+        r["rejected"].as_u64().unwrap(),
     );
+    assert!(sent >= 100, "{r}");
+    assert_eq!(ok + rejected, sent, "{r}");
+    assert!(rejected > 0 && ok > rejected, "{r}");
+    assert_eq!(r["failed"], 0, "{r}");
+    assert!(r["batches"].as_u64().unwrap() >= sent.div_ceil(7), "{r}");
+    let topic: serde_json::Value = ureq::get(&format!("{url}/v1/topics/metrics"))
+        .call()
+        .unwrap()
+        .body_mut()
+        .read_json()
+        .unwrap();
+    assert_eq!(topic["node"]["accepted"], ok, "{topic}");
+    assert_eq!(topic["node"]["rejected"], rejected, "{topic}");
 }
 
 #[test]
