@@ -75,6 +75,10 @@ pub struct StorageConfig {
     pub checkpoint_interval_secs: u64,
     /// A checkpoint also starts when the current log segment exceeds this.
     pub checkpoint_wal_bytes: u64,
+    /// Hashes, sets, sorted sets and streams with at least this many
+    /// elements are kept on disk in pieces, so a checkpoint or spill after
+    /// a change writes the pieces it touched, not the whole key.
+    pub chunk_min_elements: usize,
 }
 
 impl Default for StorageConfig {
@@ -94,6 +98,7 @@ impl Default for StorageConfig {
             max_value_bytes: 512 << 20,
             checkpoint_interval_secs: 60,
             checkpoint_wal_bytes: 64 << 20,
+            chunk_min_elements: 512,
         }
     }
 }
@@ -157,6 +162,12 @@ impl StorageConfig {
             return Err(StorageError::Config {
                 field: "max_key_bytes",
                 reason: format!("{} is not in 1..={MAX_KEY_BYTES}", self.max_key_bytes),
+            });
+        }
+        if self.chunk_min_elements < 2 {
+            return Err(StorageError::Config {
+                field: "chunk_min_elements",
+                reason: "must be at least 2".into(),
             });
         }
         if self.max_value_bytes == 0 || self.max_value_bytes > u32::MAX as usize / 2 {

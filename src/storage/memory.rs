@@ -14,6 +14,7 @@ use std::collections::BTreeMap;
 
 use rand::Rng;
 
+use super::chunks::Chunked;
 use super::types::Record;
 
 /// Bytes an allocation of `n` bytes really takes (small-object size
@@ -45,6 +46,9 @@ pub(crate) struct Entry {
     pub on_disk: bool,
     /// Next entry whose position collides with this one.
     pub next: Option<Box<Entry>>,
+    /// What the disk tier holds of a large collection kept in pieces, and
+    /// which pieces changed since (fits the entry's allocation size class).
+    pub chunks: Option<Box<Chunked>>,
 }
 
 impl Entry {
@@ -56,6 +60,7 @@ impl Entry {
             dirty,
             on_disk,
             next: None,
+            chunks: None,
         })
     }
 

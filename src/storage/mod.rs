@@ -17,6 +17,7 @@
 //! is free; a *dirty* one is written on spill or at the next checkpoint.
 
 mod background;
+mod chunks;
 mod config;
 mod disk;
 mod doorkeeper;
@@ -503,6 +504,7 @@ impl Store {
             write_buffer,
             600_000,
         )?;
+        disk.set_chunk_min(cfg.chunk_min_elements);
         let wal_dir = cfg.data_dir.join("wal");
         let mut marks = match disk.get_meta(MARKS_KEY)? {
             Some(bytes) => decode_marks(&bytes)?,
@@ -703,7 +705,7 @@ impl Store {
                 for _ in 0..nb {
                     list.push_back(r.bytes()?.into());
                 }
-                disk.put(db, head.key, &head.record(Value::List(list)))
+                disk.replace(db, head.key, &head.record(Value::List(list)))
             }
             OP_HASH_DELTA | OP_SET_DELTA | OP_ZSET_DELTA => {
                 // Setting and removing fields is idempotent: replaying a
@@ -771,7 +773,7 @@ impl Store {
                         _ => unreachable!("delta value chosen above"),
                     }
                 }
-                disk.put(db, head.key, &head.record(value))
+                disk.replace(db, head.key, &head.record(value))
             }
             OP_STREAM_DELTA => {
                 // Each op sets state outright: replaying one the disk tier
@@ -787,7 +789,7 @@ impl Store {
                 for op in streams::decode_ops(&mut r)? {
                     stream.apply(op);
                 }
-                disk.put(db, head.key, &head.record(Value::Stream(stream)))
+                disk.replace(db, head.key, &head.record(Value::Stream(stream)))
             }
             OP_STR_RANGE => {
                 // Sets the length and the bytes outright: replaying it over
@@ -814,7 +816,7 @@ impl Store {
                 };
                 v.resize(total, 0);
                 v[offset..offset + bytes.len()].copy_from_slice(bytes);
-                disk.put(db, head.key, &head.record(Value::Str(v)))
+                disk.replace(db, head.key, &head.record(Value::Str(v)))
             }
             OP_FLUSHDB => disk.clear(db),
             other => Err(StorageError::Corrupt {
@@ -848,6 +850,7 @@ impl Store {
         self.inner
             .tier_cap
             .store(new.memory_budget().0, Ordering::Relaxed);
+        self.inner.disk.set_chunk_min(new.chunk_min_elements);
         *cfg = new;
         drop(cfg);
         self._workers.wake_spiller();
@@ -894,14 +897,14 @@ impl Store {
             Counters::bump(&inner.counters.misses);
             return Ok(f(None));
         }
-        match inner.disk.get(db, key)? {
+        match inner.disk.get_chunked(db, key)? {
             None => {
                 if hint != ReadHint::Peek {
                     Counters::bump(&inner.counters.misses);
                 }
                 Ok(f(None))
             }
-            Some(rec) if rec.is_expired_now() => {
+            Some((rec, _)) if rec.is_expired_now() => {
                 if !inner.is_replicated() {
                     inner.disk.remove(db, key)?;
                     inner.counts[db].disk.fetch_sub(1, Ordering::Relaxed);
@@ -910,7 +913,7 @@ impl Store {
                 Counters::bump(&inner.counters.misses);
                 Ok(f(None))
             }
-            Some(rec) => {
+            Some((rec, chunks)) => {
                 if hint == ReadHint::Peek {
                     return Ok(f(Some((&rec, Tier::Disk))));
                 }
@@ -928,7 +931,9 @@ impl Store {
                     };
                     if charged {
                         let out = f(Some((&rec, Tier::Disk)));
-                        shard.insert(db, pos, Entry::new(key, rec, inner.clock(), false, true));
+                        let mut entry = Entry::new(key, rec, inner.clock(), false, true);
+                        entry.chunks = chunks;
+                        shard.insert(db, pos, entry);
                         Counters::bump(&inner.counters.promotions);
                         return Ok(out);
                     }
@@ -1177,6 +1182,9 @@ impl Store {
                     e.rec = rec;
                     e.dirty = true;
                     e.lru = clock;
+                    if let Some(c) = e.chunks.as_mut() {
+                        c.note(&change, &e.rec.value);
+                    }
                     shard.recharge(old_charge, new_charge);
                     let fits = if new_charge > old_charge {
                         let grow = new_charge - old_charge;
@@ -1245,7 +1253,10 @@ impl Store {
         }
 
         // Memory miss: the disk tier holds the key, or nobody does.
-        let from_disk = inner.disk.get(db, key)?;
+        let (from_disk, mut chunks) = match inner.disk.get_chunked(db, key)? {
+            Some((rec, chunks)) => (Some(rec), chunks),
+            None => (None, None),
+        };
         let disk_had = from_disk.is_some();
         let mut cur = from_disk.filter(|r| !r.is_expired(now));
         let live = cur.is_some();
@@ -1268,6 +1279,9 @@ impl Store {
                 rec.written_secs = (now / 1000) as u32;
                 rec.version.hlc = types::next_stamp();
                 let charge = charge_of(key, &rec);
+                if let Some(c) = chunks.as_mut() {
+                    c.note(&change, &rec.value);
+                }
                 let fits = inner.try_charge(charge, inner.tier_cap()) || {
                     if batch {
                         inner.used.fetch_add(charge as u64, Ordering::Relaxed);
@@ -1276,13 +1290,15 @@ impl Store {
                 };
                 let stored = if fits {
                     let lsn = inner.log(|b| encode_store(b, db, key, &rec, &change));
-                    shard.insert(db, pos, Entry::new(key, rec, clock, true, disk_had));
+                    let mut entry = Entry::new(key, rec, clock, true, disk_had);
+                    entry.chunks = chunks;
+                    shard.insert(db, pos, entry);
                     if !disk_had {
                         inner.counts[db].mem_only.fetch_add(1, Ordering::Relaxed);
                     }
                     (lsn, Tier::Memory)
                 } else {
-                    inner.disk.put(db, key, &rec)?;
+                    inner.disk.put(db, key, &rec, chunks.as_deref())?;
                     let lsn = inner.log(|b| encode_store(b, db, key, &rec, &change));
                     if !disk_had {
                         inner.counts[db].disk.fetch_add(1, Ordering::Relaxed);
@@ -1801,7 +1817,7 @@ impl Inner {
             return Ok(true);
         }
         if e.dirty {
-            self.disk.put(db, key, &e.rec)?;
+            self.disk.put(db, key, &e.rec, e.chunks.as_deref())?;
             if !e.on_disk {
                 self.counts[db].disk.fetch_add(1, Ordering::Relaxed);
                 self.counts[db].mem_only.fetch_sub(1, Ordering::Relaxed);
@@ -1981,16 +1997,18 @@ impl Inner {
             if dirty.is_empty() {
                 continue;
             }
-            let items: Vec<(usize, &[u8], &Record)> = dirty
-                .iter()
-                .filter_map(|(db, key)| {
-                    s.get(*db, position_of(key), key)
-                        .map(|e| (*db, &*e.key, &e.rec))
-                })
-                .collect();
-            self.disk.put_batch(items)?;
+            let mut batch = self.disk.batch();
+            let mut kept = Vec::with_capacity(dirty.len());
+            for (db, key) in &dirty {
+                if let Some(e) = s.get(*db, position_of(key), key) {
+                    kept.push(batch.store(*db, key, &e.rec, e.chunks.as_deref())?);
+                }
+            }
+            batch.commit()?;
+            let mut kept = kept.into_iter();
             for (db, key) in &dirty {
                 if let Some(e) = s.get_mut(*db, position_of(key), key) {
+                    e.chunks = kept.next().flatten();
                     e.dirty = false;
                     if !e.on_disk {
                         e.on_disk = true;
@@ -2165,10 +2183,7 @@ impl Inner {
                 let (k, v) = guard.into_inner()?;
                 if let Some((pos, key)) = disk::split_disk_key(&k) {
                     let expired = matches!(peek_expiry(&v), Some(at) if at <= now);
-                    let kind = match v.get(1) {
-                        Some(1) => ValueKind::Hash,
-                        _ => ValueKind::Str,
-                    };
+                    let kind = types::peek_kind(&v).unwrap_or(ValueKind::Str);
                     disk_items.push((pos, key.to_vec(), (!expired).then_some(kind)));
                 }
             }
@@ -2239,6 +2254,9 @@ impl Inner {
             wal_fsync_micros: r(&self.wal.stats.fsync_micros),
             wal_fsync_max_micros: r(&self.wal.stats.fsync_max_micros),
             disk_bytes: self.disk.disk_space(),
+            disk_write_bytes: r(&self.disk.written.bytes),
+            disk_pieces_written: r(&self.disk.written.pieces),
+            disk_layouts_written: r(&self.disk.written.layouts),
             poisoned: self.wal.poisoned(),
         }
     }

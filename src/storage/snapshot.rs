@@ -89,7 +89,7 @@ impl Store {
                 // Database numbers as clients name them (after SWAPDB).
                 buf.push(inner.logical(db) as u8);
                 put_bytes(&mut buf, key);
-                put_bytes(&mut buf, &v);
+                put_bytes(&mut buf, &inner.disk.whole_in(&view, db, key, v.clone())?);
                 w.write_all(&buf)?;
                 keys += 1;
             }

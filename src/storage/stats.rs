@@ -93,6 +93,12 @@ pub struct StatsSnapshot {
     pub wal_fsync_max_micros: u64,
     /// Bytes the disk tier occupies on disk.
     pub disk_bytes: u64,
+    /// Bytes the store wrote to the disk tier (records, heads and pieces).
+    pub disk_write_bytes: u64,
+    /// Pieces of large collections written.
+    pub disk_pieces_written: u64,
+    /// Large collections laid out in pieces afresh (written whole).
+    pub disk_layouts_written: u64,
     /// Set when a failed log write made the store read-only.
     pub poisoned: Option<String>,
 }

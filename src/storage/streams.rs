@@ -346,13 +346,37 @@ fn read_read(r: &mut Reader<'_>) -> Result<Option<u64>, StorageError> {
 
 /// Appends the whole stream's encoding.
 pub fn encode_stream(s: &StreamData, out: &mut Vec<u8>) {
+    encode_stream_parts(s, true, out);
+}
+
+/// Appends the stream's encoding without its entries (they are kept in
+/// pieces); [`decode_stream`] reads it as a stream with no entries.
+pub(crate) fn encode_stream_head(s: &StreamData, out: &mut Vec<u8>) {
+    encode_stream_parts(s, false, out);
+}
+
+/// Appends one entry as a stream's encoding holds it.
+pub(crate) fn put_entry(out: &mut Vec<u8>, id: StreamId, f: &Fields) {
+    id.put(out);
+    put_fields(out, f);
+}
+
+/// Reads what [`put_entry`] wrote.
+pub(crate) fn read_entry(r: &mut Reader<'_>) -> Result<(StreamId, Fields), StorageError> {
+    Ok((StreamId::read(r)?, read_fields(r)?))
+}
+
+fn encode_stream_parts(s: &StreamData, entries: bool, out: &mut Vec<u8>) {
     s.last_id.put(out);
     out.extend_from_slice(&s.entries_added.to_le_bytes());
     s.max_deleted.put(out);
-    out.extend_from_slice(&(s.entries.len() as u64).to_le_bytes());
-    for (id, f) in &s.entries {
-        id.put(out);
-        put_fields(out, f);
+    if entries {
+        out.extend_from_slice(&(s.entries.len() as u64).to_le_bytes());
+        for (id, f) in &s.entries {
+            put_entry(out, *id, f);
+        }
+    } else {
+        out.extend_from_slice(&0u64.to_le_bytes());
     }
     out.extend_from_slice(&(s.groups.len() as u32).to_le_bytes());
     for (name, g) in &s.groups {

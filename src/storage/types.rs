@@ -3,6 +3,7 @@
 
 use std::collections::{HashMap, VecDeque};
 
+use super::chunks;
 use super::error::StorageError;
 use super::sets::{SetMembers, SortedSet};
 use super::streams::{decode_stream, encode_stream, StreamData};
@@ -435,14 +436,81 @@ pub fn now_secs() -> u32 {
 
 const FORMAT: u8 = 1;
 
-/// Appends the encoding of `rec` to `out`.
-pub fn encode_record(rec: &Record, out: &mut Vec<u8>) {
+/// Appends the header every record's encoding starts with.
+fn encode_header(rec: &Record, code: u8, out: &mut Vec<u8>) {
     out.push(FORMAT);
-    out.push(rec.value.type_code());
+    out.push(code);
     out.extend_from_slice(&rec.expire_at_ms.unwrap_or(0).to_le_bytes());
     out.extend_from_slice(&rec.version.epoch.to_le_bytes());
     out.extend_from_slice(&rec.version.hlc.to_le_bytes());
     out.extend_from_slice(&rec.written_secs.to_le_bytes());
+}
+
+/// Appends the head of a record kept in pieces (see [`chunks`]): the
+/// header, flagged, and the layout; the elements are in the pieces.
+pub(crate) fn encode_chunked_head(rec: &Record, layout: &chunks::Layout, out: &mut Vec<u8>) {
+    encode_header(rec, rec.value.type_code() | chunks::CHUNKED, out);
+    chunks::encode_head(layout, &rec.value, out);
+}
+
+/// Whether an encoded record is the head of one kept in pieces.
+pub(crate) fn is_chunked_head(buf: &[u8]) -> bool {
+    buf.get(1).is_some_and(|code| code & chunks::CHUNKED != 0)
+}
+
+/// The type of an encoded record, read from its header alone.
+pub(crate) fn peek_kind(buf: &[u8]) -> Option<ValueKind> {
+    Some(match buf.get(1)? & !chunks::CHUNKED {
+        0 => ValueKind::Str,
+        1 => ValueKind::Hash,
+        2 => ValueKind::List,
+        3 => ValueKind::Set,
+        4 => ValueKind::ZSet,
+        5 => ValueKind::Stream,
+        _ => return None,
+    })
+}
+
+/// Decodes a head written by [`encode_chunked_head`] and its pieces.
+pub(crate) fn decode_chunked(
+    buf: &[u8],
+    pieces: impl IntoIterator<Item = Result<(chunks::PieceId, Vec<u8>), StorageError>>,
+) -> Result<(Record, chunks::Layout), StorageError> {
+    let mut r = Reader { buf, pos: 0 };
+    let (code, mut rec) = read_header(&mut r)?;
+    let (value, layout) = chunks::decode(code & !chunks::CHUNKED, &mut r, pieces)?;
+    rec.value = value;
+    Ok((rec, layout))
+}
+
+/// Reads the header [`encode_header`] wrote: the type code, and a record
+/// holding an empty string.
+fn read_header(r: &mut Reader<'_>) -> Result<(u8, Record), StorageError> {
+    let format = r.u8()?;
+    if format != FORMAT {
+        return Err(StorageError::Corrupt {
+            what: format!("unknown record format {format}"),
+        });
+    }
+    let code = r.u8()?;
+    let expire = r.u64()?;
+    let epoch = r.u32()?;
+    let hlc = r.u64()?;
+    let written_secs = r.u32()?;
+    Ok((
+        code,
+        Record {
+            value: Value::Str(Vec::new()),
+            expire_at_ms: (expire != 0).then_some(expire),
+            version: Version { epoch, hlc },
+            written_secs,
+        },
+    ))
+}
+
+/// Appends the encoding of `rec` to `out`.
+pub fn encode_record(rec: &Record, out: &mut Vec<u8>) {
+    encode_header(rec, rec.value.type_code(), out);
     match &rec.value {
         Value::Str(v) => out.extend_from_slice(v),
         Value::Hash(map) => {
@@ -494,17 +562,7 @@ pub fn peek_expiry(buf: &[u8]) -> Option<u64> {
 /// Decodes a record produced by [`encode_record`].
 pub fn decode_record(buf: &[u8]) -> Result<Record, StorageError> {
     let mut r = Reader { buf, pos: 0 };
-    let format = r.u8()?;
-    if format != FORMAT {
-        return Err(StorageError::Corrupt {
-            what: format!("unknown record format {format}"),
-        });
-    }
-    let code = r.u8()?;
-    let expire = r.u64()?;
-    let epoch = r.u32()?;
-    let hlc = r.u64()?;
-    let written_secs = r.u32()?;
+    let (code, mut rec) = read_header(&mut r)?;
     let value = match code {
         0 => Value::Str(r.rest().to_vec()),
         1 => {
@@ -545,18 +603,19 @@ pub fn decode_record(buf: &[u8]) -> Result<Record, StorageError> {
             Value::ZSet(Box::new(z))
         }
         5 => Value::Stream(Box::new(decode_stream(&mut r)?)),
+        code if code & chunks::CHUNKED != 0 => {
+            return Err(StorageError::Corrupt {
+                what: "a record kept in pieces read without them".into(),
+            })
+        }
         other => {
             return Err(StorageError::Corrupt {
                 what: format!("unknown value type {other}"),
             })
         }
     };
-    Ok(Record {
-        value,
-        expire_at_ms: (expire != 0).then_some(expire),
-        version: Version { epoch, hlc },
-        written_secs,
-    })
+    rec.value = value;
+    Ok(rec)
 }
 
 /// Version of the DUMP payload format.

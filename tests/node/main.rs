@@ -25,6 +25,7 @@ mod resp_commands;
 mod scripting;
 mod server_process;
 mod snapshot_restore;
+mod storage_chunks;
 mod storage_hot_set;
 mod storage_memory_cap;
 mod storage_model;

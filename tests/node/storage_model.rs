@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::storage_common::{get_str, open, string};
+use crate::storage_common::{config, get_str, string};
 use proptest::prelude::*;
 use strata::storage::{now_ms, FieldMap, Record, Store, Value, Version};
 
@@ -43,13 +43,23 @@ fn op() -> impl Strategy<Value = Op> {
     ]
 }
 
+/// A store that keeps even two-field hashes in pieces, so the model also
+/// covers pieces replaced by strings, deleted, and laid out again.
+fn open_chunked(dir: &std::path::Path) -> Store {
+    let cfg = strata::storage::StorageConfig {
+        chunk_min_elements: 2,
+        ..config(dir, 8 << 20)
+    };
+    Store::open(cfg).expect("open store")
+}
+
 fn name(k: u8) -> Vec<u8> {
     format!("key:{k}").into_bytes()
 }
 
 fn run(ops: Vec<Op>) {
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut store = Some(open(dir.path(), 8 << 20));
+    let mut store = Some(open_chunked(dir.path()));
     // key -> value; expired keys are removed from the model at write time.
     let mut model: BTreeMap<u8, Value> = BTreeMap::new();
     let db = 3;
@@ -133,7 +143,7 @@ fn run(ops: Vec<Op>) {
             Op::Checkpoint => s.checkpoint().expect("checkpoint"),
             Op::Reopen => {
                 drop(store.take());
-                store = Some(open(dir.path(), 8 << 20));
+                store = Some(open_chunked(dir.path()));
             }
         }
         let s = store.as_ref().expect("store open");

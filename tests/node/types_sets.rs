@@ -590,8 +590,12 @@ fn check(c: &mut redis::Connection, model: &Model) {
 }
 
 fn run(ops: Vec<Op>) {
-    // A small memory tier, so spills also happen on their own.
-    let mut node = TestNode::start(|cfg| cfg.storage.maxmemory = 8 << 20);
+    // A small memory tier, so spills also happen on their own; collections
+    // of four or more members are kept on disk in pieces.
+    let mut node = TestNode::start(|cfg| {
+        cfg.storage.maxmemory = 8 << 20;
+        cfg.storage.chunk_min_elements = 4;
+    });
     let mut c = node.client();
     let mut model = Model::default();
     for op in ops {

@@ -435,7 +435,11 @@ fn consumer_groups() {
 
 #[test]
 fn streams_with_groups_survive_spills_and_restarts() {
-    let mut node = TestNode::start(|cfg| cfg.storage.maxmemory = 8 << 20);
+    // Streams of four or more entries are kept on disk in pieces.
+    let mut node = TestNode::start(|cfg| {
+        cfg.storage.maxmemory = 8 << 20;
+        cfg.storage.chunk_min_elements = 4;
+    });
     let mut c = node.client();
     for i in 1..=300 {
         q(
