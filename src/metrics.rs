@@ -356,6 +356,24 @@ impl Metrics {
             &[("", f(s.disk_bytes))],
         );
         metric(
+            "disk_written_bytes",
+            "counter",
+            "Bytes written to the disk tier: records, and the heads and pieces of big collections",
+            &[("", f(s.disk_write_bytes))],
+        );
+        metric(
+            "disk_pieces_written",
+            "counter",
+            "Pieces of big collections written to the disk tier",
+            &[("", f(s.disk_pieces_written))],
+        );
+        metric(
+            "disk_layouts_written",
+            "counter",
+            "Big collections laid out in pieces afresh (written whole)",
+            &[("", f(s.disk_layouts_written))],
+        );
+        metric(
             "write_poisoned",
             "gauge",
             "1 if a failed log write made the node read-only",
