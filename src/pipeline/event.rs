@@ -70,6 +70,19 @@ fn timestamp(ts: f64, now_ms: i64) -> Result<i64, String> {
     Ok(ms as i64)
 }
 
+impl SeriesId {
+    /// Checks the three names `field` finds.
+    fn named<'a>(
+        field: &impl Fn(&str) -> Result<Option<&'a str>, String>,
+    ) -> Result<SeriesId, String> {
+        Ok(SeriesId {
+            tenant: name("tenant", field("tenant")?)?,
+            server_id: name("server_id", field("server_id")?)?,
+            metric: name("metric", field("metric")?)?,
+        })
+    }
+}
+
 impl MetricEvent {
     /// Checks one JSON event against the schema; `now_ms` is the clock
     /// future timestamps are judged by.
@@ -84,11 +97,7 @@ impl MetricEvent {
                 Some(_) => Err(format!("field '{f}' must be a string")),
             }
         };
-        let series = SeriesId {
-            tenant: name("tenant", text("tenant")?)?,
-            server_id: name("server_id", text("server_id")?)?,
-            metric: name("metric", text("metric")?)?,
-        };
+        let series = SeriesId::named(&text)?;
         let number = |f: &str| -> Result<f64, String> {
             match m.get(f) {
                 None | Some(Value::Null) => Err(format!("missing field '{f}'")),
@@ -122,11 +131,7 @@ impl MetricEvent {
                 })
                 .transpose()
         };
-        let series = SeriesId {
-            tenant: name("tenant", get("tenant")?)?,
-            server_id: name("server_id", get("server_id")?)?,
-            metric: name("metric", get("metric")?)?,
-        };
+        let series = SeriesId::named(&get)?;
         let number = |f: &str| -> Result<f64, String> {
             let s = get(f)?.ok_or_else(|| format!("missing field '{f}'"))?;
             s.trim()

@@ -381,6 +381,17 @@ impl Worker {
     }
 
     /// Deletes entries past retention, never one a restart would need.
+    /// `XTRIM <stream> <strategy> <threshold>`.
+    async fn xtrim(&mut self, strategy: &'static str, threshold: u64) -> Result<()> {
+        let args = vec![
+            b("XTRIM"),
+            self.stream.clone(),
+            b(strategy),
+            b(threshold.to_string()),
+        ];
+        self.ok(args).await.map(|_| ())
+    }
+
     async fn trim(&mut self) -> Result<()> {
         self.last_trim = Instant::now();
         let (age, max_len) = {
@@ -396,13 +407,7 @@ impl Worker {
             .map_or(self.pos, |(id, _)| id.min(self.pos));
         if age > 0 {
             let cut = (now_ms().saturating_sub(age * 1000)).min(keep_from.ms);
-            self.ok(vec![
-                b("XTRIM"),
-                self.stream.clone(),
-                b("MINID"),
-                b(cut.to_string()),
-            ])
-            .await?;
+            self.xtrim("MINID", cut).await?;
         }
         if max_len > 0 {
             let keep_read = self
@@ -415,13 +420,7 @@ impl Worker {
             let added = info_field(&info, "entries-added").unwrap_or(0);
             let needed = added.saturating_sub(keep_read);
             let keep = max_len.max(needed);
-            self.ok(vec![
-                b("XTRIM"),
-                self.stream.clone(),
-                b("MAXLEN"),
-                b(keep.to_string()),
-            ])
-            .await?;
+            self.xtrim("MAXLEN", keep).await?;
         }
         Ok(())
     }

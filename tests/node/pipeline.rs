@@ -53,12 +53,7 @@ fn known_events_give_known_points() {
         base + 60,
         base + 120
     ));
-    let ts: Vec<i64> = some["points"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| p["ts"].as_i64().unwrap())
-        .collect();
+    let ts = point_times(some["points"].as_array().unwrap());
     assert_eq!(ts, [base + 60, base + 120]);
     // Late events were counted for their tenant.
     let (_, topic) = get(&format!("{http}/v1/topics/metrics"));
@@ -175,61 +170,10 @@ fn bad_events_are_refused_one_by_one_and_bad_entries_dead_lettered() {
         .to_string();
     let mut c = node.client();
     let ts = (base + 4).to_string();
-    q(
-        &mut c,
-        &[
-            "XADD",
-            &stream,
-            "*",
-            "tenant",
-            "t",
-            "server_id",
-            "s",
-            "metric",
-            "cpu",
-            "value",
-            "5",
-            "ts",
-            &ts,
-        ],
-    );
-    q(
-        &mut c,
-        &[
-            "XADD",
-            &stream,
-            "*",
-            "tenant",
-            "t",
-            "server_id",
-            "s",
-            "metric",
-            "cpu",
-            "value",
-            "NaN",
-            "ts",
-            &ts,
-        ],
-    );
+    xadd_cpu(&mut c, &stream, "5", &ts);
+    xadd_cpu(&mut c, &stream, "NaN", &ts);
     q(&mut c, &["XADD", &stream, "*", "hello", "world"]);
-    q(
-        &mut c,
-        &[
-            "XADD",
-            &stream,
-            "*",
-            "tenant",
-            "t",
-            "server_id",
-            "s",
-            "metric",
-            "cpu",
-            "value",
-            "6",
-            "ts",
-            &ts,
-        ],
-    );
+    xadd_cpu(&mut c, &stream, "6", &ts);
     close_all(&http, base);
     let got = series_with(&http, "t", "s", "cpu", 1);
     assert_eq!(got[0]["count"], 6, "{got:?}");
@@ -285,7 +229,7 @@ fn the_ring_keeps_retention_slots_minutes() {
     let mut ts = Vec::new();
     for _ in 0..200 {
         let got = series_with(&http, "t", "s", "disk", 5);
-        ts = got.iter().map(|p| p["ts"].as_i64().unwrap()).collect();
+        ts = point_times(&got);
         if ts.last() == want.last() {
             break;
         }
@@ -297,12 +241,7 @@ fn the_ring_keeps_retention_slots_minutes() {
         "{http}/v1/series?tenant=t&server_id=s&metric=disk&from={base}&to={}",
         base + 4 * 60
     ));
-    let ts: Vec<i64> = some["points"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| p["ts"].as_i64().unwrap())
-        .collect();
+    let ts = point_times(some["points"].as_array().unwrap());
     assert_eq!(ts, [base + 180, base + 240]);
     let (status, _) = get(&format!(
         "{http}/v1/series?tenant=t&server_id=s&from=5&to=1"
@@ -405,5 +344,32 @@ fn a_worker_killed_mid_window_restarts_without_double_counting() {
     assert_eq!(
         t["partition"][0]["late_by_tenant"]["acme"], model.late,
         "{t}"
+    );
+}
+
+/// The `ts` of each point of a series answer.
+fn point_times(points: &[Value]) -> Vec<i64> {
+    points.iter().map(|p| p["ts"].as_i64().unwrap()).collect()
+}
+
+/// XADDs a `cpu` event of tenant `t`, server `s` straight to a partition stream.
+fn xadd_cpu(c: &mut redis::Connection, stream: &str, value: &str, ts: &str) {
+    q(
+        c,
+        &[
+            "XADD",
+            stream,
+            "*",
+            "tenant",
+            "t",
+            "server_id",
+            "s",
+            "metric",
+            "cpu",
+            "value",
+            value,
+            "ts",
+            ts,
+        ],
     );
 }
