@@ -100,6 +100,23 @@ impl RaftDb {
         self.db.persist(PersistMode::SyncData)
     }
 
+    /// Deletes everything of `group`: its entries, vote, commit and purge
+    /// positions, durably. Called once this node no longer replicates the
+    /// group and its Raft instance is stopped, so a later replica of the
+    /// same group here starts empty.
+    pub fn forget(&self, group: u32) -> Result<(), fjall::Error> {
+        let mut batch = self.db.batch();
+        let (a, b) = (entry_key(group, 0), entry_key(group, u64::MAX));
+        for guard in self.log.range(a..=b) {
+            batch.remove(&self.log, guard.key()?);
+        }
+        for what in [VOTE, COMMITTED, PURGED] {
+            batch.remove(&self.state, state_key(group, what));
+        }
+        batch.commit()?;
+        self.db.persist(PersistMode::SyncAll)
+    }
+
     /// The log of one group, whose state machine is `store`.
     pub fn group(self: &Arc<Self>, group: u32, store: Store) -> LogStore {
         LogStore {

@@ -18,6 +18,7 @@
 //! - [`types`]: entries, members, the slot layout.
 
 pub mod log_store;
+pub mod membership;
 pub mod network;
 pub mod state_machine;
 pub mod transport;
@@ -44,7 +45,8 @@ use network::GroupNetwork;
 use state_machine::{Apply, GroupSm};
 use transport::{Peers, Service, TransportConfig};
 use types::{split_replies, ForwardReply, LogId, PeerRequest, RaftTypes, Request};
-pub use types::{ClusterMeta, PeerNode, ShardInfo, META_GROUP};
+pub use membership::MoveStatus;
+pub use types::{Admin, ClusterMeta, Move, PeerNode, ShardInfo, META_GROUP};
 
 /// How long a client write or read barrier waits for its shard's quorum
 /// before it is refused.
@@ -118,6 +120,9 @@ pub enum ClusterError {
     /// The cluster can't be created as asked.
     #[error("ERR {0}")]
     Create(String),
+    /// A membership change was refused.
+    #[error("ERR {0}")]
+    Admin(String),
 }
 
 /// Answers commands forwarded by peers (the command layer provides it).
@@ -226,6 +231,8 @@ pub struct Cluster {
     /// When each peer was last heard from (a probe answered, or any
     /// request received from it).
     seen: RwLock<HashMap<u64, std::time::Instant>>,
+    /// Layout changes are made one at a time.
+    layout_lock: tokio::sync::Mutex<()>,
     stop: CancellationToken,
 }
 
@@ -450,6 +457,7 @@ impl Cluster {
             forwarded: OnceLock::new(),
             committers: parking_lot::Mutex::new(HashMap::new()),
             seen: RwLock::new(HashMap::new()),
+            layout_lock: tokio::sync::Mutex::new(()),
             stop: stop.clone(),
         });
         cluster.watch_lease(META_GROUP, &cluster.meta);
@@ -485,6 +493,16 @@ impl Cluster {
         every(PROBE_EVERY, cluster.stop.clone(), move || {
             let c = weak.upgrade();
             async move { c.map(|c| c.probe_members()).is_some() }
+        });
+        // The metadata leader carries out joins, leaves and rebalances.
+        let weak = Arc::downgrade(&cluster);
+        every(membership::MOVE_EVERY, cluster.stop.clone(), move || {
+            let c = weak.upgrade();
+            async move {
+                let Some(c) = c else { return false };
+                c.drive_membership().await;
+                true
+            }
         });
         // Expired keys are deleted through their shard's log, by its leader.
         let weak = Arc::downgrade(&cluster);
@@ -717,12 +735,15 @@ impl Cluster {
         self.layout.borrow()
     }
 
-    /// Starts a Raft instance for every shard this node replicates, and
-    /// bootstraps the shards it is first replica of.
+    /// Starts a Raft instance for every shard this node replicates or is
+    /// joining, and bootstraps the shards it is first replica of; stops
+    /// the ones it no longer replicates.
     async fn ensure_groups(&self) {
         let meta = self.layout.borrow().clone();
+        self.retire_groups(&meta).await;
         for shard in &meta.shards {
-            if !shard.replicas.contains(&self.id) || self.groups.read().contains_key(&shard.group) {
+            let mine = shard.replicas.contains(&self.id) || shard.learners.contains(&self.id);
+            if !mine || self.groups.read().contains_key(&shard.group) {
                 continue;
             }
             let sm = GroupSm::shard(
@@ -1063,10 +1084,12 @@ impl Cluster {
     }
 
     /// Forms a new cluster of `nodes` (this node among them) with
-    /// `replicas` copies of every shard. Returns the layout.
+    /// `shards` shards (at least one per node) and `replicas` copies of
+    /// each. Returns the layout.
     pub async fn create(
         &self,
         replicas: usize,
+        shards: usize,
         nodes: BTreeMap<u64, PeerNode>,
     ) -> Result<ClusterMeta, ClusterError> {
         if !nodes.contains_key(&self.id) {
@@ -1089,7 +1112,7 @@ impl Cluster {
             Ok(()) => {}
             Err(e) => return Err(ClusterError::Create(format!("initializing metadata: {e}"))),
         }
-        let layout = ClusterMeta::initial(nodes, replicas);
+        let layout = ClusterMeta::initial(nodes, replicas, shards);
         let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
         loop {
             match self
@@ -1170,6 +1193,16 @@ impl Service for NodeService {
                     encode(bincode::serialize(&f.execute(db, args, holders).await))
                 }
                 PeerRequest::Ping => Ok(Bytes::new()),
+                PeerRequest::Reconfigure { group, add, voters } => {
+                    membership::answer(&cluster.reconfigure(group, add, voters).await)
+                }
+                PeerRequest::Admin(req) => {
+                    let r = cluster.admin(req).await.map_err(|e| match e {
+                        ClusterError::Admin(m) => m,
+                        other => other.to_string(),
+                    });
+                    membership::answer(&r)
+                }
             }
         })
     }

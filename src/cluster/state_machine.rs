@@ -213,6 +213,47 @@ fn dump_slots(store: &Store, slots: &[(u16, u16)], out: impl Write) -> Result<u6
     Ok(written)
 }
 
+/// Deletes every key of `slots` in every database, in apply batches of
+/// `group` that carry `mark`.
+fn clear_slots(store: &Store, group: u32, slots: &[(u16, u16)], mark: &[u8]) -> Result<(), String> {
+    for db in 0..store.databases() {
+        for &(first, last) in slots {
+            loop {
+                let (_, items) = store
+                    .scan_slots(db, first, last, 0, 1000)
+                    .map_err(|e| e.to_string())?;
+                if items.is_empty() {
+                    break;
+                }
+                store.apply_batch(group, mark, || {
+                    items
+                        .iter()
+                        .try_for_each(|item| store.delete(db, &item.key).map(|_| ()))
+                        .map_err(|e| e.to_string())
+                })?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Drops this node's copy of shard `group` (its `slots`) once it no
+/// longer replicates it: the keys, then the group's mark, which is left
+/// empty. A crash part-way leaves the mark in place, and the next start
+/// finishes the job (see [`holds_data`]).
+pub(super) fn forget_shard(store: &Store, group: u32, slots: &[(u16, u16)]) -> Result<(), String> {
+    let mark = store.mark(group).unwrap_or_default();
+    clear_slots(store, group, slots, &mark)?;
+    store.apply_batch(group, &[], || ());
+    store.sync_all().map_err(|e| e.to_string())
+}
+
+/// Whether the store holds data of shard `group` (a mark of it that
+/// [`forget_shard`] hasn't emptied).
+pub(super) fn holds_data(store: &Store, group: u32) -> bool {
+    store.mark(group).is_some_and(|m| !m.is_empty())
+}
+
 /// Bytes of records imported per apply batch while installing a snapshot.
 const INSTALL_BATCH_BYTES: usize = 4 << 20;
 
@@ -229,24 +270,7 @@ fn load_slots(
     old: &[u8],
     new: &[u8],
 ) -> Result<(), String> {
-    for db in 0..store.databases() {
-        for &(first, last) in slots {
-            loop {
-                let (_, items) = store
-                    .scan_slots(db, first, last, 0, 1000)
-                    .map_err(|e| e.to_string())?;
-                if items.is_empty() {
-                    break;
-                }
-                store.apply_batch(group, old, || {
-                    items
-                        .iter()
-                        .try_for_each(|item| store.delete(db, &item.key).map(|_| ()))
-                        .map_err(|e| e.to_string())
-                })?;
-            }
-        }
-    }
+    clear_slots(store, group, slots, old)?;
     let mut data = BufReader::with_capacity(1 << 20, data);
     let mut pending: Vec<DumpRecord> = Vec::new();
     let mut pending_bytes = 0;

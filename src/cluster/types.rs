@@ -1,7 +1,7 @@
 //! The cluster's data types: what Raft replicates, who the members are,
 //! and how slots are laid out over shards.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
 use bytes::Bytes;
@@ -132,6 +132,10 @@ pub struct ShardInfo {
     pub slots: Vec<(u16, u16)>,
     /// Replica node ids; the first bootstraps the group.
     pub replicas: Vec<u64>,
+    /// Nodes being added to the group: they run it and receive its log
+    /// (or a snapshot) as Raft learners, and become replicas once caught
+    /// up. A learner never bootstraps the group.
+    pub learners: Vec<u64>,
 }
 
 impl ShardInfo {
@@ -152,21 +156,53 @@ pub struct ClusterMeta {
     pub nodes: BTreeMap<u64, PeerNode>,
     /// Shards, in slot order.
     pub shards: Vec<ShardInfo>,
+    /// Replica moves still to make, in order (join, leave, rebalance).
+    pub moves: Vec<Move>,
+    /// Members being removed: their replicas are moved away first.
+    pub leaving: Vec<u64>,
+    /// Moves planned and done since the cluster was created.
+    pub moves_planned: u64,
+    /// Moves finished since the cluster was created.
+    pub moves_done: u64,
+}
+
+/// One replica of a shard moving from one node to another.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Move {
+    /// The shard's group.
+    pub group: u32,
+    /// The node giving the replica up.
+    pub from: u64,
+    /// The node receiving it.
+    pub to: u64,
+}
+
+impl fmt::Display for Move {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "shard {}: replica from {:016x} to {:016x}",
+            self.group, self.from, self.to
+        )
+    }
 }
 
 impl ClusterMeta {
-    /// The first layout of a new cluster: one shard per node, slots split
-    /// evenly, each shard replicated on `replicas` consecutive nodes so
-    /// every node bootstraps (and usually leads) one shard.
-    pub fn initial(nodes: BTreeMap<u64, PeerNode>, replicas: usize) -> ClusterMeta {
+    /// The first layout of a new cluster: `shards` shards (at least one
+    /// per node), slots split evenly, each shard replicated on `replicas`
+    /// consecutive nodes so every node bootstraps (and usually leads) as
+    /// many shards as the others. More shards than nodes lets a grown
+    /// cluster spread its shards over more machines.
+    pub fn initial(nodes: BTreeMap<u64, PeerNode>, replicas: usize, shards: usize) -> ClusterMeta {
         let ids: Vec<u64> = nodes.keys().copied().collect();
         let n = ids.len().max(1);
         let replicas = replicas.clamp(1, n);
-        let per = usize::from(SLOTS) / n;
-        let shards = (0..n)
+        let count = shards.clamp(n, usize::from(SLOTS));
+        let per = usize::from(SLOTS) / count;
+        let shards = (0..count)
             .map(|i| {
                 let start = (i * per) as u16;
-                let end = if i + 1 == n {
+                let end = if i + 1 == count {
                     SLOTS - 1
                 } else {
                     ((i + 1) * per - 1) as u16
@@ -175,6 +211,7 @@ impl ClusterMeta {
                     group: i as u32 + 1,
                     slots: vec![(start, end)],
                     replicas: (0..replicas).map(|r| ids[(i + r) % n]).collect(),
+                    learners: Vec::new(),
                 }
             })
             .collect();
@@ -183,7 +220,110 @@ impl ClusterMeta {
             replicas,
             nodes,
             shards,
+            ..ClusterMeta::default()
         }
+    }
+
+    /// Each shard's replicas once the planned moves are made.
+    fn placed(&self) -> BTreeMap<u32, Vec<u64>> {
+        let mut placed: BTreeMap<u32, Vec<u64>> = self
+            .shards
+            .iter()
+            .map(|s| (s.group, s.replicas.clone()))
+            .collect();
+        for m in &self.moves {
+            if let Some(r) = placed.get_mut(&m.group) {
+                r.retain(|&id| id != m.from);
+                r.push(m.to);
+            }
+        }
+        placed
+    }
+
+    /// The shards each member holds, counting moves still to make as
+    /// made; members being removed are left out.
+    fn load_after_moves(&self) -> BTreeMap<u64, BTreeSet<u32>> {
+        let mut held: BTreeMap<u64, BTreeSet<u32>> = self
+            .nodes
+            .keys()
+            .filter(|id| !self.leaving.contains(id))
+            .map(|id| (*id, BTreeSet::new()))
+            .collect();
+        for (group, replicas) in self.placed() {
+            for id in replicas {
+                if let Some(h) = held.get_mut(&id) {
+                    h.insert(group);
+                }
+            }
+        }
+        held
+    }
+
+    /// The moves that even out how many shard replicas each member holds
+    /// (to within one), after the moves already planned: each takes a
+    /// replica from the fullest member to the emptiest one that doesn't
+    /// hold that shard, so a new member receives about 1/N of the data and
+    /// nothing else moves. A replica that leads its shard (in `leaders`)
+    /// is moved only when no other will do, so fewer shards change leader.
+    pub fn plan_balance(&self, leaders: &BTreeMap<u32, u64>) -> Vec<Move> {
+        let mut held = self.load_after_moves();
+        let mut out = Vec::new();
+        let limit = self.shards.len() * self.replicas.max(1);
+        while out.len() < limit {
+            let Some((&full, _)) = held.iter().max_by_key(|(id, h)| (h.len(), std::cmp::Reverse(**id)))
+            else {
+                break;
+            };
+            let Some((&empty, _)) = held.iter().min_by_key(|(id, h)| (h.len(), **id)) else {
+                break;
+            };
+            if held[&full].len() <= held[&empty].len() + 1 {
+                break;
+            }
+            let movable = || held[&full].iter().filter(|g| !held[&empty].contains(g));
+            let Some(&group) = movable()
+                .find(|g| leaders.get(g) != Some(&full))
+                .or_else(|| movable().next())
+            else {
+                break;
+            };
+            held.get_mut(&full).map(|h| h.remove(&group));
+            held.get_mut(&empty).map(|h| h.insert(group));
+            out.push(Move {
+                group,
+                from: full,
+                to: empty,
+            });
+        }
+        out
+    }
+
+    /// The moves that take every replica off member `id` (already marked
+    /// as leaving), each to the emptiest remaining member without that
+    /// shard; an error if some shard has nowhere to go.
+    pub fn plan_leave(&self, id: u64) -> Result<Vec<Move>, String> {
+        let mut held = self.load_after_moves();
+        let mut out = Vec::new();
+        for (group, replicas) in self.placed() {
+            if !replicas.contains(&id) {
+                continue;
+            }
+            let target = held
+                .iter()
+                .filter(|(n, h)| **n != id && !h.contains(&group))
+                .min_by_key(|(n, h)| (h.len(), **n))
+                .map(|(n, _)| *n);
+            let Some(to) = target else {
+                return Err(format!(
+                    "removing node {id:016x} would leave shard {group} with {} of its {} replicas: no other member can take it; add a node first",
+                    replicas.len() - 1,
+                    replicas.len()
+                ));
+            };
+            held.get_mut(&to).map(|h| h.insert(group));
+            out.push(Move { group, from: id, to });
+        }
+        Ok(out)
     }
 
     /// The shard that owns `slot`.
@@ -213,6 +353,29 @@ pub enum PeerRequest {
     },
     /// A liveness probe; answered with an empty message.
     Ping,
+    /// To a shard's leader: bring `add` (if any) up to date as a learner,
+    /// then make `voters` the group's voters, removing every other member.
+    Reconfigure {
+        /// The shard's group.
+        group: u32,
+        /// The node to add, and where it is reached.
+        add: Option<(u64, PeerNode)>,
+        /// The voters the group should end with.
+        voters: BTreeSet<u64>,
+    },
+    /// A membership change of the cluster, for the metadata leader.
+    Admin(Admin),
+}
+
+/// A change to the cluster's members, carried out by the metadata leader.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum Admin {
+    /// Add a member and move about 1/N of the shard replicas to it.
+    AddNode(u64, PeerNode),
+    /// Move every replica off a member, then remove it.
+    RemoveNode(u64),
+    /// Even out the replicas over the members.
+    Rebalance,
 }
 
 /// A forwarded command's answer.
@@ -233,7 +396,7 @@ mod tests {
     fn initial_layout_covers_every_slot_once() {
         let nodes: BTreeMap<u64, PeerNode> =
             (1..=3).map(|i| (i * 10, PeerNode::default())).collect();
-        let meta = ClusterMeta::initial(nodes, 3);
+        let meta = ClusterMeta::initial(nodes, 3, 0);
         assert_eq!(meta.shards.len(), 3);
         for slot in 0..SLOTS {
             assert_eq!(
@@ -245,8 +408,78 @@ mod tests {
         let firsts: Vec<u64> = meta.shards.iter().map(|s| s.replicas[0]).collect();
         assert_eq!(firsts, vec![10, 20, 30]);
         assert!(meta.shards.iter().all(|s| s.replicas.len() == 3));
-        let one = ClusterMeta::initial([(5, PeerNode::default())].into(), 3);
+        let one = ClusterMeta::initial([(5, PeerNode::default())].into(), 3, 1);
         assert_eq!(one.shards[0].slots, vec![(0, SLOTS - 1)]);
         assert_eq!(one.shards[0].replicas, vec![5]);
+    }
+
+    fn members(n: u64) -> BTreeMap<u64, PeerNode> {
+        (1..=n).map(|i| (i, PeerNode::default())).collect()
+    }
+
+    fn apply(meta: &mut ClusterMeta, moves: &[Move]) {
+        for m in moves {
+            let shard = meta.shards.iter_mut().find(|s| s.group == m.group).expect("shard");
+            assert!(shard.replicas.contains(&m.from), "{m}: not a replica");
+            assert!(!shard.replicas.contains(&m.to), "{m}: already a replica");
+            shard.replicas.retain(|&i| i != m.from);
+            shard.replicas.push(m.to);
+        }
+    }
+
+    fn counts(meta: &ClusterMeta) -> BTreeMap<u64, usize> {
+        let mut c: BTreeMap<u64, usize> = meta.nodes.keys().map(|&i| (i, 0)).collect();
+        for s in &meta.shards {
+            for r in &s.replicas {
+                *c.entry(*r).or_default() += 1;
+            }
+        }
+        c
+    }
+
+    #[test]
+    fn a_joining_node_receives_about_one_nth_and_only_it_does() {
+        let mut meta = ClusterMeta::initial(members(3), 3, 12);
+        meta.nodes.insert(4, PeerNode::default());
+        let moves = meta.plan_balance(&BTreeMap::new());
+        // 36 replicas over 4 nodes: 9 each, all moved to the new node.
+        assert_eq!(moves.len(), 9);
+        assert!(moves.iter().all(|m| m.to == 4));
+        apply(&mut meta, &moves);
+        assert!(counts(&meta).values().all(|&c| c == 9), "{:?}", counts(&meta));
+        assert!(meta.plan_balance(&BTreeMap::new()).is_empty());
+        // One shard per node, three replicas: the new node takes two.
+        let mut small = ClusterMeta::initial(members(3), 3, 0);
+        small.nodes.insert(4, PeerNode::default());
+        let leaders: BTreeMap<u32, u64> = small.shards.iter().map(|s| (s.group, s.replicas[0])).collect();
+        let moves = small.plan_balance(&leaders);
+        assert_eq!(moves.len(), 2);
+        assert!(moves.iter().all(|m| leaders[&m.group] != m.from), "a leader moved: {moves:?}");
+        apply(&mut small, &moves);
+        assert_eq!(counts(&small)[&4], 2);
+    }
+
+    #[test]
+    fn a_leaving_node_hands_every_replica_to_a_node_without_it() {
+        let mut meta = ClusterMeta::initial(members(4), 3, 8);
+        meta.leaving.push(2);
+        let moves = meta.plan_leave(2).expect("room");
+        assert_eq!(moves.len(), counts(&meta)[&2]);
+        apply(&mut meta, &moves);
+        assert_eq!(counts(&meta)[&2], 0);
+        assert!(meta.shards.iter().all(|s| s.replicas.len() == 3));
+        // Three nodes, three replicas: nowhere to go.
+        let mut full = ClusterMeta::initial(members(3), 3, 0);
+        full.leaving.push(1);
+        let e = full.plan_leave(1).expect_err("no room");
+        assert!(e.contains("add a node first"), "{e}");
+        // Pending moves are taken into account.
+        let mut meta = ClusterMeta::initial(members(3), 2, 6);
+        meta.nodes.insert(4, PeerNode::default());
+        meta.moves = meta.plan_balance(&BTreeMap::new());
+        let before = meta.moves.len();
+        meta.leaving.push(4);
+        let away = meta.plan_leave(4).expect("room");
+        assert_eq!(away.len(), before, "every replica planned onto 4 leaves it again");
     }
 }

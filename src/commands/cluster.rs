@@ -22,7 +22,7 @@ use super::reply::Reply;
 use super::{err, execute, int_arg, is, lookup, scripting, transactions, CmdResult, Ctx, Session};
 use crate::cluster::state_machine::Apply;
 use crate::cluster::types::ForwardReply;
-use crate::cluster::{Cluster, ClusterError, Forwarded, PeerNode, ShardInfo};
+use crate::cluster::{Admin, Cluster, ClusterError, Forwarded, PeerNode, ShardInfo};
 use crate::node::{ClientHandle, Node};
 use crate::slot::{slot_of, SLOTS};
 
@@ -132,19 +132,58 @@ pub async fn dispatch(node: &Node, s: &mut Session, args: &[Bytes]) -> Reply {
     if spec.name == "cluster" && args.get(1).is_some_and(|a| is(a, "STRATA-CREATE")) {
         return create(cluster, &args[2..]).await;
     }
+    if spec.name == "cluster" {
+        if let Some(req) = admin_request(&args[1..]) {
+            return match req {
+                Ok(req) => match cluster.admin(req).await {
+                    Ok(done) => Reply::Status(done),
+                    Err(e) => cluster_error(&e),
+                },
+                Err(e) => e,
+            };
+        }
+    }
     if matches!(spec.name, "flushdb" | "flushall") {
         return flush(cluster, s, spec.name == "flushall", args).await;
     }
     if spec.name == "strata-flushslots" {
         return flush_shard(cluster, s, args).await;
     }
-    let reply = route(node, cluster, s, spec, args).await;
+    let mut reply = route(node, cluster, s, spec, args).await;
+    if !s.forwarded {
+        // An election or a replica move is under way: the request was
+        // refused before anything was applied, so it is sent again for
+        // about an election's length before the client hears of it.
+        let settle = tokio::time::Instant::now() + SETTLE;
+        while not_applied(&reply) && tokio::time::Instant::now() < settle {
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            reply = route(node, cluster, s, spec, args).await;
+        }
+    }
     if s.caching.is_some() {
         // Served elsewhere: CLIENT CACHING's one command is over all the
         // same.
         super::tracking::after_command(s, spec, args);
     }
     reply
+}
+
+/// How long a forwarded request may still be answered by a leader that
+/// was replaced while it was in flight.
+const STEP_DOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// How long a request refused for want of a leader is retried.
+const SETTLE: std::time::Duration = std::time::Duration::from_millis(2500);
+
+/// Whether `reply` refuses a request that was certainly not applied
+/// anywhere because its shard has no leader that can take it right now.
+fn not_applied(reply: &Reply) -> bool {
+    let Reply::Error(e) = reply else {
+        return false;
+    };
+    e.starts_with("NOQUORUM")
+        || e.starts_with("TRYAGAIN leadership of shard")
+        || (e.starts_with("CLUSTERDOWN shard ") && e.contains("has no leader right now"))
 }
 
 /// EXEC in a cluster: the transaction goes whole to its keys' shard as
@@ -472,50 +511,100 @@ async fn elsewhere(
     // an election; don't wait out the timeout on it. Whether it applied
     // the request is unknown, so the client is told to retry rather than
     // the request being sent twice.
-    tokio::select! {
-        r = cluster.forward(&peer, s.db as u8, args.to_vec(), s.want_holders) => match r {
-            Ok(answer) => {
+    let (mut id, mut peer) = (id, peer);
+    for _hop in 0..3 {
+        let answer = {
+            let forward = cluster.forward(&peer, s.db as u8, args.to_vec(), s.want_holders);
+            tokio::pin!(forward);
+            tokio::select! {
+                r = &mut forward => Some(r),
+                // A leader that is still up answers soon after it steps
+                // down: with the reply if the write committed, or a
+                // refusal if it was dropped.
+                () = cluster.leader_changed(shard.group, id) => {
+                    tokio::time::timeout(STEP_DOWN_GRACE, &mut forward).await.ok()
+                }
+            }
+        };
+        let reply = match answer {
+            Some(Ok(answer)) => {
                 s.holders = answer.holders;
                 Reply::from_resp3(&answer.reply)
             }
-            Err(e) => cluster_error(&e),
-        },
-        () = cluster.leader_changed(shard.group, id) => Reply::err(format!(
-            "TRYAGAIN the leader of shard {} changed while the request was in flight; it may or may not have been applied",
-            shard.group
-        )),
+            Some(Err(e)) => cluster_error(&e),
+            None => Reply::err(format!(
+                "TRYAGAIN the leader of shard {} changed while the request was in flight; it may or may not have been applied",
+                shard.group
+            )),
+        };
+        // The peer no longer leads the shard and did nothing with the
+        // request: follow it to the node it names.
+        match moved_to(cluster, &reply) {
+            Some(next) if next.0 != cluster.id => (id, peer) = next,
+            Some(_) => break,
+            None => return reply,
+        }
     }
+    Reply::err(format!(
+        "TRYAGAIN leadership of shard {} is moving between nodes; retry shortly",
+        shard.group
+    ))
 }
 
-/// CLUSTER STRATA-CREATE replicas (id cluster resp http)...: forms the
-/// cluster (sent by `strata cluster create` to one of the nodes).
+/// The member a `MOVED slot host:port` reply names.
+fn moved_to(cluster: &Cluster, reply: &Reply) -> Option<(u64, PeerNode)> {
+    let Reply::Error(e) = reply else {
+        return None;
+    };
+    let addr = e.strip_prefix("MOVED ")?.split_whitespace().nth(1)?;
+    let layout = cluster.layout();
+    layout
+        .nodes
+        .iter()
+        .find(|(_, n)| n.resp == addr)
+        .map(|(id, n)| (*id, n.clone()))
+}
+
+/// A node as `CLUSTER STRATA-NODE` describes it: id (hex), cluster,
+/// RESP and HTTP addresses.
+fn peer_of(m: &[Bytes]) -> Result<(u64, PeerNode), Reply> {
+    let text = |b: &Bytes| String::from_utf8_lossy(b).into_owned();
+    let [id, c, r, h] = m else {
+        return Err(err::syntax());
+    };
+    let id = u64::from_str_radix(&text(id), 16).map_err(|_| Reply::err("ERR bad node id"))?;
+    Ok((
+        id,
+        PeerNode {
+            cluster: text(c),
+            resp: text(r),
+            http: text(h),
+        },
+    ))
+}
+
+fn number(b: Option<&Bytes>) -> Option<usize> {
+    std::str::from_utf8(b?).ok()?.parse().ok()
+}
+
+/// CLUSTER STRATA-CREATE replicas shards (id cluster resp http)...: forms
+/// the cluster (sent by `strata cluster create` to one of the nodes).
 async fn create(cluster: &Cluster, a: &[Bytes]) -> Reply {
-    let Some(replicas) = a
-        .first()
-        .and_then(|r| std::str::from_utf8(r).ok()?.parse::<usize>().ok())
-    else {
+    let (Some(replicas), Some(shards)) = (number(a.first()), number(a.get(1))) else {
         return err::syntax();
     };
-    let rest = &a[1..];
+    let rest = &a[2..];
     if rest.is_empty() || rest.len() % 4 != 0 {
         return err::syntax();
     }
     let mut nodes = BTreeMap::new();
     for m in rest.chunks(4) {
-        let text = |b: &Bytes| String::from_utf8_lossy(b).into_owned();
-        let Ok(id) = u64::from_str_radix(&text(&m[0]), 16) else {
-            return Reply::err("ERR bad node id");
+        match peer_of(m) {
+            Ok((id, node)) => nodes.insert(id, node),
+            Err(e) => return e,
         };
-        nodes.insert(
-            id,
-            PeerNode {
-                cluster: text(&m[1]),
-                resp: text(&m[2]),
-                http: text(&m[3]),
-            },
-        );
     }
-    match cluster.create(replicas, nodes).await {
+    match cluster.create(replicas, shards, nodes).await {
         Ok(layout) => Reply::Status(format!(
             "OK epoch {} shards {}",
             layout.epoch,
@@ -523,6 +612,32 @@ async fn create(cluster: &Cluster, a: &[Bytes]) -> Reply {
         )),
         Err(e) => Reply::err(e.to_string()),
     }
+}
+
+/// CLUSTER STRATA-ADD-NODE id cluster resp http, STRATA-REMOVE-NODE id,
+/// STRATA-REBALANCE: membership changes (None for other subcommands).
+fn admin_request(a: &[Bytes]) -> Option<Result<Admin, Reply>> {
+    let sub = a.first()?;
+    if is(sub, "STRATA-ADD-NODE") {
+        return Some(peer_of(&a[1..]).map(|(id, node)| Admin::AddNode(id, node)));
+    }
+    if is(sub, "STRATA-REMOVE-NODE") {
+        let id = match &a[1..] {
+            [id] => std::str::from_utf8(id)
+                .ok()
+                .and_then(|s| u64::from_str_radix(s.trim_start_matches("0x"), 16).ok()),
+            _ => return Some(Err(err::syntax())),
+        };
+        return Some(id.map(Admin::RemoveNode).ok_or_else(|| Reply::err("ERR bad node id")));
+    }
+    if is(sub, "STRATA-REBALANCE") {
+        return Some(if a.len() == 1 {
+            Ok(Admin::Rebalance)
+        } else {
+            Err(err::syntax())
+        });
+    }
+    None
 }
 
 fn node_name(id: u64) -> String {
@@ -588,7 +703,9 @@ pub fn cluster(ctx: &mut Ctx<'_>, a: &[Bytes]) -> CmdResult {
     if is(sub, "INFO") {
         let meta = cluster.layout().clone();
         let (served, total) = cluster.shards_served();
-        let all_led = total > 0 && meta.shards.iter().all(|s| cluster.leader_of(s).is_some());
+        let all_led = total > 0
+            && cluster.is_member()
+            && meta.shards.iter().all(|s| cluster.leader_of(s).is_some());
         let state = if all_led { "ok" } else { "fail" };
         let assigned = if total > 0 { SLOTS } else { 0 };
         let mut out = String::new();
@@ -602,6 +719,19 @@ pub fn cluster(ctx: &mut Ctx<'_>, a: &[Bytes]) -> CmdResult {
             meta.epoch,
             meta.replicas
         );
+        let moves = cluster.move_status();
+        let _ = write!(
+            out,
+            "strata_member:{}\r\nstrata_moves_planned:{}\r\nstrata_moves_done:{}\r\nstrata_moves_pending:{}\r\nstrata_nodes_leaving:{}\r\n",
+            if cluster.is_member() || total == 0 { "yes" } else { "removed" },
+            moves.planned,
+            moves.done,
+            moves.pending,
+            moves.leaving.len(),
+        );
+        if let Some(mv) = moves.current {
+            let _ = write!(out, "strata_move_current:{mv}\r\n");
+        }
         return Ok(Reply::Verbatim(out));
     }
     if is(sub, "SLOTS") {

@@ -27,7 +27,7 @@ use bytes::Bytes;
 use serde_json::{json, Value as Json_};
 
 use super::resp::Reply;
-use crate::cluster::{Cluster, MemberView};
+use crate::cluster::{Admin, Cluster, ClusterError, MemberView};
 use crate::commands::{dispatch, storage_error, Session};
 use crate::metrics::{CmdLabels, HttpLabels};
 use crate::node::{ClientHandle, Node};
@@ -639,15 +639,45 @@ async fn nodes_list(State(node): State<Shared>) -> Json<Json_> {
     }
 }
 
-async fn nodes_register(State(node): State<Shared>) -> ApiError {
-    ApiError(
-        StatusCode::NOT_IMPLEMENTED,
-        if node.cluster.get().is_some() {
-            "adding a member to a running cluster is not supported yet; form the cluster with `strata cluster create`".into()
-        } else {
-            "this node runs in single-node mode; cluster membership is not available".into()
-        },
-    )
+/// A membership change's outcome: 202 with the plan, or the refusal.
+fn admin_reply(r: Result<String, ClusterError>) -> Result<(StatusCode, Json<Json_>), ApiError> {
+    match r {
+        Ok(plan) => Ok((
+            StatusCode::ACCEPTED,
+            Json(json!({"success": true, "message": plan})),
+        )),
+        Err(e @ (ClusterError::Admin(_) | ClusterError::Create(_))) => {
+            Err(ApiError(StatusCode::CONFLICT, e.to_string()))
+        }
+        Err(e) => Err(ApiError(StatusCode::SERVICE_UNAVAILABLE, e.to_string())),
+    }
+}
+
+/// POST /nodes `{"address": "host:port"}` (the new node's RESP address):
+/// adds a running node to the cluster; replicas move to it in the
+/// background (follow them in CLUSTER INFO or `strata cluster status`).
+async fn nodes_register(
+    State(node): State<Shared>,
+    headers: HeaderMap,
+    Query(q): Query<HashMap<String, String>>,
+    body: Body,
+) -> Result<(StatusCode, Json<Json_>), ApiError> {
+    check_api_key(&node, &headers, &q)?;
+    let Some(cluster) = node.cluster.get() else {
+        return Err(ApiError(
+            StatusCode::CONFLICT,
+            "this node runs in single-node mode; start nodes with --cluster-port to form a cluster".into(),
+        ));
+    };
+    let m = optional_body(&body)?;
+    let Some(addr) = m.get("address").and_then(Json_::as_str).map(str::to_string) else {
+        return Err(bad("expected {\"address\": \"host:port\"}, the new node's RESP address"));
+    };
+    let (id, peer) = tokio::task::spawn_blocking(move || crate::tools::cluster::describe_node(&addr))
+        .await
+        .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
+        .map_err(bad)?;
+    admin_reply(cluster.admin(Admin::AddNode(id, peer)).await)
 }
 
 async fn node_get(
@@ -669,21 +699,27 @@ async fn node_get(
     }
 }
 
-async fn node_delete(State(node): State<Shared>, Path(id): Path<String>) -> ApiError {
+/// DELETE /nodes/{id}: moves the member's replicas away, then removes it.
+async fn node_delete(
+    State(node): State<Shared>,
+    headers: HeaderMap,
+    Query(q): Query<HashMap<String, String>>,
+    Path(id): Path<String>,
+) -> Result<(StatusCode, Json<Json_>), ApiError> {
+    check_api_key(&node, &headers, &q)?;
     if let Some(cluster) = node.cluster.get() {
-        return if cluster.member_views().iter().any(|m| hex(m.id) == id) {
-            ApiError(
-                StatusCode::NOT_IMPLEMENTED,
-                "removing a member from a running cluster is not supported yet".into(),
-            )
-        } else {
-            not_found(format!("no node '{id}'"))
-        };
+        let member = cluster
+            .member_views()
+            .iter()
+            .find(|m| hex(m.id) == id)
+            .map(|m| m.id)
+            .ok_or_else(|| not_found(format!("no node '{id}'")))?;
+        return admin_reply(cluster.admin(Admin::RemoveNode(member)).await);
     }
     if id == node.node_id {
-        ApiError(StatusCode::CONFLICT, "can't remove the only node".into())
+        Err(ApiError(StatusCode::CONFLICT, "can't remove the only node".into()))
     } else {
-        not_found(format!("no node '{id}'"))
+        Err(not_found(format!("no node '{id}'")))
     }
 }
 
@@ -786,13 +822,21 @@ async fn restore(
     ))
 }
 
-async fn rebalance(State(node): State<Shared>) -> Json<Json_> {
-    Json(json!({
+async fn rebalance(
+    State(node): State<Shared>,
+    headers: HeaderMap,
+    Query(q): Query<HashMap<String, String>>,
+) -> Result<(StatusCode, Json<Json_>), ApiError> {
+    check_api_key(&node, &headers, &q)?;
+    if let Some(cluster) = node.cluster.get() {
+        return admin_reply(cluster.admin(Admin::Rebalance).await);
+    }
+    Ok((StatusCode::OK, Json(json!({
         "success": true,
         "moved_keys": 0,
         "nodes": 1,
         "message": format!("single node {} owns all {} slots; nothing to move", node.node_id, crate::slot::SLOTS),
-    }))
+    }))))
 }
 
 // ---- seed 003: the replicated storage cluster ----

@@ -24,9 +24,38 @@ pub enum ClusterCommand {
         /// Copies of every shard (3 by default; 1 for a test cluster).
         #[arg(long, default_value_t = 3)]
         replicas: usize,
+        /// Shards (Raft groups) the slots are split into; 0 means one per
+        /// node. More shards than nodes spread evenly over a grown cluster.
+        #[arg(long, default_value_t = 0)]
+        shards: usize,
         /// RESP addresses of the nodes (host:port).
         #[arg(required = true)]
         nodes: Vec<String>,
+    },
+    /// Add a running node (started with --cluster-port, not yet in a
+    /// cluster) to the cluster EXISTING belongs to, and move about 1/N of
+    /// the shard replicas to it while the cluster serves. Waits until the
+    /// moves are done and prints how much data moved.
+    AddNode {
+        /// RESP address of the new node.
+        new: String,
+        /// RESP address of any member.
+        existing: String,
+    },
+    /// Move every shard replica off a member, then remove it. Refused if
+    /// some shard would have nowhere to go.
+    RemoveNode {
+        /// The member's id (from CLUSTER NODES or GET /nodes).
+        id: String,
+        /// RESP address of any member.
+        #[arg(long, default_value = "127.0.0.1:7001")]
+        via: String,
+    },
+    /// Even out the shard replicas over the members.
+    Rebalance {
+        /// RESP address of any member.
+        #[arg(long, default_value = "127.0.0.1:7001")]
+        via: String,
     },
     /// Start a local cluster of separate processes in DIR and form it.
     /// Running it again on the same DIR restarts the nodes, which rejoin.
@@ -101,6 +130,180 @@ fn text(r: &Reply) -> Result<String, String> {
     }
 }
 
+/// `CLUSTER STRATA-NODE` of the node at `addr`: its id and addresses.
+fn node_words(addr: &str) -> Result<Vec<Vec<u8>>, String> {
+    let info = text(&call(addr, &[b"CLUSTER", b"STRATA-NODE"])?)
+        .map_err(|e| format!("{addr} is not a strata node in cluster mode: {e}"))?;
+    Ok(info.split_whitespace().map(|p| p.as_bytes().to_vec()).collect())
+}
+
+/// The id and addresses of the cluster-mode node whose RESP address is
+/// `addr`.
+pub fn describe_node(addr: &str) -> Result<(u64, crate::cluster::PeerNode), String> {
+    let words = node_words(addr)?;
+    let word = |i: usize| {
+        words
+            .get(i)
+            .map(|w| String::from_utf8_lossy(w).into_owned())
+            .ok_or_else(|| format!("{addr}: unexpected CLUSTER STRATA-NODE reply"))
+    };
+    let id = u64::from_str_radix(&word(0)?, 16).map_err(|e| format!("{addr}: bad node id: {e}"))?;
+    Ok((
+        id,
+        crate::cluster::PeerNode {
+            cluster: word(1)?,
+            resp: word(2)?,
+            http: word(3)?,
+        },
+    ))
+}
+
+/// One field of `CLUSTER INFO` at `addr`.
+fn info_field(addr: &str, field: &str) -> Result<String, String> {
+    let info = text(&call(addr, &[b"CLUSTER", b"INFO"])?)?;
+    Ok(info
+        .lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+        .unwrap_or_default()
+        .trim()
+        .to_string())
+}
+
+/// Each member's id and RESP address, from `CLUSTER NODES` at `addr`.
+fn members(addr: &str) -> Result<Vec<(String, String)>, String> {
+    let nodes = text(&call(addr, &[b"CLUSTER", b"NODES"])?)?;
+    Ok(nodes
+        .lines()
+        .filter_map(|l| {
+            let mut parts = l.split_whitespace();
+            let id = parts.next()?.to_string();
+            let resp = parts.next()?.split('@').next()?.to_string();
+            Some((id, resp))
+        })
+        .collect())
+}
+
+/// Keys in this node's own store (every database), from `INFO keyspace`.
+fn local_keys(addr: &str) -> u64 {
+    call(addr, &[b"INFO", b"keyspace"])
+        .and_then(|r| text(&r))
+        .map(|t| {
+            t.lines()
+                .filter_map(|l| l.split_once(":keys=")?.1.split(',').next()?.parse::<u64>().ok())
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
+/// Key copies held by each member (by RESP address).
+fn key_copies(via: &str) -> Result<Vec<(String, u64)>, String> {
+    Ok(members(via)?
+        .into_iter()
+        .map(|(_, resp)| {
+            let keys = local_keys(&resp);
+            (resp, keys)
+        })
+        .collect())
+}
+
+/// Whose data a membership change moves, for its report.
+enum Moving {
+    /// A joining node (RESP address): everything it ends up holding.
+    To(String),
+    /// A leaving node (id): everything it held.
+    From(String),
+    /// A rebalance: the copies the receivers gained.
+    Around,
+}
+
+fn same_id(a: &str, b: &str) -> bool {
+    a.trim_start_matches('0').eq_ignore_ascii_case(b.trim_start_matches("0x").trim_start_matches('0'))
+}
+
+/// Sends a membership change to `via`, then follows the moves it planned
+/// until none is left, printing progress; then reports how many key
+/// copies moved, against the ideal share (one node's).
+fn change_members(via: &str, args: &[&[u8]], moving: Moving) -> Result<(), String> {
+    let before = key_copies(via)?;
+    let leaving_addr = match &moving {
+        Moving::From(id) => members(via)?
+            .into_iter()
+            .find(|(m, _)| same_id(m, id))
+            .map(|(_, addr)| addr),
+        _ => None,
+    };
+    println!("{}", text(&call(via, args)?)?);
+    let deadline = Instant::now() + Duration::from_secs(24 * 3600);
+    let mut last = String::new();
+    loop {
+        let pending: u64 = info_field(via, "strata_moves_pending")?.parse().unwrap_or(0);
+        let leaving: u64 = info_field(via, "strata_nodes_leaving")?.parse().unwrap_or(0);
+        let line = format!(
+            "moves done {} of {} planned; pending {pending}; current: {}",
+            info_field(via, "strata_moves_done")?,
+            info_field(via, "strata_moves_planned")?,
+            match info_field(via, "strata_move_current")? {
+                c if c.is_empty() => "none".to_string(),
+                c => c,
+            }
+        );
+        if line != last {
+            println!("{line}");
+            last = line;
+        }
+        if pending == 0 && leaving == 0 {
+            break;
+        }
+        if Instant::now() > deadline {
+            return Err("moves did not finish within a day".into());
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let after = key_copies(via)?;
+    for (addr, keys) in &after {
+        println!("  {addr}: {keys} keys");
+    }
+    let count = |list: &[(String, u64)], addr: &str| {
+        list.iter().find(|(a, _)| a == addr).map_or(0, |(_, k)| *k)
+    };
+    let sum = |list: &[(String, u64)]| list.iter().map(|(_, k)| k).sum::<u64>();
+    let (moved, of) = match &moving {
+        Moving::To(addr) => (count(&after, addr), sum(&after)),
+        Moving::From(_) => (
+            leaving_addr.map_or(0, |a| count(&before, &a)),
+            sum(&before),
+        ),
+        Moving::Around => (
+            after
+                .iter()
+                .map(|(a, k)| k.saturating_sub(count(&before, a)))
+                .sum(),
+            sum(&after),
+        ),
+    };
+    // A joining node's ideal share is 1/N of the grown cluster; a leaving
+    // node's, 1/N of the cluster it leaves.
+    let n = after.len().max(before.len()).max(1);
+    println!(
+        "[OK] moved about {moved} key copies, {:.1}% of the {of} held; ideal: one node's share, {:.1}%",
+        100.0 * moved as f64 / of.max(1) as f64,
+        100.0 / n as f64
+    );
+    Ok(())
+}
+
+/// `strata cluster add-node NEW EXISTING`.
+pub fn add_node(new: &str, existing: &str) -> Result<(), String> {
+    let known: u64 = info_field(new, "cluster_known_nodes")?.parse().unwrap_or(0);
+    if known > 0 {
+        return Err(format!("{new} is already part of a cluster"));
+    }
+    let mut args: Vec<Vec<u8>> = vec![b"CLUSTER".to_vec(), b"STRATA-ADD-NODE".to_vec()];
+    args.extend(node_words(new)?);
+    let refs: Vec<&[u8]> = args.iter().map(Vec::as_slice).collect();
+    change_members(existing, &refs, Moving::To(new.to_string()))
+}
+
 fn cluster_state_ok(addr: &str) -> bool {
     call(addr, &[b"CLUSTER", b"INFO"])
         .and_then(|r| text(&r))
@@ -109,16 +312,15 @@ fn cluster_state_ok(addr: &str) -> bool {
 
 /// Forms a cluster of the nodes at `addrs`; returns once every node sees
 /// a leader for every shard.
-pub fn create(replicas: usize, addrs: &[String]) -> Result<(), String> {
+pub fn create(replicas: usize, shards: usize, addrs: &[String]) -> Result<(), String> {
     let mut args: Vec<Vec<u8>> = vec![
         b"CLUSTER".to_vec(),
         b"STRATA-CREATE".to_vec(),
         replicas.to_string().into_bytes(),
+        shards.to_string().into_bytes(),
     ];
     for addr in addrs {
-        let info = text(&call(addr, &[b"CLUSTER", b"STRATA-NODE"])?)
-            .map_err(|e| format!("{addr} is not a strata node in cluster mode: {e}"))?;
-        args.extend(info.split_whitespace().map(|p| p.as_bytes().to_vec()));
+        args.extend(node_words(addr)?);
     }
     let refs: Vec<&[u8]> = args.iter().map(Vec::as_slice).collect();
     let created = text(&call(&addrs[0], &refs)?)?;
@@ -271,7 +473,7 @@ pub fn up(a: &LocalArgs) -> Result<(), String> {
             std::thread::sleep(Duration::from_millis(200));
         }
     } else {
-        create(a.replicas, &addrs)?;
+        create(a.replicas, 0, &addrs)?;
     }
     println!("try: redis-cli -c -p {} set foo bar", nodes[0].port);
     Ok(())
@@ -384,7 +586,19 @@ pub fn clean(dir: &Path) -> Result<(), String> {
 /// Runs one `strata cluster` subcommand.
 pub fn run(cmd: &ClusterCommand) -> Result<(), String> {
     match cmd {
-        ClusterCommand::Create { replicas, nodes } => create(*replicas, nodes),
+        ClusterCommand::Create {
+            replicas,
+            shards,
+            nodes,
+        } => create(*replicas, *shards, nodes),
+        ClusterCommand::AddNode { new, existing } => add_node(new, existing),
+        ClusterCommand::RemoveNode { id, via } => {
+            let args: [&[u8]; 3] = [b"CLUSTER", b"STRATA-REMOVE-NODE", id.as_bytes()];
+            change_members(via, &args, Moving::From(id.clone()))
+        }
+        ClusterCommand::Rebalance { via } => {
+            change_members(via, &[b"CLUSTER", b"STRATA-REBALANCE"], Moving::Around)
+        }
         ClusterCommand::Up(a) => up(a),
         ClusterCommand::Status(d) => status(&d.dir),
         ClusterCommand::Test(d) => test(&d.dir),

@@ -7,6 +7,7 @@
 mod metric_model;
 mod procs;
 
+mod elastic;
 mod failover;
 mod partition;
 mod pipeline;

@@ -315,6 +315,7 @@ pub fn writer(
 ) -> std::thread::JoinHandle<u64> {
     std::thread::spawn(move || {
         let mut errors = 0u64;
+        let mut seen: Vec<String> = Vec::new();
         let mut conn: Option<redis::Connection> = None;
         for i in 0..200_000u64 {
             if stop.load(Ordering::Relaxed) {
@@ -339,6 +340,11 @@ pub fn writer(
                 Ok(other) => panic!("unexpected SET reply {other}"),
                 Err(e) => {
                     errors += 1;
+                    let kind = e.code().unwrap_or("io").to_string();
+                    if !seen.contains(&kind) {
+                        println!("{prefix}: first {kind} error at write {i}: {e}");
+                        seen.push(kind);
+                    }
                     if e.is_io_error() || e.is_timeout() {
                         conn = None;
                     }

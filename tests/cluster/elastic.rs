@@ -1,0 +1,152 @@
+//! Growing and shrinking a running cluster of real processes: a 4th node
+//! joins a 3-node cluster under steady writes with `strata cluster
+//! add-node`, and an original node leaves with `strata cluster
+//! remove-node`. Every acknowledged write reads back from every remaining
+//! node, the joining node receives about a quarter of the key copies, and
+//! the removed node is told it is no longer a member and drops its data.
+//! Refusals (a removal with nowhere to move, bad requests) change nothing.
+
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::procs::*;
+use redis::cmd;
+
+fn strata(args: &[&str]) -> (bool, String) {
+    let out = Command::new(BIN).args(args).output().expect("run strata");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    println!("strata {}:\n{text}", args.join(" "));
+    (out.status.success(), text)
+}
+
+/// Keys in a node's own store.
+fn local_keys(p: &Proc) -> u64 {
+    let info: String = cmd("INFO")
+        .arg("keyspace")
+        .query(&mut p.client())
+        .expect("info");
+    info.lines()
+        .filter_map(|l| l.split_once(":keys=")?.1.split(',').next()?.parse::<u64>().ok())
+        .sum()
+}
+
+fn myid(p: &Proc) -> String {
+    cmd("CLUSTER")
+        .arg("MYID")
+        .query(&mut p.client())
+        .expect("myid")
+}
+
+#[test]
+fn nodes_join_and_leave_under_writes_and_nothing_is_lost() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let mut nodes = start_cluster(root.path());
+
+    // Three nodes, three replicas each: a removal has nowhere to go.
+    let (ok, out) = strata(&[
+        "cluster",
+        "remove-node",
+        &myid(&nodes[1]),
+        "--via",
+        &nodes[0].addr(),
+    ]);
+    assert!(!ok && out.contains("add a node first"), "{out}");
+    let (s, body) = http_post(&nodes[0], "/nodes", "{\"addr\": 1}");
+    assert_eq!(s, 400, "{body}");
+    let (s, _) = http_post(&nodes[0], "/nodes", "not json");
+    assert_eq!(s, 400);
+    let r = http_agent()
+        .delete(&format!(
+            "http://{}:{}/nodes/00000000deadbeef",
+            nodes[0].host, nodes[0].http
+        ))
+        .call()
+        .expect("delete");
+    assert_eq!(r.status().as_u16(), 404);
+    assert!(cluster_info(&nodes[0]).contains("strata_moves_planned:0"));
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let acked = Arc::new(Mutex::new(Vec::new()));
+    let writers: Vec<_> = [("grow-a", 0usize), ("grow-b", 2)]
+        .into_iter()
+        .map(|(prefix, via)| writer(nodes[via].addr(), prefix, stop.clone(), acked.clone()))
+        .collect();
+    std::thread::sleep(Duration::from_secs(1));
+
+    // Join: the new node receives whole shard replicas, about 1/4 of the
+    // key copies, while the writers go on.
+    let mut fourth = Proc::new(root.path(), 3);
+    fourth.start();
+    let started = Instant::now();
+    let (ok, out) = strata(&["cluster", "add-node", &fourth.addr(), &nodes[0].addr()]);
+    assert!(ok, "add-node failed: {out}");
+    println!("join took {:?}", started.elapsed());
+    assert!(out.contains("2 shard replicas will move to it"), "{out}");
+    nodes.push(fourth);
+    let refs: Vec<&Proc> = nodes.iter().collect();
+    wait_ok(&refs, "after the join");
+    let copies: Vec<u64> = nodes.iter().map(local_keys).collect();
+    let share = copies[3] as f64 / copies.iter().sum::<u64>() as f64;
+    println!("key copies per node after the join: {copies:?}; the new node holds {share:.3}");
+    assert!((0.15..0.35).contains(&share), "joining node's share {share}");
+    let info = cluster_info(&nodes[3]);
+    assert!(info.contains("strata_member:yes") && info.contains("strata_moves_pending:0"), "{info}");
+
+    // Leave: an original node's replicas move to the others first.
+    std::thread::sleep(Duration::from_millis(500));
+    let leaving = myid(&nodes[1]);
+    let started = Instant::now();
+    let (ok, out) = strata(&[
+        "cluster",
+        "remove-node",
+        &leaving,
+        "--via",
+        &nodes[0].addr(),
+    ]);
+    assert!(ok, "remove-node failed: {out}");
+    println!("leave took {:?}", started.elapsed());
+    std::thread::sleep(Duration::from_millis(500));
+    stop.store(true, Ordering::Relaxed);
+    let errors: Vec<u64> = writers
+        .into_iter()
+        .map(|w| w.join().expect("writer"))
+        .collect();
+    let removed = nodes.remove(1);
+    let acked = acked.lock().expect("acked").clone();
+    println!(
+        "{} writes acknowledged; writer errors (retried): {errors:?}",
+        acked.len()
+    );
+    assert!(acked.len() > 100, "the writers made progress");
+
+    // The removed node knows it, and keeps no copy of any shard.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !(cluster_info(&removed).contains("strata_member:removed") && local_keys(&removed) == 0) {
+        assert!(
+            Instant::now() < deadline,
+            "removed node: {} keys, {}",
+            local_keys(&removed),
+            cluster_info(&removed)
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(cluster_info(&removed).contains("cluster_state:fail"));
+    for p in &nodes {
+        let info = cluster_info(p);
+        assert!(info.contains("cluster_known_nodes:3"), "{info}");
+    }
+    let refs: Vec<&Proc> = nodes.iter().collect();
+    wait_ok(&refs, "after the leave");
+    check_all(&nodes, &acked);
+    // Every shard is back at three replicas, one per remaining node.
+    for p in &nodes {
+        let info = cluster_info(p);
+        assert!(info.contains("strata_shards_replicated_here:3"), "{info}");
+    }
+}
