@@ -62,6 +62,10 @@ pub struct Config {
     /// A shard's Raft group snapshots its slots (a checkpoint of both
     /// tiers) after this many log entries, and then truncates its log.
     pub raft_snapshot_every: u64,
+    /// A member unreachable for this many seconds is replaced: its shard
+    /// replicas are rebuilt on the other members, and it is removed.
+    /// 0 turns replacement off.
+    pub node_down_after: u64,
     /// How far a pub/sub subscriber may fall behind before it is
     /// disconnected (Redis's `client-output-buffer-limit pubsub`).
     pub pubsub_output_limit: OutputLimit,
@@ -250,6 +254,7 @@ impl Default for Config {
             cluster_port: None,
             cluster_secret: None,
             raft_snapshot_every: 100_000,
+            node_down_after: 300,
             storage: StorageConfig::default(),
             streams: crate::pipeline::StreamsConfig::default(),
             pubsub_output_limit: OutputLimit::default(),
@@ -392,6 +397,14 @@ impl Config {
                 invalid(
                     "STRATA_RAFT_SNAPSHOT_EVERY",
                     format!("{v:?} is not a number of log entries"),
+                )
+            })?;
+        }
+        if let Some(v) = get("STRATA_NODE_DOWN_AFTER") {
+            self.node_down_after = v.trim().parse().map_err(|_| {
+                invalid(
+                    "STRATA_NODE_DOWN_AFTER",
+                    format!("{v:?} is not a number of seconds"),
                 )
             })?;
         }

@@ -124,6 +124,8 @@ async fn join_cluster(node: &Arc<Node>, cfg: &Config, cport: u16) -> Result<(), 
             secret: Arc::from(secret.as_bytes()),
             appendfsync: cfg.storage.appendfsync,
             snapshot_every: cfg.raft_snapshot_every,
+            node_down_after: (cfg.node_down_after > 0)
+                .then(|| std::time::Duration::from_secs(cfg.node_down_after)),
         },
         node.store.clone(),
         Arc::new(Applier(Arc::downgrade(node))),

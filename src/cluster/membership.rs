@@ -14,6 +14,7 @@
 //! carries on where the last one stopped; every step can be repeated.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -216,10 +217,85 @@ impl Cluster {
         }
     }
 
-    /// Whether the layout still lists this node (false once it was
-    /// removed, or before it joined).
+    /// Whether the layout lists this node (false once it was removed, or
+    /// before it joined).
     pub fn is_member(&self) -> bool {
-        self.layout.borrow().nodes.contains_key(&self.id)
+        !self.removed.load(Ordering::Relaxed) && self.layout.borrow().nodes.contains_key(&self.id)
+    }
+
+    /// Whether this node was removed from the cluster it belonged to.
+    pub fn was_removed(&self) -> bool {
+        self.removed.load(Ordering::Relaxed)
+    }
+
+    /// Records that this node is no longer a member (the layout at `epoch`
+    /// doesn't list it): it stops serving and drops its copies, and
+    /// remembers that across restarts.
+    pub(super) async fn mark_removed(&self, epoch: u64) {
+        if self.removed.swap(true, Ordering::Relaxed) {
+            return;
+        }
+        tracing::warn!(
+            epoch,
+            "this node was removed from the cluster; it stops serving and drops its data"
+        );
+        if let Err(e) = std::fs::write(&self.removed_file, format!("{epoch}\n")) {
+            tracing::error!(error = %e, "recording the removal failed");
+        }
+        let layout = self.layout.borrow().clone();
+        self.retire_groups(&layout).await;
+    }
+
+    /// A probe's answer from a member: a newer layout without this node
+    /// means it was removed while it was away.
+    pub(super) async fn heard_removed(&self, answer: &[u8]) {
+        let Ok(Some(epoch)) = bincode::deserialize::<Option<u64>>(answer) else {
+            return;
+        };
+        if epoch > self.layout.borrow().epoch {
+            self.mark_removed(epoch).await;
+        }
+    }
+
+    /// Replaces a member that has been unreachable for longer than
+    /// `node_down_after`: its replicas are rebuilt on the others, then it
+    /// is removed. One at a time, and only with nothing else moving.
+    async fn replace_down_members(&self) {
+        let Some(after) = self.down_after else {
+            return;
+        };
+        let layout = self.layout.borrow().clone();
+        if !layout.moves.is_empty() || !layout.leaving.is_empty() {
+            return;
+        }
+        let down = layout.nodes.keys().copied().find(|&id| {
+            let last = self.seen.read().get(&id).copied().unwrap_or(self.started);
+            id != self.id && last.elapsed() > after
+        });
+        let Some(id) = down else {
+            return;
+        };
+        let planned = self
+            .update_layout(|m| {
+                m.leaving.push(id);
+                let moves = m.plan_leave(id)?;
+                m.moves_planned += moves.len() as u64;
+                m.moves.extend(moves);
+                Ok(())
+            })
+            .await;
+        match planned {
+            Ok(l) => tracing::warn!(
+                node = %format!("{id:016x}"),
+                moves = l.moves.len(),
+                "member down for longer than node_down_after: rebuilding its replicas elsewhere"
+            ),
+            Err(e) => {
+                if self.down_refused.swap(id, Ordering::Relaxed) != id {
+                    tracing::warn!(node = %format!("{id:016x}"), error = %e, "a member is down but can't be replaced");
+                }
+            }
+        }
     }
 
     /// One step of the metadata leader's work: keep the metadata group's
@@ -233,6 +309,7 @@ impl Cluster {
             tracing::warn!(error = %e, "changing the metadata group's voters failed; retrying");
             return;
         }
+        self.replace_down_members().await;
         let layout = self.layout.borrow().clone();
         if let Some(mv) = layout.moves.first().copied() {
             if let Err(e) = self.make_move(&layout, mv).await {
@@ -475,7 +552,10 @@ impl Cluster {
     /// Stops the groups this node no longer replicates and drops their
     /// data and logs; also finishes a drop a crash interrupted.
     pub(super) async fn retire_groups(&self, layout: &ClusterMeta) {
-        let mine = |s: &super::ShardInfo| s.replicas.contains(&self.id) || s.learners.contains(&self.id);
+        let removed = self.removed.load(Ordering::Relaxed);
+        let mine = |s: &super::ShardInfo| {
+            !removed && (s.replicas.contains(&self.id) || s.learners.contains(&self.id))
+        };
         let running: Vec<u32> = self.groups.read().keys().copied().collect();
         for shard in &layout.shards {
             if mine(shard) {
@@ -490,6 +570,16 @@ impl Cluster {
                 continue;
             }
             if let Some(raft) = raft {
+                // Writes this node accepted while it still led the group
+                // are answered before it stops: wait (briefly) until
+                // everything in its log is applied.
+                let settled = |m: &openraft::RaftMetrics<u64, PeerNode>| {
+                    m.last_applied.map(|l| l.index) >= m.last_log_index
+                };
+                let _ = raft
+                    .wait(Some(Duration::from_secs(2)))
+                    .metrics(settled, "pending writes applied")
+                    .await;
                 let _ = raft.shutdown().await;
                 self.leases.write().remove(&shard.group);
                 self.committers.lock().remove(&shard.group);
@@ -525,6 +615,19 @@ fn write_error(
         }
         other => other.to_string(),
     }
+}
+
+/// The answer to a probe from `from`: the layout's epoch if that layout
+/// no longer lists `from` (so a member that was removed while it was away
+/// learns it), else nothing.
+pub(super) fn answer_ping(cluster: &Cluster, from: u64) -> Result<Bytes, String> {
+    let layout = cluster.layout.borrow();
+    if layout.nodes.is_empty() || layout.nodes.contains_key(&from) || !cluster.is_member() {
+        return Ok(Bytes::new());
+    }
+    bincode::serialize(&Some(layout.epoch))
+        .map(Bytes::from)
+        .map_err(|e| e.to_string())
 }
 
 /// Encodes the answer to a peer's admin or reconfiguration request.

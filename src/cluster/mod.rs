@@ -201,6 +201,8 @@ pub struct ClusterConfig {
     pub appendfsync: AppendFsync,
     /// Log entries between a group's snapshots.
     pub snapshot_every: u64,
+    /// A member unreachable this long is replaced (None: never).
+    pub node_down_after: Option<Duration>,
 }
 
 /// A node's membership in the cluster.
@@ -233,6 +235,19 @@ pub struct Cluster {
     seen: RwLock<HashMap<u64, std::time::Instant>>,
     /// Layout changes are made one at a time.
     layout_lock: tokio::sync::Mutex<()>,
+    /// A member unreachable this long is replaced.
+    down_after: Option<Duration>,
+    /// When this node started following the cluster: a member never
+    /// heard from counts as last seen then.
+    started: std::time::Instant,
+    /// Set once a member told this node it was removed from the cluster
+    /// (kept in `removed_file`, so it survives restarts).
+    removed: std::sync::atomic::AtomicBool,
+    removed_file: PathBuf,
+    /// Whether a layout listing this node was seen since it started.
+    was_listed: std::sync::atomic::AtomicBool,
+    /// The down member last found impossible to replace (logged once).
+    down_refused: std::sync::atomic::AtomicU64,
     stop: CancellationToken,
 }
 
@@ -375,6 +390,9 @@ async fn write_entry(
                 leader: f.leader_id.zip(f.leader_node),
             })
         }
+        // Stopped while the write was pending: it may still commit
+        // through the group's other replicas.
+        Ok(Err(RaftError::Fatal(_))) => Err(ClusterError::InFlight { group }),
         Ok(Err(e)) => Err(ClusterError::Peer(e.to_string())),
     }
 }
@@ -458,6 +476,12 @@ impl Cluster {
             committers: parking_lot::Mutex::new(HashMap::new()),
             seen: RwLock::new(HashMap::new()),
             layout_lock: tokio::sync::Mutex::new(()),
+            down_after: cfg.node_down_after,
+            started: std::time::Instant::now(),
+            removed: std::sync::atomic::AtomicBool::new(cfg.data_dir.join("removed").exists()),
+            removed_file: cfg.data_dir.join("removed"),
+            was_listed: std::sync::atomic::AtomicBool::new(false),
+            down_refused: std::sync::atomic::AtomicU64::new(0),
             stop: stop.clone(),
         });
         cluster.watch_lease(META_GROUP, &cluster.meta);
@@ -545,8 +569,9 @@ impl Cluster {
             let c = self.clone();
             let ping = ping.clone();
             tokio::spawn(async move {
-                if c.peers.call(&node.cluster, &ping, DOWN_AFTER).await.is_ok() {
+                if let Ok(answer) = c.peers.call(&node.cluster, &ping, DOWN_AFTER).await {
                     c.saw(id);
+                    c.heard_removed(&answer).await;
                 }
             });
         }
@@ -740,9 +765,15 @@ impl Cluster {
     /// the ones it no longer replicates.
     async fn ensure_groups(&self) {
         let meta = self.layout.borrow().clone();
+        if meta.nodes.contains_key(&self.id) {
+            self.was_listed.store(true, std::sync::atomic::Ordering::Relaxed);
+        } else if self.was_listed.load(std::sync::atomic::Ordering::Relaxed) {
+            self.mark_removed(meta.epoch).await;
+        }
         self.retire_groups(&meta).await;
         for shard in &meta.shards {
-            let mine = shard.replicas.contains(&self.id) || shard.learners.contains(&self.id);
+            let mine = !self.was_removed()
+                && (shard.replicas.contains(&self.id) || shard.learners.contains(&self.id));
             if !mine || self.groups.read().contains_key(&shard.group) {
                 continue;
             }
@@ -1192,7 +1223,7 @@ impl Service for NodeService {
                     let f = cluster.forwarded.get().ok_or("node is starting")?.clone();
                     encode(bincode::serialize(&f.execute(db, args, holders).await))
                 }
-                PeerRequest::Ping => Ok(Bytes::new()),
+                PeerRequest::Ping => membership::answer_ping(&cluster, from),
                 PeerRequest::Reconfigure { group, add, voters } => {
                     membership::answer(&cluster.reconfigure(group, add, voters).await)
                 }

@@ -244,6 +244,11 @@ async fn route(
     if keys.any(|k| slot_of(k) != slot) {
         return Reply::err("CROSSSLOT Keys in request don't hash to the same slot");
     }
+    if cluster.was_removed() {
+        return Reply::err(
+            "CLUSTERDOWN this node was removed from the cluster and serves no data; connect to a member",
+        );
+    }
     let shard = match cluster.shard_of(slot) {
         Ok(shard) => shard,
         Err(e) => return cluster_error(&e),
@@ -723,7 +728,13 @@ pub fn cluster(ctx: &mut Ctx<'_>, a: &[Bytes]) -> CmdResult {
         let _ = write!(
             out,
             "strata_member:{}\r\nstrata_moves_planned:{}\r\nstrata_moves_done:{}\r\nstrata_moves_pending:{}\r\nstrata_nodes_leaving:{}\r\n",
-            if cluster.is_member() || total == 0 { "yes" } else { "removed" },
+            if cluster.was_removed() {
+                "removed"
+            } else if cluster.is_member() {
+                "yes"
+            } else {
+                "no"
+            },
             moves.planned,
             moves.done,
             moves.pending,

@@ -124,6 +124,9 @@ fn nodes_join_and_leave_under_writes_and_nothing_is_lost() {
         acked.len()
     );
     assert!(acked.len() > 100, "the writers made progress");
+    // Shards changed leaders and replicas under them: requests were held
+    // or re-routed, never refused.
+    assert_eq!(errors, vec![0, 0], "clients saw errors during the moves");
 
     // The removed node knows it, and keeps no copy of any shard.
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -149,4 +152,65 @@ fn nodes_join_and_leave_under_writes_and_nothing_is_lost() {
         let info = cluster_info(p);
         assert!(info.contains("strata_shards_replicated_here:3"), "{info}");
     }
+}
+
+#[test]
+fn a_member_down_too_long_is_replaced_and_told_so_when_it_returns() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let mut nodes: Vec<Proc> = (0..4).map(|i| Proc::new(root.path(), i)).collect();
+    for n in &mut nodes {
+        n.env = vec![("STRATA_NODE_DOWN_AFTER".into(), "3".into())];
+    }
+    create_cluster(&mut nodes);
+    let mut acked = Vec::new();
+    let mut c = nodes[0].client();
+    for i in 0..400 {
+        let key = format!("heal:{i}");
+        let _: () = redis::Commands::set(&mut c, &key, &key).expect("set");
+        acked.push(key);
+    }
+    let mut gone = nodes.remove(3);
+    let gone_id = myid(&gone);
+    gone.kill9();
+    let killed = Instant::now();
+
+    // Its replicas are rebuilt on the three others, then it is removed.
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let info = cluster_info(&nodes[0]);
+        if info.contains("cluster_known_nodes:3") && info.contains("strata_moves_pending:0") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "not replaced: {info}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    println!("member down at 3 s replaced after {:?}", killed.elapsed());
+    let refs: Vec<&Proc> = nodes.iter().collect();
+    wait_ok(&refs, "after the replacement");
+    for p in &nodes {
+        let info = cluster_info(p);
+        // Four shards, three replicas each, on three nodes.
+        assert!(info.contains("strata_shards_replicated_here:4"), "{info}");
+    }
+    check_all(&nodes, &acked);
+
+    // Back again, it learns it is no longer a member and serves nothing.
+    gone.start();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !(cluster_info(&gone).contains("strata_member:removed") && local_keys(&gone) == 0) {
+        assert!(
+            Instant::now() < deadline,
+            "returning node: {} keys, {}",
+            local_keys(&gone),
+            cluster_info(&gone)
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let e = redis::Commands::get::<_, Option<String>>(&mut gone.client(), "heal:1").unwrap_err();
+    assert_eq!(e.code(), Some("CLUSTERDOWN"), "{e}");
+    let members: String = cmd("CLUSTER")
+        .arg("NODES")
+        .query(&mut nodes[0].client())
+        .expect("nodes");
+    assert!(!members.contains(&gone_id), "{members}");
 }
