@@ -510,4 +510,48 @@ fn render_groups(out: &mut String, g: &GroupStats) {
         "strata_raft_snapshots_installed_total {}",
         g.snapshots_installed
     );
+    let cluster: [(&str, &str, &str, u64); 6] = [
+        (
+            "raft_snapshot_bytes_installed_total",
+            "counter",
+            "Bytes of snapshots installed from a leader (replicas moved here arrive this way)",
+            g.snapshot_bytes_installed,
+        ),
+        (
+            "cluster_moves_planned_total",
+            "counter",
+            "Shard replica moves planned by joins, leaves, replacements and rebalances",
+            g.moves.planned,
+        ),
+        (
+            "cluster_moves_done_total",
+            "counter",
+            "Shard replica moves finished",
+            g.moves.done,
+        ),
+        (
+            "cluster_moves_pending",
+            "gauge",
+            "Shard replica moves still to make",
+            g.moves.pending as u64,
+        ),
+        (
+            "cluster_nodes_leaving",
+            "gauge",
+            "Members being removed once their replicas have moved",
+            g.moves.leaving.len() as u64,
+        ),
+        (
+            "cluster_member",
+            "gauge",
+            "1 while this node is a member of its cluster, 0 once it was removed",
+            u64::from(g.member),
+        ),
+    ];
+    for (name, kind, help, value) in cluster {
+        let family = name.trim_end_matches("_total");
+        let _ = writeln!(out, "# HELP strata_{family} {help}");
+        let _ = writeln!(out, "# TYPE strata_{family} {kind}");
+        let _ = writeln!(out, "strata_{name} {value}");
+    }
 }

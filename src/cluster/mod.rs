@@ -187,6 +187,12 @@ pub struct GroupStats {
     pub groups: Vec<GroupStat>,
     /// Snapshots installed from a leader since the node started.
     pub snapshots_installed: u64,
+    /// Their bytes.
+    pub snapshot_bytes_installed: u64,
+    /// Membership changes (joins, leaves, rebalances).
+    pub moves: MoveStatus,
+    /// Whether this node is a member (0 once removed).
+    pub member: bool,
 }
 
 /// What a node needs to join the cluster.
@@ -213,7 +219,7 @@ pub struct Cluster {
     pub me: PeerNode,
     raft_cfg: Arc<openraft::Config>,
     /// Snapshots installed from a leader (shared with the state machines).
-    installed: Arc<std::sync::atomic::AtomicU64>,
+    installed: Arc<state_machine::Installed>,
     /// Where snapshot transfers are staged.
     snap_dir: PathBuf,
     store: Store,
@@ -434,7 +440,7 @@ impl Cluster {
         }));
         let raft_cfg = raft_config(cfg.snapshot_every)?;
         let (layout_tx, layout_rx) = watch::channel(ClusterMeta::default());
-        let installed = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let installed = Arc::new(state_machine::Installed::default());
         // Snapshot transfers are staged in unlinked files here; anything
         // left is from a crash mid-transfer.
         let snap_dir = cfg.data_dir.join("raft-snapshots");
@@ -635,7 +641,10 @@ impl Cluster {
             .collect();
         GroupStats {
             groups,
-            snapshots_installed: self.installed.load(std::sync::atomic::Ordering::Relaxed),
+            snapshots_installed: self.installed.count.load(std::sync::atomic::Ordering::Relaxed),
+            snapshot_bytes_installed: self.installed.bytes.load(std::sync::atomic::Ordering::Relaxed),
+            moves: self.move_status(),
+            member: self.is_member(),
         }
     }
 

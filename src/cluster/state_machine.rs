@@ -38,6 +38,16 @@ pub trait Apply: Send + Sync + 'static {
     fn apply(&self, db: u8, args: &[Bytes]) -> Bytes;
 }
 
+/// Snapshots installed from leaders on this node since it started: how
+/// many, and their bytes (a joining replica's copy arrives this way).
+#[derive(Debug, Default)]
+pub struct Installed {
+    /// Snapshots installed.
+    pub count: AtomicU64,
+    /// Their total size.
+    pub bytes: AtomicU64,
+}
+
 /// What the store records with every applied entry.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 struct Mark {
@@ -90,7 +100,7 @@ pub struct GroupSm {
     /// Where the metadata group publishes each new layout.
     layout: Option<watch::Sender<ClusterMeta>>,
     /// Counts snapshots installed from a leader.
-    installed: Arc<AtomicU64>,
+    installed: Arc<Installed>,
     /// Where snapshot transfers are staged.
     snap_dir: PathBuf,
 }
@@ -102,7 +112,7 @@ impl GroupSm {
         store: Store,
         applier: Arc<dyn Apply>,
         slots: Vec<(u16, u16)>,
-        installed: Arc<AtomicU64>,
+        installed: Arc<Installed>,
         snap_dir: PathBuf,
     ) -> Self {
         let mark = read_mark(&store.mark(group));
@@ -123,7 +133,7 @@ impl GroupSm {
         store: Store,
         applier: Arc<dyn Apply>,
         layout: watch::Sender<ClusterMeta>,
-        installed: Arc<AtomicU64>,
+        installed: Arc<Installed>,
         snap_dir: PathBuf,
     ) -> Self {
         let mark = read_mark(&store.mark(META_GROUP));
@@ -509,7 +519,8 @@ impl RaftStateMachine<RaftTypes> for GroupSm {
             bytes = size,
             "installed a snapshot from the leader"
         );
-        self.installed.fetch_add(1, Ordering::Relaxed);
+        self.installed.count.fetch_add(1, Ordering::Relaxed);
+        self.installed.bytes.fetch_add(size, Ordering::Relaxed);
         self.mark = mark;
         Ok(())
     }

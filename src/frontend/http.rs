@@ -618,9 +618,13 @@ fn member_json(node: &Node, cluster: &Cluster, m: &MemberView) -> Json_ {
         "self": m.id == cluster.id,
     });
     if m.id == cluster.id {
+        let stats = node.store.stats();
         v["keys"] = json!((0..node.store.databases())
             .map(|db| node.store.dbsize(db))
             .sum::<u64>());
+        v["memory_bytes"] = json!(stats.used_bytes);
+        v["disk_bytes"] = json!(stats.disk_bytes);
+        v["member"] = json!(cluster.is_member());
     }
     v
 }

@@ -57,6 +57,17 @@ fn nodes_join_and_leave_under_writes_and_nothing_is_lost() {
         &nodes[0].addr(),
     ]);
     assert!(!ok && out.contains("add a node first"), "{out}");
+    let id1 = myid(&nodes[1]);
+    let r = http_agent()
+        .delete(&format!(
+            "http://{}:{}/nodes/{}",
+            nodes[0].host,
+            nodes[0].http,
+            &id1[id1.len() - 16..]
+        ))
+        .call()
+        .expect("delete");
+    assert_eq!(r.status().as_u16(), 409, "a removal with nowhere to go is refused");
     let (s, body) = http_post(&nodes[0], "/nodes", "{\"addr\": 1}");
     assert_eq!(s, 400, "{body}");
     let (s, _) = http_post(&nodes[0], "/nodes", "not json");
@@ -97,6 +108,26 @@ fn nodes_join_and_leave_under_writes_and_nothing_is_lost() {
     assert!((0.15..0.35).contains(&share), "joining node's share {share}");
     let info = cluster_info(&nodes[3]);
     assert!(info.contains("strata_member:yes") && info.contains("strata_moves_pending:0"), "{info}");
+    let metrics = http_agent()
+        .get(&format!("http://{}:{}/metrics", nodes[3].host, nodes[3].http))
+        .call()
+        .expect("metrics")
+        .body_mut()
+        .read_to_string()
+        .expect("metrics text");
+    for line in [
+        "strata_cluster_moves_done_total 2",
+        "strata_cluster_moves_pending 0",
+        "strata_cluster_member 1",
+    ] {
+        assert!(metrics.contains(line), "{line} missing from /metrics");
+    }
+    let id = myid(&nodes[3]);
+    let (s, me) = http_get(&nodes[3], &format!("/nodes/{}", &id[id.len() - 16..]));
+    assert_eq!(s, 200, "{me}");
+    assert!(me["keys"].as_u64() >= Some(copies[3]), "{me}");
+    let shards = |k: &str| me[k].as_array().map_or(0, Vec::len);
+    assert_eq!(shards("replicates_shards") + shards("leads_shards"), 2, "{me}");
 
     // Leave: an original node's replicas move to the others first.
     std::thread::sleep(Duration::from_millis(500));
