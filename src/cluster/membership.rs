@@ -137,11 +137,14 @@ impl Cluster {
                 )))
             };
         }
-        let ping = bincode::serialize(&PeerRequest::Ping).map_err(|e| ClusterError::Peer(e.to_string()))?;
+        let ping = bincode::serialize(&PeerRequest::Ping)
+            .map_err(|e| ClusterError::Peer(e.to_string()))?;
         self.peers
             .call(&node.cluster, &ping, Duration::from_secs(5))
             .await
-            .map_err(|e| ClusterError::Admin(format!("can't reach the new node at {}: {e}", node.cluster)))?;
+            .map_err(|e| {
+                ClusterError::Admin(format!("can't reach the new node at {}: {e}", node.cluster))
+            })?;
         let leaders = self.leaders();
         let layout = self
             .update_layout(|m| {
@@ -334,7 +337,9 @@ impl Cluster {
                 })
                 .await;
             match done {
-                Ok(l) => tracing::info!(node = %format!("{id:016x}"), epoch = l.epoch, "member removed"),
+                Ok(l) => {
+                    tracing::info!(node = %format!("{id:016x}"), epoch = l.epoch, "member removed")
+                }
                 Err(e) => tracing::warn!(error = %e, "removing a member failed; retrying"),
             }
         }
@@ -358,10 +363,13 @@ impl Cluster {
         }
         for id in wanted.difference(&voters) {
             let node = nodes[id].clone();
-            tokio::time::timeout(Duration::from_secs(30), self.meta.add_learner(*id, node, true))
-                .await
-                .map_err(|_| format!("node {id:016x} did not catch up with the metadata log"))?
-                .map_err(|e| e.to_string())?;
+            tokio::time::timeout(
+                Duration::from_secs(30),
+                self.meta.add_learner(*id, node, true),
+            )
+            .await
+            .map_err(|_| format!("node {id:016x} did not catch up with the metadata log"))?
+            .map_err(|e| e.to_string())?;
         }
         tokio::time::timeout(
             Duration::from_secs(30),
@@ -596,7 +604,9 @@ impl Cluster {
             })
             .await;
             match dropped {
-                Ok(Ok(())) => tracing::info!(group, "no longer a replica; dropped this node's copy"),
+                Ok(Ok(())) => {
+                    tracing::info!(group, "no longer a replica; dropped this node's copy")
+                }
                 Ok(Err(e)) => tracing::error!(group, error = %e, "dropping a shard's copy failed"),
                 Err(e) => tracing::error!(group, error = %e, "dropping a shard's copy failed"),
             }
@@ -605,10 +615,7 @@ impl Cluster {
 }
 
 /// A Raft write error as text; a lost leadership says so.
-fn write_error(
-    group: u32,
-    e: RaftError<u64, ClientWriteError<u64, PeerNode>>,
-) -> String {
+fn write_error(group: u32, e: RaftError<u64, ClientWriteError<u64, PeerNode>>) -> String {
     match e {
         RaftError::APIError(ClientWriteError::ForwardToLeader(_)) => {
             format!("not the leader of shard {group}")
@@ -632,5 +639,7 @@ pub(super) fn answer_ping(cluster: &Cluster, from: u64) -> Result<Bytes, String>
 
 /// Encodes the answer to a peer's admin or reconfiguration request.
 pub(super) fn answer<T: serde::Serialize>(r: &Result<T, String>) -> Result<Bytes, String> {
-    bincode::serialize(r).map(Bytes::from).map_err(|e| e.to_string())
+    bincode::serialize(r)
+        .map(Bytes::from)
+        .map_err(|e| e.to_string())
 }

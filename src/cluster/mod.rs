@@ -41,11 +41,11 @@ use tokio_util::sync::CancellationToken;
 
 use crate::storage::{AppendFsync, Store};
 use log_store::RaftDb;
+pub use membership::MoveStatus;
 use network::GroupNetwork;
 use state_machine::{Apply, GroupSm};
 use transport::{Peers, Service, TransportConfig};
 use types::{split_replies, ForwardReply, LogId, PeerRequest, RaftTypes, Request};
-pub use membership::MoveStatus;
 pub use types::{Admin, ClusterMeta, Move, PeerNode, ShardInfo, META_GROUP};
 
 /// How long a client write or read barrier waits for its shard's quorum
@@ -641,8 +641,14 @@ impl Cluster {
             .collect();
         GroupStats {
             groups,
-            snapshots_installed: self.installed.count.load(std::sync::atomic::Ordering::Relaxed),
-            snapshot_bytes_installed: self.installed.bytes.load(std::sync::atomic::Ordering::Relaxed),
+            snapshots_installed: self
+                .installed
+                .count
+                .load(std::sync::atomic::Ordering::Relaxed),
+            snapshot_bytes_installed: self
+                .installed
+                .bytes
+                .load(std::sync::atomic::Ordering::Relaxed),
             moves: self.move_status(),
             member: self.is_member(),
         }
@@ -775,7 +781,8 @@ impl Cluster {
     async fn ensure_groups(&self) {
         let meta = self.layout.borrow().clone();
         if meta.nodes.contains_key(&self.id) {
-            self.was_listed.store(true, std::sync::atomic::Ordering::Relaxed);
+            self.was_listed
+                .store(true, std::sync::atomic::Ordering::Relaxed);
         } else if self.was_listed.load(std::sync::atomic::Ordering::Relaxed) {
             self.mark_removed(meta.epoch).await;
         }

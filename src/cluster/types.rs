@@ -270,7 +270,9 @@ impl ClusterMeta {
         let mut out = Vec::new();
         let limit = self.shards.len() * self.replicas.max(1);
         while out.len() < limit {
-            let Some((&full, _)) = held.iter().max_by_key(|(id, h)| (h.len(), std::cmp::Reverse(**id)))
+            let Some((&full, _)) = held
+                .iter()
+                .max_by_key(|(id, h)| (h.len(), std::cmp::Reverse(**id)))
             else {
                 break;
             };
@@ -321,7 +323,11 @@ impl ClusterMeta {
                 ));
             };
             held.get_mut(&to).map(|h| h.insert(group));
-            out.push(Move { group, from: id, to });
+            out.push(Move {
+                group,
+                from: id,
+                to,
+            });
         }
         Ok(out)
     }
@@ -419,7 +425,11 @@ mod tests {
 
     fn apply(meta: &mut ClusterMeta, moves: &[Move]) {
         for m in moves {
-            let shard = meta.shards.iter_mut().find(|s| s.group == m.group).expect("shard");
+            let shard = meta
+                .shards
+                .iter_mut()
+                .find(|s| s.group == m.group)
+                .expect("shard");
             assert!(shard.replicas.contains(&m.from), "{m}: not a replica");
             assert!(!shard.replicas.contains(&m.to), "{m}: already a replica");
             shard.replicas.retain(|&i| i != m.from);
@@ -446,15 +456,26 @@ mod tests {
         assert_eq!(moves.len(), 9);
         assert!(moves.iter().all(|m| m.to == 4));
         apply(&mut meta, &moves);
-        assert!(counts(&meta).values().all(|&c| c == 9), "{:?}", counts(&meta));
+        assert!(
+            counts(&meta).values().all(|&c| c == 9),
+            "{:?}",
+            counts(&meta)
+        );
         assert!(meta.plan_balance(&BTreeMap::new()).is_empty());
         // One shard per node, three replicas: the new node takes two.
         let mut small = ClusterMeta::initial(members(3), 3, 0);
         small.nodes.insert(4, PeerNode::default());
-        let leaders: BTreeMap<u32, u64> = small.shards.iter().map(|s| (s.group, s.replicas[0])).collect();
+        let leaders: BTreeMap<u32, u64> = small
+            .shards
+            .iter()
+            .map(|s| (s.group, s.replicas[0]))
+            .collect();
         let moves = small.plan_balance(&leaders);
         assert_eq!(moves.len(), 2);
-        assert!(moves.iter().all(|m| leaders[&m.group] != m.from), "a leader moved: {moves:?}");
+        assert!(
+            moves.iter().all(|m| leaders[&m.group] != m.from),
+            "a leader moved: {moves:?}"
+        );
         apply(&mut small, &moves);
         assert_eq!(counts(&small)[&4], 2);
     }
@@ -480,6 +501,10 @@ mod tests {
         let before = meta.moves.len();
         meta.leaving.push(4);
         let away = meta.plan_leave(4).expect("room");
-        assert_eq!(away.len(), before, "every replica planned onto 4 leaves it again");
+        assert_eq!(
+            away.len(),
+            before,
+            "every replica planned onto 4 leaves it again"
+        );
     }
 }

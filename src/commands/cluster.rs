@@ -633,7 +633,10 @@ fn admin_request(a: &[Bytes]) -> Option<Result<Admin, Reply>> {
                 .and_then(|s| u64::from_str_radix(s.trim_start_matches("0x"), 16).ok()),
             _ => return Some(Err(err::syntax())),
         };
-        return Some(id.map(Admin::RemoveNode).ok_or_else(|| Reply::err("ERR bad node id")));
+        return Some(
+            id.map(Admin::RemoveNode)
+                .ok_or_else(|| Reply::err("ERR bad node id")),
+        );
     }
     if is(sub, "STRATA-REBALANCE") {
         return Some(if a.len() == 1 {

@@ -670,17 +670,21 @@ async fn nodes_register(
     let Some(cluster) = node.cluster.get() else {
         return Err(ApiError(
             StatusCode::CONFLICT,
-            "this node runs in single-node mode; start nodes with --cluster-port to form a cluster".into(),
+            "this node runs in single-node mode; start nodes with --cluster-port to form a cluster"
+                .into(),
         ));
     };
     let m = optional_body(&body)?;
     let Some(addr) = m.get("address").and_then(Json_::as_str).map(str::to_string) else {
-        return Err(bad("expected {\"address\": \"host:port\"}, the new node's RESP address"));
+        return Err(bad(
+            "expected {\"address\": \"host:port\"}, the new node's RESP address",
+        ));
     };
-    let (id, peer) = tokio::task::spawn_blocking(move || crate::tools::cluster::describe_node(&addr))
-        .await
-        .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
-        .map_err(bad)?;
+    let (id, peer) =
+        tokio::task::spawn_blocking(move || crate::tools::cluster::describe_node(&addr))
+            .await
+            .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
+            .map_err(bad)?;
     admin_reply(cluster.admin(Admin::AddNode(id, peer)).await)
 }
 
@@ -721,7 +725,10 @@ async fn node_delete(
         return admin_reply(cluster.admin(Admin::RemoveNode(member)).await);
     }
     if id == node.node_id {
-        Err(ApiError(StatusCode::CONFLICT, "can't remove the only node".into()))
+        Err(ApiError(
+            StatusCode::CONFLICT,
+            "can't remove the only node".into(),
+        ))
     } else {
         Err(not_found(format!("no node '{id}'")))
     }
@@ -835,12 +842,15 @@ async fn rebalance(
     if let Some(cluster) = node.cluster.get() {
         return admin_reply(cluster.admin(Admin::Rebalance).await);
     }
-    Ok((StatusCode::OK, Json(json!({
-        "success": true,
-        "moved_keys": 0,
-        "nodes": 1,
-        "message": format!("single node {} owns all {} slots; nothing to move", node.node_id, crate::slot::SLOTS),
-    }))))
+    Ok((
+        StatusCode::OK,
+        Json(json!({
+            "success": true,
+            "moved_keys": 0,
+            "nodes": 1,
+            "message": format!("single node {} owns all {} slots; nothing to move", node.node_id, crate::slot::SLOTS),
+        })),
+    ))
 }
 
 // ---- seed 003: the replicated storage cluster ----

@@ -134,7 +134,10 @@ fn text(r: &Reply) -> Result<String, String> {
 fn node_words(addr: &str) -> Result<Vec<Vec<u8>>, String> {
     let info = text(&call(addr, &[b"CLUSTER", b"STRATA-NODE"])?)
         .map_err(|e| format!("{addr} is not a strata node in cluster mode: {e}"))?;
-    Ok(info.split_whitespace().map(|p| p.as_bytes().to_vec()).collect())
+    Ok(info
+        .split_whitespace()
+        .map(|p| p.as_bytes().to_vec())
+        .collect())
 }
 
 /// The id and addresses of the cluster-mode node whose RESP address is
@@ -189,7 +192,14 @@ fn local_keys(addr: &str) -> u64 {
         .and_then(|r| text(&r))
         .map(|t| {
             t.lines()
-                .filter_map(|l| l.split_once(":keys=")?.1.split(',').next()?.parse::<u64>().ok())
+                .filter_map(|l| {
+                    l.split_once(":keys=")?
+                        .1
+                        .split(',')
+                        .next()?
+                        .parse::<u64>()
+                        .ok()
+                })
                 .sum()
         })
         .unwrap_or(0)
@@ -217,7 +227,8 @@ enum Moving {
 }
 
 fn same_id(a: &str, b: &str) -> bool {
-    a.trim_start_matches('0').eq_ignore_ascii_case(b.trim_start_matches("0x").trim_start_matches('0'))
+    a.trim_start_matches('0')
+        .eq_ignore_ascii_case(b.trim_start_matches("0x").trim_start_matches('0'))
 }
 
 /// Sends a membership change to `via`, then follows the moves it planned
@@ -236,8 +247,12 @@ fn change_members(via: &str, args: &[&[u8]], moving: Moving) -> Result<(), Strin
     let deadline = Instant::now() + Duration::from_secs(24 * 3600);
     let mut last = String::new();
     loop {
-        let pending: u64 = info_field(via, "strata_moves_pending")?.parse().unwrap_or(0);
-        let leaving: u64 = info_field(via, "strata_nodes_leaving")?.parse().unwrap_or(0);
+        let pending: u64 = info_field(via, "strata_moves_pending")?
+            .parse()
+            .unwrap_or(0);
+        let leaving: u64 = info_field(via, "strata_nodes_leaving")?
+            .parse()
+            .unwrap_or(0);
         let line = format!(
             "moves done {} of {} planned; pending {pending}; current: {}",
             info_field(via, "strata_moves_done")?,
@@ -269,10 +284,7 @@ fn change_members(via: &str, args: &[&[u8]], moving: Moving) -> Result<(), Strin
     let sum = |list: &[(String, u64)]| list.iter().map(|(_, k)| k).sum::<u64>();
     let (moved, of) = match &moving {
         Moving::To(addr) => (count(&after, addr), sum(&after)),
-        Moving::From(_) => (
-            leaving_addr.map_or(0, |a| count(&before, &a)),
-            sum(&before),
-        ),
+        Moving::From(_) => (leaving_addr.map_or(0, |a| count(&before, &a)), sum(&before)),
         Moving::Around => (
             after
                 .iter()

@@ -32,7 +32,14 @@ fn local_keys(p: &Proc) -> u64 {
         .query(&mut p.client())
         .expect("info");
     info.lines()
-        .filter_map(|l| l.split_once(":keys=")?.1.split(',').next()?.parse::<u64>().ok())
+        .filter_map(|l| {
+            l.split_once(":keys=")?
+                .1
+                .split(',')
+                .next()?
+                .parse::<u64>()
+                .ok()
+        })
         .sum()
 }
 
@@ -67,7 +74,11 @@ fn nodes_join_and_leave_under_writes_and_nothing_is_lost() {
         ))
         .call()
         .expect("delete");
-    assert_eq!(r.status().as_u16(), 409, "a removal with nowhere to go is refused");
+    assert_eq!(
+        r.status().as_u16(),
+        409,
+        "a removal with nowhere to go is refused"
+    );
     let (s, body) = http_post(&nodes[0], "/nodes", "{\"addr\": 1}");
     assert_eq!(s, 400, "{body}");
     let (s, _) = http_post(&nodes[0], "/nodes", "not json");
@@ -105,11 +116,20 @@ fn nodes_join_and_leave_under_writes_and_nothing_is_lost() {
     let copies: Vec<u64> = nodes.iter().map(local_keys).collect();
     let share = copies[3] as f64 / copies.iter().sum::<u64>() as f64;
     println!("key copies per node after the join: {copies:?}; the new node holds {share:.3}");
-    assert!((0.15..0.35).contains(&share), "joining node's share {share}");
+    assert!(
+        (0.15..0.35).contains(&share),
+        "joining node's share {share}"
+    );
     let info = cluster_info(&nodes[3]);
-    assert!(info.contains("strata_member:yes") && info.contains("strata_moves_pending:0"), "{info}");
+    assert!(
+        info.contains("strata_member:yes") && info.contains("strata_moves_pending:0"),
+        "{info}"
+    );
     let metrics = http_agent()
-        .get(&format!("http://{}:{}/metrics", nodes[3].host, nodes[3].http))
+        .get(&format!(
+            "http://{}:{}/metrics",
+            nodes[3].host, nodes[3].http
+        ))
         .call()
         .expect("metrics")
         .body_mut()
@@ -127,7 +147,11 @@ fn nodes_join_and_leave_under_writes_and_nothing_is_lost() {
     assert_eq!(s, 200, "{me}");
     assert!(me["keys"].as_u64() >= Some(copies[3]), "{me}");
     let shards = |k: &str| me[k].as_array().map_or(0, Vec::len);
-    assert_eq!(shards("replicates_shards") + shards("leads_shards"), 2, "{me}");
+    assert_eq!(
+        shards("replicates_shards") + shards("leads_shards"),
+        2,
+        "{me}"
+    );
 
     // Leave: an original node's replicas move to the others first.
     std::thread::sleep(Duration::from_millis(500));
