@@ -31,12 +31,16 @@ SBASE=${SBASE:-7601}
 cleanup() {
   for i in 0 1 2 3 4 5 6; do redis-cli -p $((RBASE + i)) shutdown nosave >/dev/null 2>&1 || true; done
   for f in "$WORK"/strata/node-*/pid; do [ -f "$f" ] && kill "$(cat "$f")" 2>/dev/null || true; done
+  for f in "$WORK"/strata/node-*/pid; do
+    for _ in $(seq 100); do kill -0 "$(cat "$f")" 2>/dev/null || break; sleep 0.1; done
+  done
   rm -rf "$WORK"
 }
 trap cleanup EXIT
 
 redis_node() { # index
-  local p=$((RBASE + $1)) d="$WORK/redis-$1"
+  local p=$((RBASE + $1))
+  local d="$WORK/redis-$1"
   mkdir -p "$d"
   redis-server --port "$p" --dir "$d" --cluster-enabled yes --cluster-config-file nodes.conf \
     --cluster-node-timeout 2000 --appendonly yes --appendfsync everysec --save '' \
@@ -98,12 +102,14 @@ echo "== strata: 3 nodes, replicas 3, 12 shards, the same load"
 mkdir -p "$WORK/strata"
 secret=$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')
 start_strata() { # index
-  local i=$1 d="$WORK/strata/node-$i"
+  local i=$1
+  local d="$WORK/strata/node-$i"
   mkdir -p "$d"
   STRATA_CLUSTER_SECRET=$secret setsid "$STRATA" server --port $((SBASE + i)) --http-port $((SBASE + 1000 + i)) \
     --cluster-port $((SBASE + 10000 + i)) --data-dir "$d/data" --maxmemory 2gb > "$d/log" 2>&1 &
   echo $! > "$d/pid"
-  for _ in $(seq 100); do redis-cli -p $((SBASE + i)) ping >/dev/null 2>&1 && break; sleep 0.1; done
+  for _ in $(seq 600); do redis-cli -p $((SBASE + i)) ping >/dev/null 2>&1 && return 0; sleep 0.1; done
+  echo "strata node $i did not start:" >&2; tail -20 "$d/log" >&2; return 1
 }
 for i in 0 1 2; do start_strata "$i"; done
 "$STRATA" cluster create --replicas 3 --shards 12 $(for i in 0 1 2; do printf '127.0.0.1:%d ' $((SBASE + i)); done) >/dev/null
