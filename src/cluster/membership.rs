@@ -278,6 +278,22 @@ impl Cluster {
         let Some(id) = down else {
             return;
         };
+        // A shard that lost its majority can't change its membership (nor
+        // copy itself anywhere): nothing is planned until it recovers.
+        let stuck = layout.shards.iter().find(|s| {
+            s.replicas.contains(&id)
+                && s.replicas.iter().filter(|&&r| self.is_up(r)).count() * 2 <= s.replicas.len()
+        });
+        if let Some(s) = stuck {
+            if self.down_refused.swap(id, Ordering::Relaxed) != id {
+                tracing::warn!(
+                    node = %format!("{id:016x}"),
+                    group = s.group,
+                    "a member is down, but a shard it replicates has no majority left to rebuild it from"
+                );
+            }
+            return;
+        }
         let planned = self
             .update_layout(|m| {
                 m.leaving.push(id);

@@ -18,10 +18,16 @@ pub const SECRET: &str = "test-cluster-secret";
 /// A free port below the kernel's ephemeral range, so that no outgoing
 /// connection (of this test or another) takes it before the node binds it,
 /// or while a killed node is down.
+/// Ports are never handed out twice in this test process, so a test
+/// whose node is down (killed, to be restarted on the same ports) never
+/// sees another test's node take them.
 pub fn free_port() -> u16 {
+    static HANDED_OUT: Mutex<Vec<u16>> = Mutex::new(Vec::new());
     for _ in 0..1000 {
         let port = rand_port();
-        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+        let mut taken = HANDED_OUT.lock().expect("ports");
+        if !taken.contains(&port) && TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            taken.push(port);
             return port;
         }
     }
@@ -117,11 +123,15 @@ impl Proc {
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(30);
         while self.client_opt().is_none() {
-            assert!(
-                Instant::now() < deadline,
-                "node {} did not start",
-                self.port
-            );
+            if Instant::now() > deadline {
+                let log = std::fs::read_to_string(self.dir.join("log")).unwrap_or_default();
+                let tail: Vec<&str> = log.lines().rev().take(20).collect();
+                panic!(
+                    "node {} did not start; its log ends:\n{}",
+                    self.port,
+                    tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+                );
+            }
             std::thread::sleep(Duration::from_millis(50));
         }
     }
