@@ -153,8 +153,7 @@ impl Cluster {
                 }
                 m.nodes.insert(id, node.clone());
                 let moves = m.plan_balance(&leaders);
-                m.moves_planned += moves.len() as u64;
-                m.moves.extend(moves);
+                m.schedule(moves);
                 Ok(())
             })
             .await?;
@@ -177,11 +176,7 @@ impl Cluster {
                 if m.nodes.len() - m.leaving.len() <= 1 {
                     return Err("can't remove the last member".into());
                 }
-                m.leaving.push(id);
-                let moves = m.plan_leave(id)?;
-                m.moves_planned += moves.len() as u64;
-                m.moves.extend(moves);
-                Ok(())
+                m.start_leaving(id)
             })
             .await?;
         let off = layout.moves.iter().filter(|m| m.from == id).count();
@@ -196,8 +191,7 @@ impl Cluster {
         let layout = self
             .update_layout(|m| {
                 let moves = m.plan_balance(&leaders);
-                m.moves_planned += moves.len() as u64;
-                m.moves.extend(moves);
+                m.schedule(moves);
                 Ok(())
             })
             .await?;
@@ -294,15 +288,7 @@ impl Cluster {
             }
             return;
         }
-        let planned = self
-            .update_layout(|m| {
-                m.leaving.push(id);
-                let moves = m.plan_leave(id)?;
-                m.moves_planned += moves.len() as u64;
-                m.moves.extend(moves);
-                Ok(())
-            })
-            .await;
+        let planned = self.update_layout(|m| m.start_leaving(id)).await;
         match planned {
             Ok(l) => tracing::warn!(
                 node = %format!("{id:016x}"),

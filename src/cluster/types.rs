@@ -300,6 +300,20 @@ impl ClusterMeta {
         out
     }
 
+    /// Appends `moves` to the plan.
+    pub fn schedule(&mut self, moves: Vec<Move>) {
+        self.moves_planned += moves.len() as u64;
+        self.moves.extend(moves);
+    }
+
+    /// Marks member `id` as leaving and plans the moves of its replicas.
+    pub fn start_leaving(&mut self, id: u64) -> Result<(), String> {
+        self.leaving.push(id);
+        let moves = self.plan_leave(id)?;
+        self.schedule(moves);
+        Ok(())
+    }
+
     /// The moves that take every replica off member `id` (already marked
     /// as leaving), each to the emptiest remaining member without that
     /// shard; an error if some shard has nowhere to go.
