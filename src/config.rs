@@ -90,8 +90,15 @@ pub struct Config {
     pub lua_memory_limit: u64,
     /// Storage settings.
     pub storage: StorageConfig,
-    /// The metric pipeline: partitions, watermark, retention.
+    /// The metric pipeline: partitions, watermark, retention, scaling.
     pub streams: crate::pipeline::StreamsConfig,
+    /// The monitor: its interval, the autoscaler, the alert history.
+    pub monitoring: crate::ops::MonitoringConfig,
+    /// Alert rules' settings by rule name (`[alerts.high_memory]`
+    /// `threshold = 0.9`); see [`crate::ops::alerts`].
+    pub alerts: crate::ops::alerts::AlertsConfig,
+    /// Alerts are POSTed here as JSON, with retries (`http://` only).
+    pub alert_webhook_url: Option<String>,
     /// Redis's encoding thresholds. strata's layouts don't depend on them;
     /// they are kept so clients and tools that set and read them work,
     /// and OBJECT ENCODING names encodings by them as Redis would.
@@ -257,6 +264,9 @@ impl Default for Config {
             node_down_after: 300,
             storage: StorageConfig::default(),
             streams: crate::pipeline::StreamsConfig::default(),
+            monitoring: crate::ops::MonitoringConfig::default(),
+            alerts: crate::ops::alerts::AlertsConfig::new(),
+            alert_webhook_url: None,
             pubsub_output_limit: OutputLimit::default(),
             busy_reply_threshold_ms: 5000,
             lua_memory_limit: 1 << 30,
@@ -316,6 +326,22 @@ fn parse_secs(field: &str, v: &str) -> Result<u64, ConfigError> {
     v.trim()
         .parse::<u64>()
         .map_err(|_| invalid(field, format!("{v:?} is not a whole number of seconds")))
+}
+
+/// Webhooks are plain `http://host[:port]/path` URLs.
+fn check_webhook_url(url: &str) -> Result<(), ConfigError> {
+    let field = "alert_webhook_url";
+    let Some(rest) = url.strip_prefix("http://") else {
+        return Err(invalid(
+            field,
+            format!("{url:?} must start with http:// (https is not supported; put a TLS proxy in front)"),
+        ));
+    };
+    let host = rest.split('/').next().unwrap_or("");
+    if host.is_empty() || host.contains(char::is_whitespace) {
+        return Err(invalid(field, format!("{url:?} has no host")));
+    }
+    Ok(())
 }
 
 fn parse_bool(field: &str, v: &str) -> Result<bool, ConfigError> {
@@ -418,8 +444,11 @@ impl Config {
                 })?;
             }
         }
-        if let Some(v) = get("STRATA_API_KEY") {
-            self.api_key = Some(v).filter(|p| !p.is_empty());
+        // Seed 001 names the monitoring API's key CRON_API_KEY.
+        for var in ["CRON_API_KEY", "STRATA_API_KEY"] {
+            if let Some(v) = get(var) {
+                self.api_key = Some(v).filter(|p| !p.is_empty());
+            }
         }
         for var in ["STRATA_OVERFLOW_RATIO", "REDIS_MAXMEM_SOFT"] {
             if let Some(v) = get(var) {
@@ -495,6 +524,19 @@ impl Config {
         if let Some(v) = get("STRATA_STREAMS_WORKERS") {
             st.workers = parse_bool("STRATA_STREAMS_WORKERS", &v)?;
         }
+        for var in ["STRATA_MONITORING", "ENABLE_SYSTEM_MONITORING"] {
+            if let Some(v) = get(var) {
+                self.monitoring.enabled = parse_bool(var, &v)?;
+            }
+        }
+        for var in ["STRATA_AUTOSCALING", "ENABLE_AUTO_SCALING"] {
+            if let Some(v) = get(var) {
+                self.monitoring.autoscaling = parse_bool(var, &v)?;
+            }
+        }
+        if let Some(v) = get("STRATA_ALERT_WEBHOOK_URL") {
+            self.alert_webhook_url = Some(v).filter(|v| !v.is_empty());
+        }
         Ok(())
     }
 
@@ -509,6 +551,13 @@ impl Config {
         self.streams
             .validate()
             .map_err(|(field, why)| invalid(&field, why))?;
+        self.monitoring
+            .validate()
+            .map_err(|(field, why)| invalid(&field, why))?;
+        crate::ops::alerts::validate(&self.alerts).map_err(|(field, why)| invalid(&field, why))?;
+        if let Some(url) = &self.alert_webhook_url {
+            check_webhook_url(url)?;
+        }
         crate::pubsub::events::parse(&self.notify_keyspace_events)
             .map_err(|why| invalid("notify_keyspace_events", why))?;
         if !matches!(self.enable_debug_command.as_str(), "no" | "yes" | "local") {

@@ -14,8 +14,7 @@
 //!   the gate that keeps transactions and scripts whole, the thread
 //!   scripts run on, and the clients blocked on keys; [`pubsub`]:
 //!   subscriptions and each subscriber's queue; [`tracking`]: which
-//!   client may cache which key (CLIENT TRACKING); [`hotkeys`]: access
-//!   counts per key and the hot ones; [`scripting`]: the Lua VM
+//!   client may cache which key (CLIENT TRACKING); [`scripting`]: the Lua VM
 //!   scripts run in, whose `redis.call` reaches back to the command table
 //!   through a callback the commands supply; [`acl`]: users, their
 //!   permissions over the commands the command layer catalogues, the ACL
@@ -24,9 +23,11 @@
 //!   the write-ahead log, spilling, offloading, TTLs and snapshots.
 //! - [`slot`]: key -> Redis Cluster slot -> ordering position, shared by all.
 //!
-//! [`server`] assembles a node from a [`config::Config`]; [`health`]
-//! scores a node's health from its state and the machine's; [`metrics`]
-//! exports Prometheus series; [`tools`] are the load generator and traffic
+//! [`server`] assembles a node from a [`config::Config`]; [`ops`] watches
+//! it: the health score, alert rules, hot keys, the machine's figures and
+//! the monitor behind seed 001's monitoring API and the dashboard;
+//! [`pipeline`] is the metric pipeline, a client of the command layer;
+//! [`metrics`] exports Prometheus series; [`tools`] are the load generator and traffic
 //! generator, which are clients of a node like any other.
 #![forbid(unsafe_code)]
 #![deny(clippy::unwrap_used)]
@@ -44,10 +45,9 @@ pub mod cluster;
 pub mod commands;
 pub mod config;
 pub mod frontend;
-pub mod health;
-pub mod hotkeys;
 pub mod metrics;
 pub mod node;
+pub mod ops;
 pub mod pipeline;
 pub mod pubsub;
 pub mod scripting;

@@ -182,6 +182,15 @@ impl Default for Metrics {
 }
 
 impl Metrics {
+    /// The recorded metrics alone (commands, HTTP, connections).
+    pub fn encode_recorded(&self) -> String {
+        let mut out = String::new();
+        if encode(&mut out, &self.registry).is_err() {
+            out.clear();
+        }
+        out
+    }
+
     /// The text exposition: recorded metrics, the engine's statistics
     /// and, in cluster mode, the state of this node's Raft groups.
     pub fn render(
@@ -432,6 +441,87 @@ impl Metrics {
                 metric(name, "gauge", help, &[("", v)]);
             }
         }
+        let fired: Vec<(String, f64)> = node
+            .alerts_fired
+            .iter()
+            .map(|((rule, sev), n)| (format!("{{rule=\"{rule}\",severity=\"{sev}\"}}"), *n as f64))
+            .collect();
+        metric(
+            "alerts_fired",
+            "counter",
+            "Alerts fired, by rule and severity",
+            &fired
+                .iter()
+                .map(|(l, v)| (l.as_str(), *v))
+                .collect::<Vec<_>>(),
+        );
+        let firing: Vec<(String, f64)> = node
+            .alerts_firing
+            .iter()
+            .map(|(rule, on)| (format!("{{rule=\"{rule}\"}}"), if *on { 1.0 } else { 0.0 }))
+            .collect();
+        metric(
+            "alert_firing",
+            "gauge",
+            "Whether each alert rule's condition held at the last evaluation",
+            &firing
+                .iter()
+                .map(|(l, v)| (l.as_str(), *v))
+                .collect::<Vec<_>>(),
+        );
+        metric(
+            "alert_webhook_deliveries",
+            "counter",
+            "Alerts sent to alert_webhook_url, by outcome (after retries)",
+            &[
+                ("{outcome=\"sent\"}", f(node.webhook_sent)),
+                ("{outcome=\"failed\"}", f(node.webhook_failed)),
+            ],
+        );
+        metric(
+            "aggregation_workers",
+            "gauge",
+            "Aggregation worker pool: size and workers processing a batch",
+            &[
+                ("{state=\"pool\"}", f(node.workers_pool)),
+                ("{state=\"busy\"}", f(node.workers_busy)),
+            ],
+        );
+        metric(
+            "topic_lag",
+            "gauge",
+            "Entries of the metrics topic not yet read by its aggregation workers, on the partitions this node aggregates",
+            &[("", f(node.topic_lag))],
+        );
+        if let Some(c) = &node.cluster_health {
+            metric(
+                "cluster_health_score",
+                "gauge",
+                "The cluster's health score: the lowest among the members that answer",
+                &[("", f64::from(*c))],
+            );
+        }
+        for (name, help, v) in [
+            (
+                "cpu_percent",
+                "CPU use of the machine, percent",
+                node.cpu_percent,
+            ),
+            (
+                "network_received_bytes",
+                "Bytes received by the machine's interfaces since boot (loopback excluded)",
+                node.network.map(|n| n.0 as f64),
+            ),
+            (
+                "network_transmitted_bytes",
+                "Bytes sent by the machine's interfaces since boot (loopback excluded)",
+                node.network.map(|n| n.1 as f64),
+            ),
+        ] {
+            if let Some(v) = v {
+                metric(name, "gauge", help, &[("", v)]);
+            }
+        }
         if let Some(g) = groups {
             render_groups(&mut out, g);
         }
@@ -464,6 +554,26 @@ pub struct NodeGauges {
     pub system_memory_free: Option<f64>,
     /// One-minute load average per core.
     pub load_per_core: Option<f64>,
+    /// Alerts fired, by rule and severity.
+    pub alerts_fired: Vec<((&'static str, &'static str), u64)>,
+    /// Whether each rule's condition holds.
+    pub alerts_firing: Vec<(&'static str, bool)>,
+    /// Alerts the webhook accepted.
+    pub webhook_sent: u64,
+    /// Alerts the webhook never accepted.
+    pub webhook_failed: u64,
+    /// Aggregation worker pool size.
+    pub workers_pool: u64,
+    /// Workers processing a batch.
+    pub workers_busy: u64,
+    /// Entries waiting for this node's workers.
+    pub topic_lag: u64,
+    /// The cluster's health score (cluster mode, once the monitor ran).
+    pub cluster_health: Option<u32>,
+    /// Machine CPU use, percent.
+    pub cpu_percent: Option<f64>,
+    /// Bytes received and sent since boot.
+    pub network: Option<(u64, u64)>,
 }
 
 fn render_groups(out: &mut String, g: &GroupStats) {

@@ -143,7 +143,7 @@ pub struct Node {
     /// CLIENT TRACKING: who may cache which key.
     pub tracking: crate::tracking::Tracking,
     /// Access counts per key, and the hot ones.
-    pub hotkeys: crate::hotkeys::HotKeys,
+    pub hotkeys: crate::ops::hotkeys::HotKeys,
     /// The metric pipeline's layout and counters.
     pub pipeline: crate::pipeline::Pipeline,
     /// Lua scripts and function libraries.
@@ -166,6 +166,8 @@ pub struct Node {
     pub latency: Mutex<BTreeMap<&'static str, LatencySeries>>,
     /// CLIENT PAUSE.
     pub pause: Pause,
+    /// Health, alerts, samples for the dashboard, the autoscaler.
+    pub monitor: crate::ops::Monitor,
 }
 
 /// CLIENT PAUSE: holds every client's commands (or only those that may
@@ -291,8 +293,9 @@ impl Node {
         let cfg_dir = cfg.storage.data_dir.clone();
         let persist = cfg_dir.is_dir();
         let lua_memory = cfg.lua_memory_limit as usize;
-        let hotkeys = crate::hotkeys::HotKeys::new(cfg.hotkey_threshold_per_min);
+        let hotkeys = crate::ops::hotkeys::HotKeys::new(cfg.hotkey_threshold_per_min);
         let pipeline = crate::pipeline::Pipeline::new(&cfg.streams);
+        let monitor = crate::ops::Monitor::new(&cfg, &node_id);
         let notify = crate::pubsub::events::parse(&cfg.notify_keyspace_events).unwrap_or(0);
         let slowlog_slower_than = cfg.slowlog_log_slower_than;
         let latency_threshold_ms = cfg.latency_monitor_threshold;
@@ -332,6 +335,7 @@ impl Node {
             latency_threshold_ms: AtomicU64::new(latency_threshold_ms),
             latency: Mutex::new(BTreeMap::new()),
             pause: Pause::default(),
+            monitor,
         }
     }
 }

@@ -188,6 +188,8 @@ pub async fn serve(node: Arc<Node>, resp: TcpListener, http_listener: TcpListene
     };
     // Aggregation workers for the partitions this node leads.
     let pipeline = tokio::spawn(crate::pipeline::supervise(node.clone()));
+    // Health, alerts, dashboard samples and the worker autoscaler.
+    let monitor = tokio::spawn(crate::ops::run(node.clone()));
     let app = http::router(node.clone());
     let stop = node.shutdown.clone();
     let http_task = tokio::spawn(async move {
@@ -202,6 +204,7 @@ pub async fn serve(node: Arc<Node>, resp: TcpListener, http_listener: TcpListene
     let _ = acceptor.await;
     let _ = minutes.await;
     let _ = pipeline.await;
+    let _ = monitor.await;
     if let Some(cluster) = node.cluster.get() {
         cluster.shutdown().await;
     }

@@ -13,6 +13,7 @@
 //! cluster as this node sees it.
 
 use std::collections::HashMap;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -81,6 +82,8 @@ pub fn router(node: Shared) -> Router {
         .route("/api/hotkeys", get(hotkeys))
         .route("/openapi.json", get(openapi))
         .merge(super::pipeline_api::routes())
+        .merge(super::monitoring::routes())
+        .merge(super::dashboard::routes())
         .layer(middleware::from_fn_with_state(node.clone(), identify))
         .layer(middleware::from_fn_with_state(node.clone(), track))
         .layer(DefaultBodyLimit::max(limit))
@@ -472,6 +475,12 @@ async fn data_delete(
 }
 
 async fn health(State(node): State<Shared>) -> Response {
+    let (code, body) = health_json(&node);
+    (code, Json(body)).into_response()
+}
+
+/// `GET /health`'s status and body.
+pub(super) fn health_json(node: &Node) -> (StatusCode, Json_) {
     let s = node.store.stats();
     let keys: u64 = (0..node.store.databases())
         .map(|db| node.store.dbsize(db))
@@ -486,7 +495,7 @@ async fn health(State(node): State<Shared>) -> Response {
         "mode": if node.cluster.get().is_some() { "cluster" } else { "single" },
         "uptime_secs": node.started.elapsed().as_secs(),
         "keys": keys,
-        "mem_ratio": mem_ratio(&node),
+        "mem_ratio": mem_ratio(node),
         "memory_entries": s.entries_memory,
         "disk_entries": s.entries_disk,
         "write_poisoned": s.poisoned,
@@ -531,53 +540,20 @@ async fn health(State(node): State<Shared>) -> Response {
         "degraded"
     });
     body["problems"] = json!(problems);
-    let (h, _) = health_score(&node, healthy);
+    let sys = crate::ops::system_now(node);
+    let h = crate::ops::node_health(node, &s, &sys);
     body["health_score"] = json!(h.score);
     body["health_status"] = json!(h.status);
     body["health_components"] = json!(h.components);
+    if let Some(c) = node.monitor.cluster_health() {
+        body["cluster_health"] = json!(c);
+    }
     let code = if healthy {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
-    (code, Json(body)).into_response()
-}
-
-/// The machine's figures: disk free, memory available, load per core.
-type Machine = (Option<f64>, Option<f64>, Option<f64>);
-
-/// The node's health score (see [`crate::health`]), and the machine's
-/// figures it used.
-fn health_score(node: &Node, writes_ok: bool) -> (crate::health::Health, Machine) {
-    let (members, shards) = match node.cluster.get() {
-        Some(cluster) => {
-            let views = cluster.member_views();
-            let meta = cluster.layout().clone();
-            let led = meta
-                .shards
-                .iter()
-                .filter(|sh| cluster.leader_of(sh).is_some())
-                .count();
-            (
-                Some((views.iter().filter(|m| m.up).count(), views.len())),
-                Some((led, meta.shards.len())),
-            )
-        }
-        None => (None, None),
-    };
-    let data_dir = node.store.config().data_dir;
-    let machine = crate::health::system(&data_dir);
-    let (disk_free, system_memory_free, load_per_core) = machine;
-    let health = crate::health::score(&crate::health::Inputs {
-        writes_ok,
-        members,
-        shards,
-        memory_ratio: mem_ratio(node),
-        disk_free,
-        system_memory_free,
-        load_per_core,
-    });
-    (health, machine)
+    (code, body)
 }
 
 fn self_node(node: &Node) -> Json_ {
@@ -989,6 +965,11 @@ async fn api_read(
 }
 
 async fn topology(State(node): State<Shared>) -> Json<Json_> {
+    Json(topology_json(&node))
+}
+
+/// Seed 003's topology: members, shards and their leaders.
+pub(super) fn topology_json(node: &Node) -> Json_ {
     if let Some(cluster) = node.cluster.get() {
         let meta = cluster.layout().clone();
         let members = cluster.member_views();
@@ -1030,7 +1011,7 @@ async fn topology(State(node): State<Shared>) -> Json<Json_> {
             })
             .collect();
         let quorum = meta.replicas / 2 + 1;
-        return Json(json!({
+        return json!({
             "nodes": nodes,
             "shards": shards,
             "leader": cluster.meta_leader().map(hex),
@@ -1040,9 +1021,9 @@ async fn topology(State(node): State<Shared>) -> Json<Json_> {
             "writeQuorum": quorum,
             "readQuorum": quorum,
             "slots": crate::slot::SLOTS,
-        }));
+        });
     }
-    Json(json!({
+    json!({
         "shards": [{"id": 0, "slots": [[0, crate::slot::SLOTS - 1]], "leader": node.node_id, "replicas": [node.node_id]}],
         "generationId": 0,
         "nodes": [{"id": node.node_id, "address": node.resp_addr.get().map(|a| a.to_string()), "status": "UP", "role": "LEADER"}],
@@ -1051,7 +1032,7 @@ async fn topology(State(node): State<Shared>) -> Json<Json_> {
         "writeQuorum": 1,
         "readQuorum": 1,
         "slots": crate::slot::SLOTS,
-    }))
+    })
 }
 
 /// The replica set of a key, leader first (seed 003's consistent-hash
@@ -1157,7 +1138,9 @@ async fn hotkeys(
 async fn metrics(State(node): State<Shared>) -> Response {
     let groups = node.cluster.get().map(|c| c.group_stats());
     let stats = node.store.stats();
-    let (health, machine) = health_score(&node, stats.poisoned.is_none());
+    let sys = crate::ops::system_now(&node);
+    let health = crate::ops::node_health(&node, &stats, &sys);
+    let monitored = node.monitor.system();
     let gauges = crate::metrics::NodeGauges {
         health_score: health.score,
         health_components: health
@@ -1167,9 +1150,24 @@ async fn metrics(State(node): State<Shared>) -> Response {
             .collect(),
         hot_keys: node.hotkeys.hot().len(),
         tracking_clients: node.tracking.stats().clients,
-        disk_free: machine.0,
-        system_memory_free: machine.1,
-        load_per_core: machine.2,
+        disk_free: sys.disk_free(),
+        system_memory_free: sys.memory_free(),
+        load_per_core: sys.load_per_core(),
+        alerts_fired: node.monitor.fired(),
+        alerts_firing: node
+            .monitor
+            .rules()
+            .iter()
+            .map(|r| (r.rule.name, r.firing))
+            .collect(),
+        webhook_sent: node.monitor.webhook_sent.load(Ordering::Relaxed),
+        webhook_failed: node.monitor.webhook_failed.load(Ordering::Relaxed),
+        workers_pool: u64::from(node.pipeline.pool.size()),
+        workers_busy: node.pipeline.pool.busy() as u64,
+        topic_lag: crate::ops::waiting_here(&node),
+        cluster_health: node.monitor.cluster_health().map(|c| c.score),
+        cpu_percent: monitored.as_ref().map(|m| m.cpu_percent),
+        network: monitored.map(|m| (m.network_received, m.network_transmitted)),
     };
     let text = node.metrics.render(&stats, groups.as_ref(), &gauges);
     (

@@ -2,7 +2,9 @@
 //! command executions (see [`crate::commands`]).
 
 pub mod connection;
+mod dashboard;
 pub mod http;
+mod monitoring;
 mod openapi;
 mod pipeline_api;
 pub mod resp;

@@ -20,6 +20,7 @@
 //! as a client would, so routing to a shard's leader comes for free.
 
 pub mod event;
+pub mod scaling;
 pub mod series;
 pub mod window;
 pub mod worker;
@@ -68,6 +69,9 @@ pub struct StreamsConfig {
     pub log_retention_max_len: u64,
     /// Entries a worker reads per batch, and so per commit at most.
     pub worker_batch: usize,
+    /// How many partition workers may process a batch at once, and how
+    /// the autoscaler changes that.
+    pub scaling: scaling::ScalingConfig,
 }
 
 impl Default for StreamsConfig {
@@ -81,6 +85,7 @@ impl Default for StreamsConfig {
             log_retention_secs: 86_400,
             log_retention_max_len: 0,
             worker_batch: 1000,
+            scaling: scaling::ScalingConfig::default(),
         }
     }
 }
@@ -107,7 +112,7 @@ impl StreamsConfig {
         if !(1..=100_000).contains(&self.worker_batch) {
             return bad("worker_batch", "must be from 1 to 100000");
         }
-        Ok(())
+        self.scaling.validate()
     }
 }
 
@@ -233,6 +238,8 @@ pub struct PartitionStatus {
     pub watermark_ms: Option<i64>,
     /// Windows open.
     pub open_windows: usize,
+    /// When it last committed, epoch ms.
+    pub committed_at: u64,
 }
 
 /// The pipeline's shared state on one node.
@@ -243,6 +250,14 @@ pub struct Pipeline {
     pub counters: Counters,
     /// Workers running here, by partition, with their last status.
     pub running: Mutex<HashMap<usize, PartitionStatus>>,
+    /// How many of them may process a batch at once.
+    pub pool: scaling::Pool,
+    /// Series this node's workers stored points of lately, newest last
+    /// (for the dashboard's picker).
+    pub recent_series: Mutex<std::collections::VecDeque<event::SeriesId>>,
+    /// Partitions whose worker is working (started and not failed), with
+    /// when it started, epoch ms.
+    pub alive: Mutex<HashMap<usize, u64>>,
 }
 
 impl Pipeline {
@@ -252,6 +267,21 @@ impl Pipeline {
             layout: Layout::new(cfg.partitions),
             counters: Counters::default(),
             running: Mutex::new(HashMap::new()),
+            alive: Mutex::new(HashMap::new()),
+            recent_series: Mutex::new(std::collections::VecDeque::new()),
+            pool: scaling::Pool::new(cfg.scaling.bounds(cfg.partitions as usize).1),
+        }
+    }
+
+    /// Remembers series that just got points (the last 50).
+    pub fn note_series<'a>(&self, ids: impl Iterator<Item = &'a event::SeriesId>) {
+        let mut recent = self.recent_series.lock();
+        for id in ids {
+            recent.retain(|r| r != id);
+            recent.push_back(id.clone());
+        }
+        while recent.len() > 50 {
+            recent.pop_front();
         }
     }
 
@@ -296,7 +326,7 @@ pub async fn supervise(node: Arc<Node>) {
 }
 
 /// Whether this node leads the shard holding `key` (always, alone).
-fn leads(node: &Node, key: &str) -> bool {
+pub fn leads(node: &Node, key: &str) -> bool {
     let Some(cluster) = node.cluster.get() else {
         return true;
     };

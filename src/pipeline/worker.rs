@@ -94,7 +94,10 @@ pub async fn run(node: Arc<Node>, p: usize, stop: CancellationToken) {
         let outcome = match Worker::start(node.clone(), p).await {
             Ok(mut w) => {
                 backoff = Duration::from_millis(100);
-                w.work(&stop).await
+                node.pipeline.alive.lock().insert(p, now_ms());
+                let worked = w.work(&stop).await;
+                node.pipeline.alive.lock().remove(&p);
+                worked
             }
             Err(e) => Err(e),
         };
@@ -329,6 +332,8 @@ impl Worker {
                 continue;
             }
             drop(waiting);
+            let node = self.node.clone();
+            let _permit = node.pipeline.pool.acquire().await;
             if !self.group_ready {
                 let created = self
                     .call(vec![
@@ -547,6 +552,9 @@ impl Worker {
             self.known.clear();
         }
         self.known.extend(new_series);
+        self.node
+            .pipeline
+            .note_series(closed.iter().map(|(s, _)| s));
         let c = &self.node.pipeline.counters;
         Pipeline::count(&c.windows, closed.len() as u64);
         Pipeline::count(&c.dead, dead.len() as u64);
@@ -559,6 +567,7 @@ impl Worker {
                 watermark_ms: (self.windows.watermark() != i64::MIN)
                     .then(|| self.windows.watermark()),
                 open_windows: self.windows.open_windows(),
+                committed_at: now_ms(),
             },
         );
         Ok(())

@@ -169,27 +169,6 @@ pub fn score(i: &Inputs) -> Health {
     }
 }
 
-/// What the machine says: free fraction of the filesystem holding `dir`,
-/// available fraction of memory, one-minute load per core.
-pub fn system(dir: &std::path::Path) -> (Option<f64>, Option<f64>, Option<f64>) {
-    let dir = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
-    let disks = sysinfo::Disks::new_with_refreshed_list();
-    let disk = disks
-        .list()
-        .iter()
-        .filter(|d| dir.starts_with(d.mount_point()) && d.total_space() > 0)
-        .max_by_key(|d| d.mount_point().as_os_str().len())
-        .map(|d| d.available_space() as f64 / d.total_space() as f64);
-    let mut sys = sysinfo::System::new();
-    sys.refresh_memory();
-    let memory =
-        (sys.total_memory() > 0).then(|| sys.available_memory() as f64 / sys.total_memory() as f64);
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
-    let load = sysinfo::System::load_average().one;
-    let load = (load.is_finite() && load >= 0.0).then_some(load / cores);
-    (disk, memory, load)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
