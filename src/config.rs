@@ -534,6 +534,14 @@ impl Config {
                 self.monitoring.autoscaling = parse_bool(var, &v)?;
             }
         }
+        if let Some(v) = get("STRATA_MONITORING_INTERVAL_SECS") {
+            self.monitoring.interval_secs = v.trim().parse().map_err(|_| {
+                invalid(
+                    "STRATA_MONITORING_INTERVAL_SECS",
+                    format!("{v:?} is not a number of seconds"),
+                )
+            })?;
+        }
         if let Some(v) = get("STRATA_ALERT_WEBHOOK_URL") {
             self.alert_webhook_url = Some(v).filter(|v| !v.is_empty());
         }

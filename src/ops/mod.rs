@@ -749,7 +749,7 @@ fn command_latency(node: &Node) -> Option<(Vec<(f64, u64)>, Latency)> {
     let text = node.metrics.encode_recorded();
     let mut sums: BTreeMap<u64, (f64, u64)> = BTreeMap::new();
     for line in text.lines() {
-        let Some(rest) = line.strip_prefix("strata_command_seconds_bucket{") else {
+        let Some(rest) = line.strip_prefix("strata_command_duration_seconds_bucket{") else {
             continue;
         };
         let Some(le) = rest.split("le=\"").nth(1).and_then(|r| r.split('"').next()) else {

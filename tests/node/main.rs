@@ -8,6 +8,8 @@ mod common;
 #[path = "../shared/metric_model.rs"]
 mod metric_model;
 mod storage_common;
+#[path = "../shared/webhook.rs"]
+mod webhook;
 
 mod acl;
 mod hotkeys;
@@ -15,6 +17,7 @@ mod http_api;
 mod introspection;
 mod keyspace_events;
 mod load_tools;
+mod monitoring;
 mod pipeline;
 mod poisoned_log;
 mod pubsub;

@@ -149,6 +149,47 @@ fn bad_config_is_refused_by_name() {
         &[],
     );
     assert!(err.contains("storage.overflow_ratio"), "{err}");
+    for (toml, field) in [
+        (
+            "[alerts.hgh_memory]\nthreshold = 0.9\n",
+            "alerts.hgh_memory",
+        ),
+        (
+            "[alerts.high_load]\nseverity = \"urgent\"\n",
+            "alerts.high_load.severity",
+        ),
+        (
+            "[alerts.system_memory_low]\nthreshold = 2\n",
+            "alerts.system_memory_low.threshold",
+        ),
+        (
+            "alert_webhook_url = \"https://hooks.example/x\"\n",
+            "alert_webhook_url",
+        ),
+        (
+            "[monitoring]\ninterval_secs = 0\n",
+            "monitoring.interval_secs",
+        ),
+        (
+            "[streams.scaling]\nmin_workers = 9\nmax_workers = 2\n",
+            "streams.scaling.min_workers",
+        ),
+    ] {
+        std::fs::write(&file, toml).unwrap();
+        let err = run_err(
+            &[
+                "server",
+                "--config",
+                file.to_str().unwrap(),
+                "--port",
+                "0",
+                "--http-port",
+                "0",
+            ],
+            &[],
+        );
+        assert!(err.contains(field), "{toml}: {err}");
+    }
     let err = run_err(
         &["server", "--port", "0", "--http-port", "0"],
         &[("OFFLOAD_AFTER_SECONDS", "soon")],
