@@ -150,9 +150,7 @@ pub struct MemberHealth {
     pub status: &'static str,
 }
 
-/// The cluster's health: the lowest score among the members that
-/// answer (each one's own score already counts unreachable members and
-/// leaderless shards), and every member's.
+/// The cluster's health (see [`cluster_score`]), and every member's.
 #[derive(Debug, Clone, Serialize)]
 pub struct ClusterHealth {
     /// 0-100.
@@ -717,18 +715,31 @@ async fn cluster_health(node: &Node, own: &health::Health) -> Option<ClusterHeal
             status: health::band(score),
         });
     }
-    let score = nodes
-        .iter()
-        .filter(|n| n.reachable)
-        .map(|n| n.score)
-        .min()
-        .unwrap_or(0);
+    let score = cluster_score(&nodes);
     Some(ClusterHealth {
         score,
         status: health::band(score),
         nodes,
         timestamp: now_ms(),
     })
+}
+
+/// The lowest score among the members that answer; a member that doesn't
+/// caps the cluster at 89 (warning: it serves, but one more loss may cost
+/// a shard its majority), and losing half or more caps it at 49.
+fn cluster_score(nodes: &[MemberHealth]) -> u32 {
+    let lowest = nodes
+        .iter()
+        .filter(|n| n.reachable)
+        .map(|n| n.score)
+        .min()
+        .unwrap_or(0);
+    let down = nodes.iter().filter(|n| !n.reachable).count();
+    match down {
+        0 => lowest,
+        d if d * 2 >= nodes.len() => lowest.min(49),
+        _ => lowest.min(89),
+    }
 }
 
 fn peer_score(url: &str) -> Option<u32> {
@@ -944,6 +955,21 @@ mod tests {
         assert_eq!(l.p95, 0.01);
         assert_eq!(l.p99, 0.01);
         assert!(percentiles(&after, &after).is_none());
+    }
+
+    #[test]
+    fn a_member_down_caps_the_cluster_score() {
+        let m = |score, reachable| MemberHealth {
+            id: String::new(),
+            http: String::new(),
+            reachable,
+            score,
+            status: health::band(score),
+        };
+        assert_eq!(cluster_score(&[m(100, true), m(95, true), m(97, true)]), 95);
+        assert_eq!(cluster_score(&[m(100, true), m(95, true), m(0, false)]), 89);
+        assert_eq!(cluster_score(&[m(80, true), m(95, true), m(0, false)]), 80);
+        assert_eq!(cluster_score(&[m(100, true), m(0, false), m(0, false)]), 49);
     }
 
     #[test]

@@ -6,9 +6,12 @@
 #[path = "../shared/metric_model.rs"]
 mod metric_model;
 mod procs;
+#[path = "../shared/webhook.rs"]
+mod webhook;
 
 mod elastic;
 mod failover;
+mod operations;
 mod partition;
 mod pipeline;
 mod snapshot;
