@@ -487,6 +487,24 @@ impl Metrics {
                 ("{state=\"busy\"}", f(node.workers_busy)),
             ],
         );
+        let [accepted, rejected, late, dead, windows] = node.pipeline_events;
+        metric(
+            "pipeline_events",
+            "counter",
+            "Metric events by outcome: accepted or rejected at the door, dropped late or dead-lettered by a worker",
+            &[
+                ("{outcome=\"accepted\"}", f(accepted)),
+                ("{outcome=\"rejected\"}", f(rejected)),
+                ("{outcome=\"late\"}", f(late)),
+                ("{outcome=\"dead_lettered\"}", f(dead)),
+            ],
+        );
+        metric(
+            "pipeline_windows_stored",
+            "counter",
+            "One-minute windows the aggregation workers closed and stored",
+            &[("", f(windows))],
+        );
         metric(
             "topic_lag",
             "gauge",
@@ -568,6 +586,8 @@ pub struct NodeGauges {
     pub workers_busy: u64,
     /// Entries waiting for this node's workers.
     pub topic_lag: u64,
+    /// Metric events accepted, rejected, late, dead-lettered; windows stored.
+    pub pipeline_events: [u64; 5],
     /// The cluster's health score (cluster mode, once the monitor ran).
     pub cluster_health: Option<u32>,
     /// Machine CPU use, percent.

@@ -1165,6 +1165,11 @@ async fn metrics(State(node): State<Shared>) -> Response {
         workers_pool: u64::from(node.pipeline.pool.size()),
         workers_busy: node.pipeline.pool.busy() as u64,
         topic_lag: crate::ops::waiting_here(&node),
+        pipeline_events: {
+            let c = &node.pipeline.counters;
+            [&c.accepted, &c.rejected, &c.late, &c.dead, &c.windows]
+                .map(|n| n.load(Ordering::Relaxed))
+        },
         cluster_health: node.monitor.cluster_health().map(|c| c.score),
         cpu_percent: monitored.as_ref().map(|m| m.cpu_percent),
         network: monitored.map(|m| (m.network_received, m.network_transmitted)),
