@@ -427,14 +427,16 @@ pub async fn run(node: Arc<Node>) {
     let scaler = tokio::spawn(autoscale_loop(node.clone()));
     let mut sampler = Sampler::new();
     loop {
-        let (on, every) = node.monitor.monitoring();
-        if on {
-            tick(&node, &mut sampler).await;
-        }
+        // The first tick comes one interval after start, so its CPU
+        // reading covers a whole interval.
+        let (_, every) = node.monitor.monitoring();
         tokio::select! {
             () = tokio::time::sleep(every) => {}
             () = node.monitor.wake.notified() => {}
             () = node.shutdown.cancelled() => break,
+        }
+        if node.monitor.monitoring().0 {
+            tick(&node, &mut sampler).await;
         }
     }
     *node.monitor.webhook.lock() = None;
