@@ -10,8 +10,11 @@
 //! | `disk` | 10 | 20% or more of the data directory's filesystem free | full |
 //! | `system_memory` | 10 | 20% or more of the machine's memory available | none |
 //! | `load` | 10 | load average at most 1 per core | 3 per core |
+//! | `workers` | 10 | every partition this node aggregates has a working worker that keeps up | none has |
 //!
-//! A single node has full marks for `reachability` and `quorum`. A
+//! A partition's worker counts as not keeping up once it has had unread
+//! entries and no commit for a minute, or no working worker for ten
+//! seconds. A single node has full marks for `reachability` and `quorum`. A
 //! component that can't be measured on this system is left out and the
 //! others' weights are scaled up.
 
@@ -34,6 +37,9 @@ pub struct Inputs {
     pub system_memory_free: Option<f64>,
     /// One-minute load average per core.
     pub load_per_core: Option<f64>,
+    /// Partitions aggregated without trouble, and all those this node
+    /// aggregates (None: workers off, or not looked at yet).
+    pub workers: Option<(usize, usize)>,
 }
 
 /// One component of the score.
@@ -151,6 +157,14 @@ pub fn score(i: &Inputs) -> Health {
             format!("{load:.2} per core"),
         ));
     }
+    if let Some(w) = i.workers.filter(|w| w.1 > 0) {
+        parts.push((
+            "workers",
+            10,
+            fraction(w),
+            format!("{} of {} partitions' workers keep up", w.0, w.1),
+        ));
+    }
     let total: u32 = parts.iter().map(|p| p.1).sum();
     let weighted: f64 = parts.iter().map(|p| f64::from(p.1) * p.2).sum();
     let score = (100.0 * weighted / f64::from(total.max(1))).round() as u32;
@@ -182,6 +196,7 @@ mod tests {
             disk_free: Some(0.5),
             system_memory_free: Some(0.6),
             load_per_core: Some(0.2),
+            workers: None,
         }
     }
 
@@ -219,6 +234,19 @@ mod tests {
         i.members = Some((1, 3));
         assert!(score(&i).score < 50);
         assert_eq!(score(&i).status, "critical");
+    }
+
+    #[test]
+    fn workers_that_fall_behind_cost_their_share() {
+        let mut i = fine();
+        i.workers = Some((16, 16));
+        assert_eq!(score(&i).score, 100);
+        assert_eq!(score(&i).components.len(), 8);
+        i.workers = Some((8, 16));
+        // 5 of 110 lost.
+        assert_eq!(score(&i).score, 95);
+        i.workers = Some((0, 0));
+        assert_eq!(score(&i).components.len(), 7);
     }
 
     #[test]

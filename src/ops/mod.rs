@@ -195,6 +195,8 @@ struct State {
     busy: (f64, f64),
     load_factor: f64,
     probe_secs: Option<f64>,
+    /// Partitions aggregated without trouble, of those this node should.
+    workers: Option<(usize, usize)>,
     /// Since when each partition this node should aggregate has had no
     /// working worker, epoch ms.
     missing_since: BTreeMap<usize, u64>,
@@ -258,6 +260,7 @@ impl Monitor {
                 busy: (0.0, 0.0),
                 load_factor: 0.0,
                 probe_secs: None,
+                workers: None,
                 missing_since: BTreeMap::new(),
                 latency: None,
                 last_command_buckets: None,
@@ -407,6 +410,7 @@ pub fn node_health(node: &Node, stats: &StatsSnapshot, sys: &SystemSample) -> he
         disk_free: sys.disk_free(),
         system_memory_free: sys.memory_free(),
         load_per_core: sys.load_per_core(),
+        workers: node.monitor.state.lock().workers,
     })
 }
 
@@ -551,6 +555,7 @@ async fn tick(node: &Arc<Node>, sampler: &mut Sampler) {
 /// those with a backlog but no recent commit.
 fn workers_view(node: &Node, parts: &[PartitionView], now: u64, o: &mut Observed) {
     if !node.cfg.read().streams.workers {
+        node.monitor.state.lock().workers = None;
         return;
     }
     let alive = node.pipeline.alive.lock().clone();
@@ -576,6 +581,10 @@ fn workers_view(node: &Node, parts: &[PartitionView], now: u64, o: &mut Observed
             Some(_) => {}
         }
     }
+    let wanted = parts.iter().filter(|p| p.worker_here).count();
+    let troubled = o.workers_missing.iter().filter(|(_, s)| *s > 10.0).count()
+        + o.workers_stalled.iter().filter(|(_, s)| *s > 60.0).count();
+    st.workers = Some((wanted.saturating_sub(troubled), wanted));
 }
 
 /// PINGs this node's own RESP port: seconds it took, or why it failed.

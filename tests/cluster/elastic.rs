@@ -52,6 +52,7 @@ fn myid(p: &Proc) -> String {
 
 #[test]
 fn nodes_join_and_leave_under_writes_and_nothing_is_lost() {
+    let _alone = exclusive();
     let root = tempfile::tempdir().expect("tempdir");
     let mut nodes = start_cluster(root.path());
 

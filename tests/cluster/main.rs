@@ -3,11 +3,11 @@
 //!
 //! One test binary for all of them, so a release build links it once.
 
+#[path = "../shared/alert_kit.rs"]
+mod alert_kit;
 #[path = "../shared/metric_model.rs"]
 mod metric_model;
 mod procs;
-#[path = "../shared/webhook.rs"]
-mod webhook;
 
 mod elastic;
 mod failover;

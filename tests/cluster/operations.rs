@@ -3,24 +3,11 @@
 //! `cluster_node_down` on the others, which reaches their webhook, shows
 //! in the cluster health as unreachable, and resolves once it is back.
 
-use std::time::{Duration, Instant};
-
 use redis::Commands;
 use serde_json::Value;
 
+use crate::alert_kit::{wait_for, Webhook};
 use crate::procs::*;
-use crate::webhook::Webhook;
-
-fn wait_for<T>(secs: u64, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
 
 fn alerts(p: &Proc) -> Vec<Value> {
     http_get(p, "/api/alerts").1["alerts"]
@@ -31,12 +18,13 @@ fn alerts(p: &Proc) -> Vec<Value> {
 
 #[test]
 fn a_paused_member_fires_cluster_node_down_and_resolves_when_back() {
+    let _alone = exclusive();
     let hook = Webhook::start(0);
     let root = tempfile::tempdir().expect("tempdir");
     let mut nodes: Vec<Proc> = (0..3).map(|i| Proc::new(root.path(), i)).collect();
     for n in &mut nodes {
         n.env
-            .push(("STRATA_MONITORING_INTERVAL_SECS".into(), "0.5".into()));
+            .push(("STRATA_MONITORING_INTERVAL_SECS".into(), "1".into()));
         n.env
             .push(("STRATA_ALERT_WEBHOOK_URL".into(), hook.url.clone()));
     }

@@ -289,6 +289,14 @@ pub fn leader_of(nodes: &[Proc], key: &str) -> usize {
         .expect("leader is a member")
 }
 
+/// Held by tests whose assertions are about what clients see while
+/// shards move (and by the busiest other test), so those two never share
+/// the machine's two cores.
+pub fn exclusive() -> std::sync::MutexGuard<'static, ()> {
+    static HEAVY: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    HEAVY.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 pub fn start_cluster(root: &Path) -> Vec<Proc> {
     let mut nodes: Vec<Proc> = (0..3).map(|i| Proc::new(root, i)).collect();
     create_cluster(&mut nodes);

@@ -455,7 +455,7 @@ fn health_reports_a_score_from_its_components() {
         .sum();
     let mean = (weighted as f64 / total as f64).round() as i64;
     assert!((mean - score as i64).abs() <= 1, "{body}");
-    assert!(total >= 70 && total <= 100, "{body}");
+    assert!(total >= 70 && total <= 110, "{body}");
     // On Linux the machine's disk, memory and load are measured.
     if cfg!(target_os = "linux") {
         for name in ["disk", "system_memory", "load"] {

@@ -4,12 +4,12 @@
 //!
 //! One test binary for all of them, so a release build links it once.
 
+#[path = "../shared/alert_kit.rs"]
+mod alert_kit;
 mod common;
 #[path = "../shared/metric_model.rs"]
 mod metric_model;
 mod storage_common;
-#[path = "../shared/webhook.rs"]
-mod webhook;
 
 mod acl;
 mod hotkeys;

@@ -4,12 +4,12 @@
 //! cooldown; seed 001's monitoring API answers every action, refuses a
 //! wrong key (401) and a bad body (400) and then changes nothing.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::{json, Value};
 
+use crate::alert_kit::{wait_for, Webhook};
 use crate::common::TestNode;
-use crate::webhook::Webhook;
 
 const KEY: &str = "monitor-key";
 
@@ -43,6 +43,16 @@ fn post_as(node: &TestNode, body: &str, key: Option<&str>) -> (u16, Value) {
     (status, r.body_mut().read_json().unwrap_or(Value::Null))
 }
 
+fn metrics_text(node: &TestNode) -> String {
+    agent()
+        .get(&node.http("/metrics"))
+        .call()
+        .expect("http")
+        .body_mut()
+        .read_to_string()
+        .expect("metrics")
+}
+
 fn action(node: &TestNode, action: &str) -> Value {
     let (s, body) = get(
         node,
@@ -58,18 +68,6 @@ fn act(node: &TestNode, mut body: Value) -> Value {
     let (s, answer) = post(node, &body.to_string());
     assert_eq!(s, 200, "{body}: {answer}");
     answer["data"].clone()
-}
-
-/// Polls `f` every 100 ms for up to `secs` until it returns Some.
-fn wait_for<T>(secs: u64, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
 }
 
 #[test]
@@ -151,13 +149,7 @@ fn a_full_memory_tier_fires_an_alert_that_reaches_the_webhook_once_per_cooldown(
     assert_eq!(body["firing"], json!(["high_memory"]));
     assert_eq!(hook.received("high_memory", "firing").len(), 1);
 
-    let metrics = agent()
-        .get(&node.http("/metrics"))
-        .call()
-        .unwrap()
-        .body_mut()
-        .read_to_string()
-        .unwrap();
+    let metrics = metrics_text(&node);
     assert!(
         metrics.contains("strata_alerts_fired_total{rule=\"high_memory\",severity=\"medium\"} 1"),
         "{metrics}"
@@ -255,7 +247,11 @@ fn the_monitoring_api_answers_seed_001s_actions() {
     assert_eq!(q["maxWorkers"], json!(16));
 
     let health = action(&node, "health_check");
-    assert_eq!(health["health_components"].as_array().unwrap().len(), 7);
+    // Seven components, and the workers' once the monitor has looked.
+    let parts = health["health_components"].as_array().unwrap();
+    assert_eq!(parts.len(), 8, "{health}");
+    let workers = parts.iter().find(|p| p["name"] == "workers").unwrap();
+    assert_eq!(workers["detail"], "16 of 16 partitions' workers keep up");
 
     // A body that is not JSON can't carry the key: 401 without a header.
     assert_eq!(post(&node, "not json").0, 401);
@@ -335,13 +331,7 @@ fn the_monitoring_api_answers_seed_001s_actions() {
     });
     assert_eq!(status["history"][0]["source"], "auto");
     assert_eq!(status["running"], json!(true));
-    let metrics = agent()
-        .get(&node.http("/metrics"))
-        .call()
-        .unwrap()
-        .body_mut()
-        .read_to_string()
-        .unwrap();
+    let metrics = metrics_text(&node);
     assert!(
         metrics.contains("strata_aggregation_workers{state=\"pool\"} 2"),
         "{metrics}"

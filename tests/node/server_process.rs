@@ -135,21 +135,28 @@ fn bad_config_is_refused_by_name() {
     std::fs::write(&file, "port = 7000\nmaxmemroy = 5\n").unwrap();
     let err = run_err(&["server", "--config", file.to_str().unwrap()], &[]);
     assert!(err.contains("maxmemroy"), "{err}");
-    std::fs::write(&file, "[storage]\noverflow_ratio = 1.5\n").unwrap();
-    let err = run_err(
-        &[
-            "server",
-            "--config",
-            file.to_str().unwrap(),
-            "--port",
-            "0",
-            "--http-port",
-            "0",
-        ],
-        &[],
-    );
-    assert!(err.contains("storage.overflow_ratio"), "{err}");
+    // A config file on free ports: the error it is refused with.
+    let refused = |toml: &str| {
+        std::fs::write(&file, toml).unwrap();
+        let path = file.to_str().unwrap();
+        run_err(
+            &[
+                "server",
+                "--config",
+                path,
+                "--port",
+                "0",
+                "--http-port",
+                "0",
+            ],
+            &[],
+        )
+    };
     for (toml, field) in [
+        (
+            "[storage]\noverflow_ratio = 1.5\n",
+            "storage.overflow_ratio",
+        ),
         (
             "[alerts.hgh_memory]\nthreshold = 0.9\n",
             "alerts.hgh_memory",
@@ -175,19 +182,7 @@ fn bad_config_is_refused_by_name() {
             "streams.scaling.min_workers",
         ),
     ] {
-        std::fs::write(&file, toml).unwrap();
-        let err = run_err(
-            &[
-                "server",
-                "--config",
-                file.to_str().unwrap(),
-                "--port",
-                "0",
-                "--http-port",
-                "0",
-            ],
-            &[],
-        );
+        let err = refused(toml);
         assert!(err.contains(field), "{toml}: {err}");
     }
     let err = run_err(

@@ -1,13 +1,26 @@
-//! A webhook receiver for alert tests: a real HTTP listener on loopback
-//! that records each POST body and answers 500 to the first `fail_first`
-//! requests (to exercise retries), 200 after.
+//! A kit for the operations tests: a webhook receiver (a real HTTP
+//! listener on loopback that records each POST body and answers 500 to
+//! the first `fail_first` requests, to exercise retries, 200 after), and
+//! bounded polling.
 #![allow(dead_code)]
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+/// Polls `f` every 100 ms for up to `secs` until it returns Some.
+pub fn wait_for<T>(secs: u64, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
 
 pub struct Webhook {
     pub url: String,
