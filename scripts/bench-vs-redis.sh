@@ -43,7 +43,7 @@ fi
 cargo build --release -q
 STRATA="$CARGO_TARGET_DIR/release/strata"
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+. scripts/lib.sh
 WORK=$(mktemp -d)
 RP=$(free_port); SP=$(free_port); SH=$(free_port)
 cleanup() { kill "$RPID" "$SPID" 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$WORK"; }

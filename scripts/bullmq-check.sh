@@ -50,8 +50,7 @@ cp scripts/bullmq-check.mjs "$WORK/"
   npm install --no-audit --no-fund --loglevel=error bullmq@5 >/dev/null
 ) || { echo "bullmq-check: installing bullmq from npm failed" >&2; exit 1; }
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_port() { for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.1; done; return 1; }
+. scripts/lib.sh
 
 SP=$(free_port); SH=$(free_port)
 "$STRATA" server --port "$SP" --http-port "$SH" --data-dir "$WORK/strata" >/dev/null 2>&1 &

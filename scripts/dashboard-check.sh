@@ -49,8 +49,7 @@ cp scripts/dashboard-check.mjs "$WORK/"
   npm install --no-audit --no-fund --loglevel=error puppeteer-core@24 >/dev/null
 ) || { echo "dashboard-check: skipped: installing puppeteer-core from npm failed"; exit 0; }
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_port() { for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.1; done; return 1; }
+. scripts/lib.sh
 
 SP=$(free_port); SH=$(free_port)
 KEY="dash-$RANDOM$RANDOM"
