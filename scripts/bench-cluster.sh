@@ -4,6 +4,9 @@
 #     cluster-node-timeout 2000;
 #   - a strata cluster of 3 nodes, replicas 3, appendfsync everysec.
 # Throughput: redis-benchmark --cluster -t set,get -c 50, plain and -P 16.
+# One hot key read by a simple client: on Redis Cluster through the key's
+# owner (any other node answers MOVED), on strata through a node that
+# doesn't lead its shard (served from that node's cache of hot keys).
 # Failover: under a write loop, kill -9 the primary/leader owning key
 # "failover:probe" and time until a write to it succeeds again.
 # Installs redis-server and redis-tools from Debian if missing.
@@ -80,6 +83,21 @@ for mode in "" "-P 16"; do
     awk -v l="$t${mode:+ $mode}" -v r="$rr" -v s="${sr:-0}" 'BEGIN { printf "%-16s %14.0f %14.0f %8.2f\n", l, r, s, s/r }'
   done <<< "$R"
 done
+
+# One hot key, read through a node by a client that doesn't route.
+owner_of() { # entry port, key -> port of the node that serves the key's slot
+  redis-cli -p "$1" cluster nodes | awk -v s="$(redis-cli -p "$1" cluster keyslot "$2")" '
+    $3 ~ /master/ { for (i = 9; i <= NF; i++) { split($i, r, "-"); if (s >= r[1] && s <= (r[2] == "" ? r[1] : r[2])) { split($2, a, "[:@]"); print a[2] } } }'
+}
+hot_get() { # port -> rps
+  redis-benchmark -p "$1" -c 50 -n "$N" --csv GET hot:probe 2>/dev/null | awk -F'","' '/^"GET/ {print $2}'
+}
+redis-cli -c -p "$RBASE" set hot:probe "$(head -c 100 /dev/zero | tr '\0' x)" >/dev/null
+redis-cli -p "$SBASE" set hot:probe "$(head -c 100 /dev/zero | tr '\0' x)" >/dev/null
+rr=$(hot_get "$(owner_of "$RBASE" hot:probe)")
+sowner=$(owner_of "$SBASE" hot:probe); other=$SBASE; [ "$sowner" = "$SBASE" ] && other=$((SBASE + 1))
+sr=$(hot_get "$other")
+awk -v r="$rr" -v s="$sr" 'BEGIN { printf "%-16s %14.0f %14.0f %8.2f\n", "GET 1 hot key", r, s, s/r }'
 
 # Failover: the owner of the probe key's slot.
 rport=$(redis-cli -c -p "$RBASE" cluster nodes | awk -v s="$(redis-cli -p "$RBASE" cluster keyslot failover:probe)" '

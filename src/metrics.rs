@@ -640,7 +640,7 @@ fn render_groups(out: &mut String, g: &GroupStats) {
         "strata_raft_snapshots_installed_total {}",
         g.snapshots_installed
     );
-    let cluster: [(&str, &str, &str, u64); 6] = [
+    let cluster: [(&str, &str, &str, u64); 11] = [
         (
             "raft_snapshot_bytes_installed_total",
             "counter",
@@ -676,6 +676,36 @@ fn render_groups(out: &mut String, g: &GroupStats) {
             "gauge",
             "1 while this node is a member of its cluster, 0 once it was removed",
             u64::from(g.member),
+        ),
+        (
+            "read_cache_keys",
+            "gauge",
+            "Hot keys of shards led elsewhere cached here under their leader's lease",
+            g.cached_keys,
+        ),
+        (
+            "read_cache_fetches_total",
+            "counter",
+            "Fetches of hot keys from their shard leaders (misses and lease renewals)",
+            g.cache_fetches,
+        ),
+        (
+            "read_cache_leases_granted_total",
+            "counter",
+            "Leases on this node's keys granted to nodes that cache them",
+            g.cache_granted,
+        ),
+        (
+            "read_cache_drops_told_total",
+            "counter",
+            "Nodes caching a changed key told to drop it before the write was acknowledged",
+            g.cache_dropped_told,
+        ),
+        (
+            "read_cache_drops_waited_total",
+            "counter",
+            "Nodes caching a changed key that didn't answer, whose lease was waited out",
+            g.cache_dropped_waited,
         ),
     ];
     for (name, kind, help, value) in cluster {

@@ -126,6 +126,11 @@ async fn join_cluster(node: &Arc<Node>, cfg: &Config, cport: u16) -> Result<(), 
             snapshot_every: cfg.raft_snapshot_every,
             node_down_after: (cfg.node_down_after > 0)
                 .then(|| std::time::Duration::from_secs(cfg.node_down_after)),
+            read_cache_entries: if cfg.local_cache_hotkeys && cfg.hotkey_threshold_per_min > 0 {
+                cfg.local_cache_entries
+            } else {
+                0
+            },
         },
         node.store.clone(),
         Arc::new(Applier(Arc::downgrade(node))),

@@ -20,6 +20,7 @@
 pub mod log_store;
 pub mod membership;
 pub mod network;
+pub mod read_cache;
 pub mod state_machine;
 pub mod transport;
 pub mod types;
@@ -136,6 +137,10 @@ pub trait Forwarded: Send + Sync + 'static {
         args: Vec<Bytes>,
         holders: bool,
     ) -> Pin<Box<dyn Future<Output = ForwardReply> + Send>>;
+
+    /// Reads `key` in `db` for a node that will cache it: a string and
+    /// the time it has left, on this node as it is now.
+    fn cache_read(&self, db: u8, key: &[u8]) -> read_cache::CacheRead;
 }
 
 /// A committed write: its reply and where it sits in the shard's log.
@@ -193,6 +198,16 @@ pub struct GroupStats {
     pub moves: MoveStatus,
     /// Whether this node is a member (0 once removed).
     pub member: bool,
+    /// Hot keys of other shards cached here.
+    pub cached_keys: u64,
+    /// Fetches this node sent to leaders for its cache.
+    pub cache_fetches: u64,
+    /// Leases this node granted as a leader.
+    pub cache_granted: u64,
+    /// Holders told to drop a changed key.
+    pub cache_dropped_told: u64,
+    /// Holders that didn't answer, whose lease was waited out.
+    pub cache_dropped_waited: u64,
 }
 
 /// What a node needs to join the cluster.
@@ -209,6 +224,8 @@ pub struct ClusterConfig {
     pub snapshot_every: u64,
     /// A member unreachable this long is replaced (None: never).
     pub node_down_after: Option<Duration>,
+    /// Hot keys of other shards cached here for reads, at most (0: none).
+    pub read_cache_entries: usize,
 }
 
 /// A node's membership in the cluster.
@@ -254,6 +271,14 @@ pub struct Cluster {
     was_listed: std::sync::atomic::AtomicBool,
     /// The down member last found impossible to replace (logged once).
     down_refused: std::sync::atomic::AtomicU64,
+    /// Other shards' hot keys cached here, under their leaders' leases.
+    read_cache: read_cache::ReadCache,
+    /// As a leader: the nodes caching this node's keys.
+    cache_leases: read_cache::Leases,
+    /// Counters of both.
+    pub cache_stats: read_cache::CacheStats,
+    /// Where work started from synchronous code runs.
+    runtime: tokio::runtime::Handle,
     stop: CancellationToken,
 }
 
@@ -296,6 +321,10 @@ where
             }
         }
     });
+}
+
+fn load(counter: &std::sync::atomic::AtomicU64) -> u64 {
+    counter.load(std::sync::atomic::Ordering::Relaxed)
 }
 
 /// A write waiting for the shard's committer.
@@ -488,6 +517,10 @@ impl Cluster {
             removed_file: cfg.data_dir.join("removed"),
             was_listed: std::sync::atomic::AtomicBool::new(false),
             down_refused: std::sync::atomic::AtomicU64::new(0),
+            read_cache: read_cache::ReadCache::new(cfg.read_cache_entries),
+            cache_leases: read_cache::Leases::default(),
+            cache_stats: read_cache::CacheStats::default(),
+            runtime: tokio::runtime::Handle::current(),
             stop: stop.clone(),
         });
         cluster.watch_lease(META_GROUP, &cluster.meta);
@@ -541,6 +574,16 @@ impl Cluster {
             async move {
                 let Some(c) = c else { return false };
                 c.expire_found().await;
+                true
+            }
+        });
+        // Cached hot keys still read keep their leases.
+        let weak = Arc::downgrade(&cluster);
+        every(read_cache::RENEW_EVERY, cluster.stop.clone(), move || {
+            let c = weak.upgrade();
+            async move {
+                let Some(c) = c else { return false };
+                c.renew_cached().await;
                 true
             }
         });
@@ -651,6 +694,11 @@ impl Cluster {
                 .load(std::sync::atomic::Ordering::Relaxed),
             moves: self.move_status(),
             member: self.is_member(),
+            cached_keys: self.read_cache.len() as u64,
+            cache_fetches: load(&self.cache_stats.fetches),
+            cache_granted: load(&self.cache_stats.granted),
+            cache_dropped_told: load(&self.cache_stats.dropped_told),
+            cache_dropped_waited: load(&self.cache_stats.dropped_waited),
         }
     }
 
@@ -1012,7 +1060,9 @@ impl Cluster {
         queue
             .send(Pending { db, args, tx })
             .map_err(|_| ClusterError::InFlight { group })?;
-        rx.await.unwrap_or(Err(ClusterError::InFlight { group }))
+        let done = rx.await.unwrap_or(Err(ClusterError::InFlight { group }))?;
+        self.cache_fence().await;
+        Ok(done)
     }
 
     /// Replicates several writes to `group` as one entry, applied in order;
@@ -1029,7 +1079,9 @@ impl Cluster {
             at_ms: crate::storage::now_ms(),
             cmds,
         };
-        write_entry(group, &raft, req).await.map(|c| c.reply)
+        let done = write_entry(group, &raft, req).await?;
+        self.cache_fence().await;
+        Ok(done.reply)
     }
 
     /// The Raft instance of `group` if this node may propose to it now.
@@ -1240,6 +1292,17 @@ impl Service for NodeService {
                     encode(bincode::serialize(&f.execute(db, args, holders).await))
                 }
                 PeerRequest::Ping => membership::answer_ping(&cluster, from),
+                PeerRequest::CacheFetch { group, db, keys } => cluster
+                    .grant_cached(from, group, db, keys)
+                    .await
+                    .map_err(|e| e.to_string())
+                    .and_then(|reads| encode(bincode::serialize(&reads))),
+                PeerRequest::CacheDrop { db, keys } => {
+                    for key in keys {
+                        cluster.read_cache.invalidate(db, &key);
+                    }
+                    Ok(Bytes::new())
+                }
                 PeerRequest::Reconfigure { group, add, voters } => {
                     membership::answer(&cluster.reconfigure(group, add, voters).await)
                 }

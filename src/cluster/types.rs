@@ -385,6 +385,23 @@ pub enum PeerRequest {
     },
     /// A membership change of the cluster, for the metadata leader.
     Admin(Admin),
+    /// To a shard's leader: the sender caches these keys; read them under
+    /// a lease (answered with a `CacheRead` per key).
+    CacheFetch {
+        /// The shard's group.
+        group: u32,
+        /// Logical database.
+        db: u8,
+        /// The keys.
+        keys: Vec<Bytes>,
+    },
+    /// From a shard's leader to a node caching its keys: these changed.
+    CacheDrop {
+        /// Logical database.
+        db: u8,
+        /// The keys.
+        keys: Vec<Bytes>,
+    },
 }
 
 /// A change to the cluster's members, carried out by the metadata leader.

@@ -20,11 +20,13 @@ use bytes::Bytes;
 
 use super::reply::Reply;
 use super::{err, execute, int_arg, is, lookup, scripting, transactions, CmdResult, Ctx, Session};
+use crate::cluster::read_cache::CacheRead;
 use crate::cluster::state_machine::Apply;
 use crate::cluster::types::ForwardReply;
 use crate::cluster::{Admin, Cluster, ClusterError, Forwarded, PeerNode, ShardInfo};
 use crate::node::{ClientHandle, Node};
 use crate::slot::{slot_of, SLOTS};
+use crate::storage::{ReadHint, Value};
 
 /// A session for work the node does on its own behalf (applying
 /// replicated writes, serving forwarded requests): authenticated, never
@@ -81,6 +83,66 @@ impl Forwarded for Forwarder {
                 holders: s.holders,
             }
         })
+    }
+
+    fn cache_read(&self, db: u8, key: &[u8]) -> CacheRead {
+        let Some(node) = self.0.upgrade() else {
+            return CacheRead::Uncacheable;
+        };
+        let mut s = internal_session(db);
+        let mut ctx = Ctx {
+            node: &node,
+            s: &mut s,
+        };
+        let now = crate::storage::now_ms();
+        ctx.read(key, ReadHint::Normal, |r| match r {
+            None => CacheRead::Absent,
+            Some((rec, _)) => match &rec.value {
+                Value::Str(v) => CacheRead::Value {
+                    value: Bytes::copy_from_slice(v),
+                    ttl_ms: rec.expire_at_ms.map(|at| at.saturating_sub(now)),
+                },
+                _ => CacheRead::Uncacheable,
+            },
+        })
+        .unwrap_or(CacheRead::Uncacheable)
+    }
+}
+
+/// GET of a key of a shard led elsewhere, for a client of this node: a
+/// key hot here is answered from this node's cache, fetched into it on a
+/// miss. None: read it the usual way.
+async fn cached_get(
+    node: &Node,
+    cluster: &Cluster,
+    s: &mut Session,
+    spec: &'static super::Spec,
+    args: &[Bytes],
+    shard: &ShardInfo,
+) -> Option<Reply> {
+    if spec.name != "get"
+        || s.cluster_aware
+        || s.forwarded
+        || !cluster.caches()
+        || !node.hotkeys.enabled()
+    {
+        return None;
+    }
+    let (db, key) = (s.db as u8, &args[1]);
+    if let Some(v) = cluster.cached(db, key) {
+        node.metrics
+            .local_cache_hits
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        s.local_cache_hit = true;
+        return Some(Reply::Bulk(v));
+    }
+    if node.hotkeys.per_min(s.db, key) < node.hotkeys.threshold() {
+        return None;
+    }
+    match cluster.fetch_cached(shard, db, key).await? {
+        CacheRead::Value { value, .. } => Some(Reply::Bulk(value)),
+        CacheRead::Absent => Some(Reply::Nil),
+        CacheRead::Uncacheable => None,
     }
 }
 
@@ -278,6 +340,10 @@ async fn route(
         } else {
             None
         };
+        count_access(node, s, spec, args);
+        if let Some(reply) = cached_get(node, cluster, s, spec, args, &shard).await {
+            return reply;
+        }
         let reply = elsewhere(cluster, s, slot, &shard, leader, args).await;
         if tracked {
             super::tracking::remember(node, s, spec, args);
@@ -286,6 +352,7 @@ async fn route(
     }
     if !cluster.is_leader(group) {
         s.last_write = Some((group, None));
+        count_access(node, s, spec, args);
         return elsewhere(cluster, s, slot, &shard, None, args).await;
     }
     let db = s.db as u8;
@@ -484,6 +551,33 @@ pub async fn dispatch_pipeline(
             }
         }
         i = j;
+    }
+}
+
+/// Caches `key` here (`cache_hint: "hot_read"`), if its shard is led
+/// elsewhere.
+pub async fn warm_cache(node: &Node, db: u8, key: Bytes) {
+    let Some(cluster) = node.cluster.get() else {
+        return;
+    };
+    if !cluster.caches() {
+        return;
+    }
+    let Ok(shard) = cluster.shard_of(slot_of(&key)) else {
+        return;
+    };
+    if !cluster.is_leader(shard.group) {
+        cluster.fetch_cached(&shard, db, &key).await;
+    }
+}
+
+/// Counts a client's use of keys served by another node in this node's
+/// hot-key sketch (keys served here are counted where they are executed).
+fn count_access(node: &Node, s: &Session, spec: &super::Spec, args: &[Bytes]) {
+    if node.hotkeys.enabled() && !s.forwarded && super::tracking::is_data(spec) {
+        for key in spec.keys_of(args) {
+            node.hotkeys.touch(s.db, key);
+        }
     }
 }
 

@@ -43,7 +43,7 @@ use crate::storage::{
     StreamData, Tier, Value, Version, Written,
 };
 pub use acl::catalogue as acl_catalogue;
-pub use cluster::{dispatch, dispatch_pipeline, Applier, Forwarder};
+pub use cluster::{dispatch, dispatch_pipeline, warm_cache, Applier, Forwarder};
 pub use reply::Reply;
 pub use scripting::needs_runner;
 
@@ -1132,6 +1132,8 @@ pub struct Session {
     pub quit: bool,
     /// The tier that served the last read or took the last write.
     pub last_tier: Option<Tier>,
+    /// The last read was answered from this node's cache of hot keys.
+    pub local_cache_hit: bool,
     /// The client asked for the cluster's topology (or said READONLY), so
     /// it routes by itself: send it MOVED rather than forwarding for it.
     pub cluster_aware: bool,
@@ -1198,6 +1200,7 @@ impl Session {
             pending_lsn: None,
             quit: false,
             last_tier: None,
+            local_cache_hit: false,
             cluster_aware: false,
             readonly: false,
             forwarded: false,
@@ -1557,6 +1560,7 @@ impl Ctx<'_> {
         f: impl FnOnce(&mut Option<Record>) -> (R, Change),
     ) -> Result<Written<R>, Reply> {
         let mut created = false;
+        let mut changed = false;
         // Keyspace notifications and client tracking want to know.
         let notify = self.node.notify_flags() != 0 || self.node.tracking.active();
         let mut kinds = None;
@@ -1566,7 +1570,8 @@ impl Ctx<'_> {
             .write_change(self.s.db, key, |cur| {
                 let before = cur.as_ref().map(|r| r.value.kind());
                 let (r, change) = f(cur);
-                created = before.is_none() && cur.is_some() && change != Change::None;
+                changed = change != Change::None;
+                created = before.is_none() && cur.is_some() && changed;
                 if notify && change != Change::None {
                     kinds = Some((before, cur.as_ref().map(|r| r.value.kind())));
                 }
@@ -1586,6 +1591,13 @@ impl Ctx<'_> {
             self.node.waiters.signal(self.s.db, key);
         }
         self.s.last_tier = w.stored;
+        if changed {
+            if let Some(cluster) = self.node.cluster.get() {
+                // Nodes caching the key drop it before the write is
+                // acknowledged.
+                cluster.written(self.s.db as u8, key);
+            }
+        }
         if let Some(lsn) = w.lsn {
             self.s.pending_lsn = Some(self.s.pending_lsn.map_or(lsn, |p| p.max(lsn)));
             if self.s.db == 0 {

@@ -29,7 +29,7 @@ use serde_json::{json, Value as Json_};
 
 use super::resp::Reply;
 use crate::cluster::{Admin, Cluster, ClusterError, MemberView};
-use crate::commands::{dispatch, storage_error, Session};
+use crate::commands::{dispatch, storage_error, warm_cache, Session};
 use crate::metrics::{CmdLabels, HttpLabels};
 use crate::node::{ClientHandle, Node};
 use crate::storage::{now_ms, Tier};
@@ -324,10 +324,12 @@ async fn ingest(State(node): State<Shared>, body: Body) -> Result<Json<Json_>, A
         cmd.extend_from_slice(&[b"EX", ttl_s.as_bytes()]);
     }
     let (_, tier) = exec(&node, args(&cmd)).await?;
-    // The hot-value cache is local to a node, so a cluster can't keep it
-    // coherent with writes through other nodes: cluster reads always
-    // take the replicated path.
-    if hint == "hot_read" && node.local_cache.enabled() && node.cluster.get().is_none() {
+    if hint == "hot_read" && node.cluster.get().is_some() {
+        // Cached under a lease from the key's shard leader, which drops it
+        // from here when the key changes.
+        let (node, key) = (node.clone(), Bytes::copy_from_slice(key.as_bytes()));
+        tokio::spawn(async move { warm_cache(&node, 0, key).await });
+    } else if hint == "hot_read" && node.local_cache.enabled() {
         node.local_cache.put(
             key.as_bytes(),
             text,
@@ -355,14 +357,16 @@ async fn get_key(
             json!({"ok": true, "source": "local_cache", "value": v}),
         ));
     }
-    let got = match exec(&node, args(&[b"GET", key.as_bytes()])).await {
-        Err(ApiError(_, e)) if e.starts_with("WRONGTYPE") => Ok((Reply::Error(e), None)),
-        other => other,
+    let got = match exec_with(&node, args(&[b"GET", key.as_bytes()]), |_| {}).await {
+        Ok((reply, s)) if s.local_cache_hit => Ok((reply, "local_cache")),
+        Ok((reply, s)) => Ok((reply, s.last_tier.unwrap_or(Tier::Memory).as_str())),
+        Err(ApiError(_, e)) if e.starts_with("WRONGTYPE") => Ok((Reply::Error(e), "memory")),
+        Err(e) => Err(e),
     };
-    let (reply, tier) = got?;
+    let (reply, source) = got?;
     match reply {
         Reply::Bulk(v) => Ok(Json(
-            json!({"ok": true, "source": tier.unwrap_or(Tier::Memory).as_str(), "value": String::from_utf8_lossy(&v)}),
+            json!({"ok": true, "source": source, "value": String::from_utf8_lossy(&v)}),
         )),
         Reply::Error(_) => {
             // A collection: its whole content, as JSON.

@@ -11,6 +11,7 @@ mod procs;
 
 mod elastic;
 mod failover;
+mod hotkeys;
 mod operations;
 mod partition;
 mod pipeline;
