@@ -99,6 +99,15 @@ pub struct Config {
     pub alerts: crate::ops::alerts::AlertsConfig,
     /// Alerts are POSTed here as JSON, with retries (`http://` only).
     pub alert_webhook_url: Option<String>,
+    /// Where backups go (seed 002's `BACKUP_DIR`); default
+    /// `<data_dir>/backups`.
+    pub backup_dir: Option<std::path::PathBuf>,
+    /// Seconds between periodic backups (seed 002's `BACKUP_INTERVAL`); 0
+    /// (the default) takes none. In a cluster, the metadata leader takes a
+    /// backup of the whole cluster.
+    pub backup_interval_secs: u64,
+    /// Periodic backups keep this many, the newest.
+    pub backup_keep: usize,
     /// Redis's encoding thresholds. strata's layouts don't depend on them;
     /// they are kept so clients and tools that set and read them work,
     /// and OBJECT ENCODING names encodings by them as Redis would.
@@ -267,6 +276,9 @@ impl Default for Config {
             monitoring: crate::ops::MonitoringConfig::default(),
             alerts: crate::ops::alerts::AlertsConfig::new(),
             alert_webhook_url: None,
+            backup_dir: None,
+            backup_interval_secs: 0,
+            backup_keep: 7,
             pubsub_output_limit: OutputLimit::default(),
             busy_reply_threshold_ms: 5000,
             lua_memory_limit: 1 << 30,
@@ -545,6 +557,28 @@ impl Config {
         if let Some(v) = get("STRATA_ALERT_WEBHOOK_URL") {
             self.alert_webhook_url = Some(v).filter(|v| !v.is_empty());
         }
+        for var in ["STRATA_BACKUP_DIR", "BACKUP_DIR"] {
+            if let Some(v) = get(var) {
+                self.backup_dir =
+                    Some(v.into()).filter(|p: &std::path::PathBuf| !p.as_os_str().is_empty());
+            }
+        }
+        for var in ["STRATA_BACKUP_INTERVAL_SECS", "BACKUP_INTERVAL"] {
+            if let Some(v) = get(var) {
+                self.backup_interval_secs = v
+                    .trim()
+                    .parse()
+                    .map_err(|_| invalid(var, format!("{v:?} is not a number of seconds")))?;
+            }
+        }
+        if let Some(v) = get("STRATA_BACKUP_KEEP") {
+            self.backup_keep = v.trim().parse().map_err(|_| {
+                invalid(
+                    "STRATA_BACKUP_KEEP",
+                    format!("{v:?} is not a number of backups"),
+                )
+            })?;
+        }
         Ok(())
     }
 
@@ -565,6 +599,12 @@ impl Config {
         crate::ops::alerts::validate(&self.alerts).map_err(|(field, why)| invalid(&field, why))?;
         if let Some(url) = &self.alert_webhook_url {
             check_webhook_url(url)?;
+        }
+        if self.backup_keep == 0 {
+            return Err(invalid(
+                "backup_keep",
+                "must keep at least one backup".to_string(),
+            ));
         }
         crate::pubsub::events::parse(&self.notify_keyspace_events)
             .map_err(|why| invalid("notify_keyspace_events", why))?;

@@ -72,6 +72,12 @@ pub struct Metrics {
     pub rejected_connections: Counter,
     /// Reads answered by the HTTP local cache.
     pub local_cache_hits: AtomicU64,
+    /// Backups taken by this node.
+    pub backups_ok: AtomicU64,
+    /// Backups this node failed to take.
+    pub backups_failed: AtomicU64,
+    /// When this node last took one, ms since the epoch (0: never).
+    pub last_backup_ms: AtomicU64,
     /// Per-command handles, resolved once (see [`Metrics::command_handles`]).
     command_handles: std::sync::OnceLock<Vec<CommandHandles>>,
 }
@@ -176,6 +182,9 @@ impl Default for Metrics {
             connections_total,
             rejected_connections,
             local_cache_hits: AtomicU64::new(0),
+            backups_ok: AtomicU64::new(0),
+            backups_failed: AtomicU64::new(0),
+            last_backup_ms: AtomicU64::new(0),
             command_handles: std::sync::OnceLock::new(),
         }
     }
@@ -261,6 +270,30 @@ impl Metrics {
                     f(self.local_cache_hits.load(Ordering::Relaxed)),
                 ),
             ],
+        );
+        metric(
+            "backups",
+            "counter",
+            "Backups this node took (periodic and on request), by outcome",
+            &[
+                (
+                    "{outcome=\"ok\"}",
+                    f(self.backups_ok.load(Ordering::Relaxed)),
+                ),
+                (
+                    "{outcome=\"failed\"}",
+                    f(self.backups_failed.load(Ordering::Relaxed)),
+                ),
+            ],
+        );
+        metric(
+            "last_backup_timestamp_seconds",
+            "gauge",
+            "When this node last took a backup (0: never)",
+            &[(
+                "",
+                self.last_backup_ms.load(Ordering::Relaxed) as f64 / 1000.0,
+            )],
         );
         metric(
             "misses",

@@ -195,6 +195,8 @@ pub async fn serve(node: Arc<Node>, resp: TcpListener, http_listener: TcpListene
     let pipeline = tokio::spawn(crate::pipeline::supervise(node.clone()));
     // Health, alerts, dashboard samples and the worker autoscaler.
     let monitor = tokio::spawn(crate::ops::run(node.clone()));
+    // Periodic backups (`backup_interval_secs`), when set.
+    tokio::spawn(crate::ops::backup::periodic(node.clone()));
     let app = http::router(node.clone());
     let stop = node.shutdown.clone();
     let http_task = tokio::spawn(async move {

@@ -17,6 +17,7 @@
 //! - [`network`]: Raft RPCs over the transport.
 //! - [`types`]: entries, members, the slot layout.
 
+pub mod backup;
 pub mod log_store;
 pub mod membership;
 pub mod network;
@@ -279,6 +280,8 @@ pub struct Cluster {
     pub cache_stats: read_cache::CacheStats,
     /// Where work started from synchronous code runs.
     runtime: tokio::runtime::Handle,
+    /// Shard dumps being pulled for backups, as a leader.
+    dumps: backup::Dumps,
     stop: CancellationToken,
 }
 
@@ -521,6 +524,7 @@ impl Cluster {
             cache_leases: read_cache::Leases::default(),
             cache_stats: read_cache::CacheStats::default(),
             runtime: tokio::runtime::Handle::current(),
+            dumps: backup::Dumps::default(),
             stop: stop.clone(),
         });
         cluster.watch_lease(META_GROUP, &cluster.meta);
@@ -1297,6 +1301,7 @@ impl Service for NodeService {
                     .await
                     .map_err(|e| e.to_string())
                     .and_then(|reads| encode(bincode::serialize(&reads))),
+                PeerRequest::Dump(req) => cluster.serve_dump(req).await,
                 PeerRequest::CacheDrop { db, keys } => {
                     for key in keys {
                         cluster.read_cache.invalidate(db, &key);

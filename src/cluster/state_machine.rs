@@ -175,7 +175,7 @@ fn snapshot_id(group: u32, applied: &Option<LogId>) -> String {
 
 /// A read-write file for one snapshot transfer in `dir`, already
 /// unlinked: it disappears when the last handle to it closes.
-fn scratch_file(dir: &Path) -> std::io::Result<std::fs::File> {
+pub(super) fn scratch_file(dir: &Path) -> std::io::Result<std::fs::File> {
     std::fs::create_dir_all(dir)?;
     let path = dir.join(format!("{:016x}.snap", rand::random::<u64>()));
     let file = std::fs::OpenOptions::new()
@@ -307,11 +307,10 @@ fn load_slots(
     }
 }
 
-/// One record of a dump: database, key, encoded record.
-type DumpRecord = (usize, Vec<u8>, Vec<u8>);
+use super::backup::DumpRecord;
 
 /// The next record of a dump, or None at its end.
-fn read_record(data: &mut impl Read) -> Result<Option<DumpRecord>, String> {
+pub(super) fn read_record(data: &mut impl Read) -> Result<Option<DumpRecord>, String> {
     let mut db = [0u8; 1];
     match data.read_exact(&mut db) {
         Ok(()) => {}

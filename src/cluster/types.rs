@@ -395,6 +395,8 @@ pub enum PeerRequest {
         /// The keys.
         keys: Vec<Bytes>,
     },
+    /// A shard's dump for a backup, from its leader.
+    Dump(super::backup::DumpRequest),
     /// From a shard's leader to a node caching its keys: these changed.
     CacheDrop {
         /// Logical database.

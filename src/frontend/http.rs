@@ -32,6 +32,7 @@ use crate::cluster::{Admin, Cluster, ClusterError, MemberView};
 use crate::commands::{dispatch, storage_error, warm_cache, Session};
 use crate::metrics::{CmdLabels, HttpLabels};
 use crate::node::{ClientHandle, Node};
+use crate::ops;
 use crate::storage::{now_ms, Tier};
 
 type Shared = Arc<Node>;
@@ -714,10 +715,6 @@ async fn node_delete(
     }
 }
 
-fn backup_dir(node: &Node) -> std::path::PathBuf {
-    node.cfg.read().storage.data_dir.join("backups")
-}
-
 /// Backup file names are plain names inside the backup directory.
 fn backup_name(m: &serde_json::Map<String, Json_>) -> Result<Option<String>, ApiError> {
     match m.get("file") {
@@ -752,19 +749,36 @@ async fn backup(
 ) -> Result<Json<Json_>, ApiError> {
     check_api_key(&node, &headers, &q)?;
     let m = optional_body(&body)?;
-    let name = backup_name(&m)?.unwrap_or_else(|| format!("backup-{}.snap", now_ms()));
-    let dir = backup_dir(&node);
-    let store = node.store.clone();
-    let info = tokio::task::spawn_blocking(move || {
-        std::fs::create_dir_all(&dir)?;
-        store.snapshot_to(&dir.join(name))
-    })
-    .await
-    .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
-    .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    let name = backup_name(&m)?;
+    if node.cluster.get().is_some() {
+        let (name, manifest) = ops::backup::take_cluster(&node, name)
+            .await
+            .map_err(backup_error)?;
+        return Ok(Json(json!({
+            "success": true,
+            "file": name,
+            "shards": manifest.shards.len(),
+            "keys": manifest.shards.iter().map(|s| s.keys).sum::<u64>(),
+            "bytes": manifest.shards.iter().map(|s| s.bytes).sum::<u64>(),
+            "manifest": manifest,
+        })));
+    }
+    let info = ops::backup::take_node(&node, name)
+        .await
+        .map_err(backup_error)?;
     Ok(Json(
         json!({"success": true, "file": info.path.file_name().map(|f| f.to_string_lossy().into_owned()), "keys": info.keys, "bytes": info.bytes}),
     ))
+}
+
+fn backup_error(e: ops::backup::BackupError) -> ApiError {
+    use ops::backup::BackupError;
+    let status = match &e {
+        BackupError::NotFound(_) => StatusCode::NOT_FOUND,
+        BackupError::Damaged(_) => StatusCode::BAD_REQUEST,
+        BackupError::Failed(_) => StatusCode::INTERNAL_SERVER_ERROR,
+    };
+    ApiError(status, e.to_string())
 }
 
 async fn restore(
@@ -774,32 +788,21 @@ async fn restore(
     body: Body,
 ) -> Result<Json<Json_>, ApiError> {
     check_api_key(&node, &headers, &q)?;
-    if node.cluster.get().is_some() {
-        return Err(ApiError(
-            StatusCode::NOT_IMPLEMENTED,
-            "restoring a backup into a running cluster is not supported yet: it would bypass replication".into(),
-        ));
-    }
     let m = optional_body(&body)?;
-    let dir = backup_dir(&node);
     let name = match backup_name(&m)? {
         Some(n) => n,
-        None => {
-            // The newest backup.
-            let mut names: Vec<String> = std::fs::read_dir(&dir)
-                .map(|it| {
-                    it.filter_map(|e| e.ok())
-                        .map(|e| e.file_name().to_string_lossy().into_owned())
-                        .filter(|n| n.ends_with(".snap"))
-                        .collect()
-                })
-                .unwrap_or_default();
-            names.sort();
-            names.pop().ok_or_else(|| not_found("no backups yet"))?
-        }
+        None => ops::backup::newest(&node).ok_or_else(|| not_found("no backups yet"))?,
     };
-    let path = dir.join(&name);
-    if !path.exists() {
+    if node.cluster.get().is_some() {
+        let done = ops::backup::restore_cluster(&node, &name)
+            .await
+            .map_err(backup_error)?;
+        return Ok(Json(
+            json!({"success": true, "file": name, "keys": done.keys, "shards": done.shards}),
+        ));
+    }
+    let path = ops::backup::dir(&node).join(&name);
+    if !path.is_file() {
         return Err(not_found(format!("no backup '{name}'")));
     }
     let store = node.store.clone();

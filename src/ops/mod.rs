@@ -13,6 +13,7 @@
 //! to `alert_webhook_url` as JSON, retried with backoff.
 
 pub mod alerts;
+pub mod backup;
 pub mod health;
 pub mod hotkeys;
 pub mod system;

@@ -47,8 +47,8 @@ pub use snapshot::SnapshotInfo;
 pub use stats::{OffloadReport, StatsSnapshot};
 pub use streams::{Consumer, Fields, Group, Pending, StreamData, StreamId, StreamOp};
 pub use types::{
-    dump, now_ms, now_secs, undump, with_clock, with_rng, FieldMap, ListItems, Record, Value,
-    ValueKind, Version,
+    decode_record, dump, now_ms, now_secs, undump, with_clock, with_rng, FieldMap, ListItems,
+    Record, Value, ValueKind, Version,
 };
 pub use wal::{FailPoint, Lsn};
 

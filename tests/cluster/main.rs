@@ -9,6 +9,7 @@ mod alert_kit;
 mod metric_model;
 mod procs;
 
+mod backup;
 mod elastic;
 mod failover;
 mod hotkeys;

@@ -99,3 +99,80 @@ fn bad_snapshot_changes_nothing() {
         assert_eq!(get_str(&store, 0, b"extra").as_deref(), Some(&b"stays"[..]));
     }
 }
+
+/// `backup_interval_secs` takes a snapshot file of the node on its own,
+/// keeps the newest `backup_keep`, and `POST /restore` with no file
+/// restores the newest.
+#[test]
+fn periodic_backups_keep_the_newest_and_restore_takes_the_newest() {
+    use crate::alert_kit::wait_for;
+    use redis::Commands;
+
+    let node = crate::common::TestNode::start(|c| {
+        c.backup_interval_secs = 1;
+        c.backup_keep = 2;
+    });
+    let mut c = node.client();
+    let () = c.set("kept", "before").expect("set");
+    let dir = node.dir.path().join("backups");
+    let snaps = || -> Vec<String> {
+        std::fs::read_dir(&dir)
+            .map(|it| {
+                it.filter_map(|e| e.ok())
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .filter(|n| n.ends_with(".snap"))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let metric = |name: &str| -> u64 {
+        let text = ureq::get(&node.http("/metrics"))
+            .call()
+            .expect("metrics")
+            .into_body()
+            .read_to_string()
+            .expect("body");
+        text.lines()
+            .find_map(|l| {
+                l.strip_prefix(name)
+                    .map(|v| v.trim().parse::<f64>().unwrap_or(0.0))
+            })
+            .unwrap_or(0.0) as u64
+    };
+    wait_for(30, "4 periodic backups", || {
+        (metric("strata_backups_total{outcome=\"ok\"} ") >= 4).then_some(())
+    });
+    let kept = snaps();
+    assert!(
+        (1..=2).contains(&kept.len()),
+        "backup_keep = 2 keeps the newest two: {kept:?}"
+    );
+    assert!(metric("strata_last_backup_timestamp_seconds ") > 1_700_000_000);
+
+    let () = c.set("kept", "after").expect("set");
+    // Wait for a backup taken after the change, then change it again.
+    let taken = metric("strata_backups_total{outcome=\"ok\"} ");
+    wait_for(30, "a backup after the change", || {
+        (metric("strata_backups_total{outcome=\"ok\"} ") >= taken + 2).then_some(())
+    });
+    let changed_at = std::time::SystemTime::now();
+    let () = c.set("kept", "lost").expect("set");
+    let r = ureq::post(&node.http("/restore"))
+        .send_empty()
+        .expect("restore");
+    assert_eq!(r.status(), 200);
+    let v: String = c.get("kept").expect("get");
+    // The newest backup is the one restored: from before the last change
+    // unless a periodic one was taken in between.
+    let newest_at = std::fs::read_dir(&dir)
+        .expect("backups")
+        .filter_map(|e| e.ok())
+        .filter_map(|e| e.metadata().ok()?.modified().ok())
+        .max()
+        .expect("a backup");
+    if newest_at < changed_at {
+        assert_eq!(v, "after", "the newest backup was restored");
+    } else {
+        println!("a periodic backup landed during the last change; restored {v:?}");
+    }
+}
