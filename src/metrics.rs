@@ -532,6 +532,29 @@ impl Metrics {
                 ("{outcome=\"dead_lettered\"}", f(dead)),
             ],
         );
+        let tenant_series: Vec<(String, f64)> = node
+            .tenant_events
+            .iter()
+            .flat_map(|(t, counts)| {
+                let t = t
+                    .replace('\\', "\\\\")
+                    .replace('"', "\\\"")
+                    .replace('\n', "\\n");
+                ["accepted", "rejected", "throttled"]
+                    .into_iter()
+                    .zip(*counts)
+                    .map(move |(o, n)| (format!("{{tenant=\"{t}\",outcome=\"{o}\"}}"), f(n)))
+            })
+            .collect();
+        metric(
+            "tenant_events",
+            "counter",
+            "Metric events of each tenant at this node's door: accepted, rejected, or throttled by its quota",
+            &tenant_series
+                .iter()
+                .map(|(l, v)| (l.as_str(), *v))
+                .collect::<Vec<_>>(),
+        );
         metric(
             "pipeline_windows_stored",
             "counter",
@@ -621,6 +644,8 @@ pub struct NodeGauges {
     pub topic_lag: u64,
     /// Metric events accepted, rejected, late, dead-lettered; windows stored.
     pub pipeline_events: [u64; 5],
+    /// Each tenant's events on this node: accepted, rejected, throttled.
+    pub tenant_events: Vec<(String, [u64; 3])>,
     /// The cluster's health score (cluster mode, once the monitor ran).
     pub cluster_health: Option<u32>,
     /// Machine CPU use, percent.

@@ -123,6 +123,9 @@ enum Caller {
     User(Arc<crate::acl::User>),
     /// The admin `api_key`: trusted like the node itself.
     Admin,
+    /// A key of this tenant of the metric pipeline: its events and series
+    /// only.
+    Tenant(String),
     /// A key that matches nothing, or whose user is off or gone.
     Refused(String),
 }
@@ -158,6 +161,9 @@ fn caller_of(node: &Node, headers: &HeaderMap, query: Option<&str>) -> Caller {
     }
     if cfg.api_key.as_deref() == Some(key.as_str()) {
         return Caller::Admin;
+    }
+    if let Some(t) = crate::pipeline::tenants::tenant_of(&cfg.streams.tenants, &key) {
+        return Caller::Tenant(t.to_string());
     }
     Caller::Refused("invalid API key".into())
 }
@@ -212,8 +218,34 @@ pub(super) fn caller_session(node: &Node) -> Result<Session, ApiError> {
             }
         }
         Caller::Refused(why) => return Err(ApiError(StatusCode::UNAUTHORIZED, why)),
+        Caller::Tenant(t) => {
+            return Err(ApiError(
+                StatusCode::FORBIDDEN,
+                format!("the key of tenant '{t}' only reaches the metric pipeline (/v1/metrics, /v1/series)"),
+            ))
+        }
     }
     Ok(session)
+}
+
+/// For the metric pipeline's endpoints: the tenant the caller is limited
+/// to (None: every tenant), and a session to run its commands. With
+/// tenants configured, a tenant's or the admin key is required.
+pub(super) fn tenant_session(node: &Node) -> Result<(Option<String>, Session), ApiError> {
+    let caller = CALLER.try_with(Caller::clone).unwrap_or(Caller::Admin);
+    let tenants_on = !node.cfg.read().streams.tenants.is_empty();
+    match caller {
+        Caller::Tenant(t) => {
+            let handle = Arc::new(ClientHandle::new(0, "http".into(), String::new(), 0));
+            Ok((Some(t), Session::new(handle, true)))
+        }
+        Caller::Anonymous if tenants_on => Err(ApiError(
+            StatusCode::UNAUTHORIZED,
+            "this node has tenants: send a tenant's or the admin API key (X-API-Key header or ?apiKey=)"
+                .into(),
+        )),
+        _ => Ok((None, caller_session(node)?)),
+    }
 }
 
 /// Makes the session's writes durable before they are acknowledged.
@@ -1177,6 +1209,13 @@ async fn metrics(State(node): State<Shared>) -> Response {
             [&c.accepted, &c.rejected, &c.late, &c.dead, &c.windows]
                 .map(|n| n.load(Ordering::Relaxed))
         },
+        tenant_events: node
+            .pipeline
+            .tenants
+            .counts()
+            .into_iter()
+            .map(|(t, c)| (t, [c.accepted, c.rejected, c.throttled]))
+            .collect(),
         cluster_health: node.monitor.cluster_health().map(|c| c.score),
         cpu_percent: monitored.as_ref().map(|m| m.cpu_percent),
         network: monitored.map(|m| (m.network_received, m.network_transmitted)),

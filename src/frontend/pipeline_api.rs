@@ -9,8 +9,9 @@
 //! - `GET /v1/topics/metrics`: partitions, offsets, lag and watermarks
 //!   (admin key).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
+use std::time::Instant;
 
 use axum::body::Bytes as Body;
 use axum::extract::{Query, State};
@@ -21,10 +22,11 @@ use axum::{Json, Router};
 use bytes::Bytes;
 use serde_json::{json, Value};
 
-use super::http::{bad, caller_session, check_api_key, error_status, settle, ApiError};
+use super::http::{bad, check_api_key, error_status, settle, tenant_session, ApiError};
 use crate::commands::{dispatch, dispatch_pipeline, Reply, Session};
 use crate::node::Node;
 use crate::pipeline::event::{MetricEvent, SeriesId};
+use crate::pipeline::tenants::{Refusal, TenantCounts};
 use crate::pipeline::worker::info_field;
 use crate::pipeline::{series, Pipeline, TOPIC};
 use crate::storage::now_ms;
@@ -37,6 +39,11 @@ pub fn routes() -> Router<Shared> {
         .route("/v1/metrics", post(ingest))
         .route("/v1/series", get(query))
         .route("/v1/topics/metrics", get(topic))
+        .route("/v1/tenants", get(tenants))
+}
+
+fn forbidden(msg: String) -> ApiError {
+    ApiError(StatusCode::FORBIDDEN, msg)
 }
 
 /// The events of a request body: a JSON array, a single object, or one
@@ -58,12 +65,33 @@ fn events(body: &[u8]) -> Result<Vec<Result<Value, String>>, ApiError> {
 }
 
 async fn ingest(State(node): State<Shared>, body: Body) -> Result<Response, ApiError> {
-    let items = events(&body)?;
+    let (only, mut session) = tenant_session(&node)?;
+    let mut items = events(&body)?;
+    if let Some(t) = &only {
+        // A tenant's key writes its own events; `tenant` may be left out.
+        for (i, item) in items.iter_mut().enumerate() {
+            let Ok(Value::Object(ev)) = item else {
+                continue;
+            };
+            match ev.get("tenant") {
+                None => {
+                    ev.insert("tenant".into(), Value::String(t.clone()));
+                }
+                Some(Value::String(other)) if other != t => {
+                    return Err(forbidden(format!(
+                        "event {i} is of tenant '{other}'; this key writes only tenant '{t}' (nothing was stored)"
+                    )));
+                }
+                Some(_) => {}
+            }
+        }
+    }
     let now = now_ms() as i64;
     let layout = &node.pipeline.layout;
     let mut errors = Vec::new();
     let mut cmds = Vec::with_capacity(items.len());
     let mut index_of = Vec::with_capacity(items.len());
+    let mut tenant_of: Vec<String> = Vec::with_capacity(items.len());
     for (i, item) in items.iter().enumerate() {
         let checked = item.as_ref().map_err(Clone::clone).and_then(|v| {
             let ev = MetricEvent::from_json(v, now)?;
@@ -84,24 +112,56 @@ async fn ingest(State(node): State<Shared>, body: Body) -> Result<Response, ApiE
                 }
                 cmds.push(cmd);
                 index_of.push(i);
+                tenant_of.push(ev.series.tenant);
             }
             Err(why) => errors.push((i, why, false)),
         }
     }
-    let mut session = caller_session(&node)?;
+    // Every tenant's quota has room for its events, or nothing is stored.
+    let mut want: BTreeMap<String, u64> = BTreeMap::new();
+    for t in &tenant_of {
+        *want.entry(t.clone()).or_default() += 1;
+    }
+    let quotas = node.cfg.read().streams.tenants.clone();
+    if let Err(refusal) = node.pipeline.tenants.admit(&quotas, &want, Instant::now()) {
+        for (t, n) in &want {
+            node.pipeline.tenants.count(
+                t,
+                TenantCounts {
+                    throttled: *n,
+                    ..TenantCounts::default()
+                },
+            );
+        }
+        return Ok(refused(&quotas, refusal));
+    }
     let mut replies = Vec::with_capacity(cmds.len());
     dispatch_pipeline(&node, &mut session, &cmds, &mut replies).await;
     // Nothing is acknowledged before it is as durable as promised.
     settle(&node, &session).await?;
     let mut accepted = 0u64;
+    let mut per_tenant: BTreeMap<&str, TenantCounts> = BTreeMap::new();
     for (k, reply) in replies.into_iter().enumerate() {
+        let counts = per_tenant.entry(&tenant_of[k]).or_default();
         match reply {
             Reply::Error(e) => {
                 let unavailable = error_status(&e) != StatusCode::BAD_REQUEST;
                 errors.push((index_of[k], e, unavailable));
+                counts.rejected += 1;
             }
-            _ => accepted += 1,
+            _ => {
+                accepted += 1;
+                counts.accepted += 1;
+            }
         }
+    }
+    // Events refused at the door count for the key's tenant, when known.
+    let refused_here = errors.len() as u64 - per_tenant.values().map(|c| c.rejected).sum::<u64>();
+    if let (Some(t), true) = (&only, refused_here > 0) {
+        per_tenant.entry(t).or_default().rejected += refused_here;
+    }
+    for (t, c) in per_tenant {
+        node.pipeline.tenants.count(t, c);
     }
     errors.sort_by_key(|e| e.0);
     let rejected = errors.len() as u64;
@@ -125,6 +185,61 @@ async fn ingest(State(node): State<Shared>, body: Body) -> Result<Response, ApiE
         Json(json!({"accepted": accepted, "rejected": rejected, "errors": errors})),
     )
         .into_response())
+}
+
+/// The answer to a batch a tenant's quota can't take.
+fn refused(quotas: &crate::pipeline::tenants::TenantsConfig, r: Refusal) -> Response {
+    match r {
+        Refusal::Wait(wait) => {
+            let secs = wait.as_secs_f64().ceil().max(1.0) as u64;
+            (
+                StatusCode::TOO_MANY_REQUESTS,
+                [("retry-after", secs.to_string())],
+                Json(json!({
+                    "error": format!("over the tenant's quota of events a second; retry after {secs} s (nothing was stored)"),
+                    "retry_after_secs": secs,
+                })),
+            )
+                .into_response()
+        }
+        Refusal::TooBig { tenant, burst } => {
+            let rate = quotas.get(&tenant).map_or(0, |t| t.events_per_sec);
+            (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                Json(json!({
+                    "error": format!("the batch has more events of tenant '{tenant}' than its quota ever admits at once ({burst}: {rate} a second, burst_secs of them saved up); send smaller batches (nothing was stored)"),
+                })),
+            )
+                .into_response()
+        }
+    }
+}
+
+/// `GET /v1/tenants`: each tenant's counts on this node (a tenant's key
+/// sees its own).
+async fn tenants(State(node): State<Shared>) -> Result<Json<Value>, ApiError> {
+    let (only, _) = tenant_session(&node)?;
+    let configured = node.cfg.read().streams.tenants.clone();
+    let mut counts = node.pipeline.tenants.counts();
+    for t in configured.keys() {
+        counts.entry(t.clone()).or_default();
+    }
+    let list: Vec<Value> = counts
+        .into_iter()
+        .filter(|(t, _)| only.as_ref().is_none_or(|o| o == t))
+        .map(|(t, c)| {
+            let quota = configured.get(&t);
+            json!({
+                "tenant": t,
+                "accepted": c.accepted,
+                "rejected": c.rejected,
+                "throttled": c.throttled,
+                "events_per_sec": quota.map(|q| q.events_per_sec),
+                "burst_secs": quota.map(|q| q.burst_secs),
+            })
+        })
+        .collect();
+    Ok(Json(json!({"tenants": list})))
 }
 
 /// Runs a read as the caller.
@@ -195,14 +310,19 @@ async fn query(
     State(node): State<Shared>,
     Query(q): Query<HashMap<String, String>>,
 ) -> Result<Json<Value>, ApiError> {
+    let (only, mut session) = tenant_session(&node)?;
     let tenant = required(&q, "tenant")?;
+    if let Some(t) = only.as_ref().filter(|t| *t != tenant) {
+        return Err(forbidden(format!(
+            "this key reads only tenant '{t}', not '{tenant}'"
+        )));
+    }
     let server_id = required(&q, "server_id")?;
     let from = time_param(&q, "from", i64::MIN)?;
     let to = time_param(&q, "to", i64::MAX)?;
     if from > to {
         return Err(bad("'from' is after 'to'"));
     }
-    let mut session = caller_session(&node)?;
     let series_of = |metric: &str| SeriesId {
         tenant: tenant.to_string(),
         server_id: server_id.to_string(),
@@ -244,7 +364,12 @@ async fn topic(
     Query(q): Query<HashMap<String, String>>,
 ) -> Result<Json<Value>, ApiError> {
     check_api_key(&node, &headers, &q)?;
-    let mut session = caller_session(&node)?;
+    let (only, mut session) = tenant_session(&node)?;
+    if only.is_some() {
+        return Err(forbidden(
+            "the topic's partitions are shared by every tenant: the admin key reads them".into(),
+        ));
+    }
     let layout = &node.pipeline.layout;
     let cfg = node.cfg.read().streams.clone();
     let here = node.pipeline.running.lock().clone();

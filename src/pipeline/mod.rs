@@ -22,6 +22,7 @@
 pub mod event;
 pub mod scaling;
 pub mod series;
+pub mod tenants;
 pub mod window;
 pub mod worker;
 
@@ -72,6 +73,9 @@ pub struct StreamsConfig {
     /// How many partition workers may process a batch at once, and how
     /// the autoscaler changes that.
     pub scaling: scaling::ScalingConfig,
+    /// Tenants, by name: their API keys and quotas. None configured: the
+    /// pipeline's endpoints need no key.
+    pub tenants: tenants::TenantsConfig,
 }
 
 impl Default for StreamsConfig {
@@ -86,6 +90,7 @@ impl Default for StreamsConfig {
             log_retention_max_len: 0,
             worker_batch: 1000,
             scaling: scaling::ScalingConfig::default(),
+            tenants: tenants::TenantsConfig::new(),
         }
     }
 }
@@ -112,6 +117,7 @@ impl StreamsConfig {
         if !(1..=100_000).contains(&self.worker_batch) {
             return bad("worker_batch", "must be from 1 to 100000");
         }
+        tenants::validate(&self.tenants)?;
         self.scaling.validate()
     }
 }
@@ -258,6 +264,8 @@ pub struct Pipeline {
     /// Partitions whose worker is working (started and not failed), with
     /// when it started, epoch ms.
     pub alive: Mutex<HashMap<usize, u64>>,
+    /// Tenants' quota buckets and counters on this node.
+    pub tenants: tenants::Tenants,
 }
 
 impl Pipeline {
@@ -269,6 +277,7 @@ impl Pipeline {
             running: Mutex::new(HashMap::new()),
             alive: Mutex::new(HashMap::new()),
             recent_series: Mutex::new(std::collections::VecDeque::new()),
+            tenants: tenants::Tenants::default(),
             pool: scaling::Pool::new(cfg.scaling.bounds(cfg.partitions as usize).1),
         }
     }

@@ -34,6 +34,7 @@ mod storage_memory_cap;
 mod storage_model;
 mod storage_ttl_tiers;
 mod swapdb;
+mod tenants;
 mod tracking;
 mod transactions_blocking;
 mod types_bits_geo;
