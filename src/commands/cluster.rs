@@ -230,6 +230,9 @@ pub async fn dispatch(node: &Node, s: &mut Session, args: &[Bytes]) -> Reply {
     reply
 }
 
+/// How a node removed from the cluster refuses every request.
+const REMOVED: &str = "CLUSTERDOWN this node was removed from the cluster";
+
 /// How long a forwarded request may still be answered by a leader that
 /// was replaced while it was in flight.
 const STEP_DOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
@@ -307,9 +310,7 @@ async fn route(
         return Reply::err("CROSSSLOT Keys in request don't hash to the same slot");
     }
     if cluster.was_removed() {
-        return Reply::err(
-            "CLUSTERDOWN this node was removed from the cluster and serves no data; connect to a member",
-        );
+        return Reply::err(format!("{REMOVED} and serves no data; connect to a member"));
     }
     let shard = match cluster.shard_of(slot) {
         Ok(shard) => shard,
@@ -636,6 +637,15 @@ async fn elsewhere(
                 shard.group
             )),
         };
+        // The peer was removed from the cluster while the request was on
+        // its way, and refused it untouched: held and sent again to the
+        // shard's leader as the layout names it next.
+        if matches!(&reply, Reply::Error(e) if e.starts_with(REMOVED)) {
+            return Reply::err(format!(
+                "TRYAGAIN leadership of shard {} is moving between nodes; retry shortly",
+                shard.group
+            ));
+        }
         // The peer no longer leads the shard and did nothing with the
         // request: follow it to the node it names.
         match moved_to(cluster, &reply) {
