@@ -1156,14 +1156,17 @@ impl Cluster {
     }
 
     fn shard_leader_by_group(&self, group: u32) -> Option<(u64, PeerNode)> {
-        let shard = self
-            .layout
+        self.leader_of(&self.shard_by_group(group)?)
+    }
+
+    /// The shard that `group` replicates, in the layout as this node knows it.
+    fn shard_by_group(&self, group: u32) -> Option<ShardInfo> {
+        self.layout
             .borrow()
             .shards
             .iter()
             .find(|s| s.group == group)
-            .cloned()?;
-        self.leader_of(&shard)
+            .cloned()
     }
 
     /// Sends a command to `node`, which executes it as its own client

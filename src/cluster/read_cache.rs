@@ -508,13 +508,7 @@ impl Cluster {
             .get()
             .ok_or_else(|| ClusterError::Peer("node is starting".into()))?
             .clone();
-        let shard = self
-            .layout
-            .borrow()
-            .shards
-            .iter()
-            .find(|s| s.group == group)
-            .cloned();
+        let shard = self.shard_by_group(group);
         // Counted from before the read barrier's confirmation could be
         // older: the holder's own clock started earlier still.
         let until = Instant::now() + CACHE_LEASE;

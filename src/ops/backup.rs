@@ -27,7 +27,7 @@ use crate::cluster::backup::next_record;
 use crate::commands::{dispatch, Reply, Session};
 use crate::node::{ClientHandle, Node};
 use crate::slot::{slot_of, SLOTS};
-use crate::storage::{decode_record, dump, now_ms};
+use crate::storage::{decode_record, dump, now_ms, CrcWriter};
 
 /// What a cluster backup's manifest says it is.
 pub const FORMAT: &str = "strata-cluster-backup";
@@ -148,26 +148,6 @@ fn is_backup(name: &str, cluster: bool) -> bool {
     }
 }
 
-/// Counts bytes and their CRC on the way to a file.
-struct Crc<W: Write> {
-    inner: W,
-    crc: crc32fast::Hasher,
-    bytes: u64,
-}
-
-impl<W: Write> Write for Crc<W> {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        let n = self.inner.write(buf)?;
-        self.crc.update(&buf[..n]);
-        self.bytes += n as u64;
-        Ok(n)
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        self.inner.flush()
-    }
-}
-
 /// Takes a backup of the whole cluster into the backup directory;
 /// returns its name and manifest.
 pub async fn take_cluster(
@@ -200,17 +180,13 @@ pub async fn take_cluster(
             let file = format!("shard-{}.dump", shard.group);
             let path = tmp.join(&file);
             let f = std::fs::File::create(&path).map_err(failed)?;
-            let mut out = Crc {
-                inner: std::io::BufWriter::with_capacity(1 << 20, f),
-                crc: crc32fast::Hasher::new(),
-                bytes: 0,
-            };
+            let mut out = CrcWriter::new(std::io::BufWriter::with_capacity(1 << 20, f));
             let dumped = cluster
                 .dump_shard(shard.group, &mut out)
                 .await
                 .map_err(|e| BackupError::Failed(format!("shard {}: {e}", shard.group)))?;
             out.flush().map_err(failed)?;
-            let Crc { inner, crc, bytes } = out;
+            let (inner, crc, bytes) = out.finish();
             inner
                 .into_inner()
                 .map_err(|e| failed(e.into_error()))?
@@ -238,7 +214,7 @@ pub async fn take_cluster(
                 file,
                 bytes,
                 keys,
-                crc32: crc.finalize(),
+                crc32: crc,
             });
         }
         let manifest = Manifest {

@@ -43,7 +43,7 @@ pub use config::{parse_size, AppendFsync, StorageConfig, MAX_KEY_BYTES, MIN_MAXM
 pub use error::StorageError;
 pub use pattern::glob_match;
 pub use sets::{LexBound, Members, ScoreBound, SetMembers, SortedSet};
-pub use snapshot::SnapshotInfo;
+pub use snapshot::{CrcWriter, SnapshotInfo};
 pub use stats::{OffloadReport, StatsSnapshot};
 pub use streams::{Consumer, Fields, Group, Pending, StreamData, StreamId, StreamOp};
 pub use types::{

@@ -36,10 +36,27 @@ pub struct SnapshotInfo {
     pub bytes: u64,
 }
 
-struct CrcWriter<W: Write> {
+/// A writer that keeps the CRC-32 and the count of what went through it.
+pub struct CrcWriter<W: Write> {
     inner: W,
     crc: crc32fast::Hasher,
     bytes: u64,
+}
+
+impl<W: Write> CrcWriter<W> {
+    /// Counts what is written to `inner`.
+    pub fn new(inner: W) -> CrcWriter<W> {
+        CrcWriter {
+            inner,
+            crc: crc32fast::Hasher::new(),
+            bytes: 0,
+        }
+    }
+
+    /// The writer, the CRC-32 of everything written and its length.
+    pub fn finish(self) -> (W, u32, u64) {
+        (self.inner, self.crc.finalize(), self.bytes)
+    }
 }
 
 impl<W: Write> Write for CrcWriter<W> {
@@ -66,11 +83,7 @@ impl Store {
         };
         let tmp = path.with_extension("tmp");
         let file = File::create(&tmp)?;
-        let mut w = CrcWriter {
-            inner: BufWriter::new(file),
-            crc: crc32fast::Hasher::new(),
-            bytes: 0,
-        };
+        let mut w = CrcWriter::new(BufWriter::new(file));
         w.write_all(MAGIC)?;
         let now = now_ms();
         let mut keys = 0u64;
@@ -96,8 +109,8 @@ impl Store {
         }
         w.write_all(&[0])?;
         w.write_all(&keys.to_le_bytes())?;
-        let crc = w.crc.clone().finalize();
-        let mut file = w.inner.into_inner().map_err(|e| e.into_error())?;
+        let (inner_w, crc, _) = w.finish();
+        let mut file = inner_w.into_inner().map_err(|e| e.into_error())?;
         file.write_all(&crc.to_le_bytes())?;
         file.sync_all()?;
         drop(file);

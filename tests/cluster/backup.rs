@@ -170,20 +170,8 @@ fn a_cluster_backup_restores_onto_a_different_node_count_and_damage_is_refused()
         // Periodic backups, taken by the metadata leader.
         n.env.push(("BACKUP_INTERVAL".into(), "2".into()));
         n.env.push(("STRATA_BACKUP_KEEP".into(), "3".into()));
-        n.start();
     }
-    let out = Command::new(BIN)
-        .args(["cluster", "create", "--replicas", "2"])
-        .args(fresh.iter().map(Proc::addr))
-        .output()
-        .expect("strata cluster create");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let refs: Vec<&Proc> = fresh.iter().collect();
-    wait_ok(&refs, "the new cluster");
+    create_cluster_with(&mut fresh, 2);
     copy_backup(&nodes[1], &name, &fresh[0], &name);
     let mut c2 = fresh[1].client();
     let () = c2.set("stray", "not in the backup").expect("set");

@@ -306,11 +306,16 @@ pub fn start_cluster(root: &Path) -> Vec<Proc> {
 /// Starts `nodes` and forms them into a cluster with `strata cluster
 /// create --replicas 3`; returns once every node reports the cluster ok.
 pub fn create_cluster(nodes: &mut [Proc]) {
+    create_cluster_with(nodes, 3);
+}
+
+/// [`create_cluster`] with `replicas` copies of each shard.
+pub fn create_cluster_with(nodes: &mut [Proc], replicas: usize) {
     for n in nodes.iter_mut() {
         n.start();
     }
     let out = Command::new(BIN)
-        .args(["cluster", "create", "--replicas", "3"])
+        .args(["cluster", "create", "--replicas", &replicas.to_string()])
         .args(nodes.iter().map(Proc::addr))
         .output()
         .expect("strata cluster create");
