@@ -6,12 +6,19 @@
 //!   ones listed by index with the reason.
 //! - `GET /v1/series`: one-minute points of a series (or of every metric
 //!   of a server) over a time range.
+//! - `GET /v1/series/stream`: server-sent events, one per window that
+//!   closes for a server (or one of its metrics), for live dashboards.
 //! - `GET /v1/topics/metrics`: partitions, offsets, lag and watermarks
 //!   (admin key).
+//! - `GET /v1/tenants`: each tenant's counts on this node.
 
 use std::collections::{BTreeMap, HashMap};
+use std::convert::Infallible;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
+
+use axum::response::sse::{Event, KeepAlive, Sse};
+use futures_util::stream::Stream;
 
 use axum::body::Bytes as Body;
 use axum::extract::{Query, State};
@@ -22,7 +29,9 @@ use axum::{Json, Router};
 use bytes::Bytes;
 use serde_json::{json, Value};
 
-use super::http::{bad, check_api_key, error_status, settle, tenant_session, ApiError};
+use super::http::{
+    bad, caller_session, check_api_key, error_status, settle, tenant_session, ApiError,
+};
 use crate::commands::{dispatch, dispatch_pipeline, Reply, Session};
 use crate::node::Node;
 use crate::pipeline::event::{MetricEvent, SeriesId};
@@ -38,6 +47,7 @@ pub fn routes() -> Router<Shared> {
     Router::new()
         .route("/v1/metrics", post(ingest))
         .route("/v1/series", get(query))
+        .route("/v1/series/stream", get(stream))
         .route("/v1/topics/metrics", get(topic))
         .route("/v1/tenants", get(tenants))
 }
@@ -356,6 +366,144 @@ async fn query(
         "step": series::STEP,
         "series": out,
     })))
+}
+
+/// How often a live series stream looks for windows that closed.
+const STREAM_EVERY: Duration = Duration::from_secs(1);
+
+/// One client's live series stream.
+struct Watch {
+    node: Shared,
+    tenant: String,
+    server_id: String,
+    metric: Option<String>,
+    /// Newest point sent per metric (epoch seconds).
+    sent: HashMap<String, i64>,
+    /// Points at or after this go out on the first look (None: only
+    /// windows that close after the stream opened).
+    from: Option<i64>,
+    /// The partition's count of stored windows at the last look.
+    windows: Option<u64>,
+    ready: std::collections::VecDeque<Event>,
+}
+
+impl Watch {
+    /// Reads the server's series when its partition stored windows since
+    /// the last look, and queues every point not sent yet.
+    async fn look(&mut self) -> Result<(), ApiError> {
+        let node = self.node.clone();
+        let layout = &node.pipeline.layout;
+        let mut session = caller_session(&node)?;
+        let p = layout.partition_of(&self.tenant, &self.server_id);
+        let windows = match read(&node, &mut session, &[b"GET", layout.state(p).as_bytes()]).await?
+        {
+            Reply::Bulk(raw) => serde_json::from_slice::<Value>(&raw)
+                .ok()
+                .and_then(|v| v.get("windows").and_then(Value::as_u64)),
+            _ => None,
+        };
+        let first = self.windows.is_none() && self.sent.is_empty();
+        if !first && windows == self.windows {
+            return Ok(());
+        }
+        self.windows = windows.or(Some(0));
+        let metrics = match &self.metric {
+            Some(m) => vec![m.clone()],
+            None => {
+                let index = layout.metric_index(&self.tenant, &self.server_id);
+                bulks(read(&node, &mut session, &[b"SMEMBERS", index.as_bytes()]).await?)
+                    .iter()
+                    .map(|m| String::from_utf8_lossy(m).into_owned())
+                    .collect()
+            }
+        };
+        for metric in metrics {
+            let id = SeriesId {
+                tenant: self.tenant.clone(),
+                server_id: self.server_id.clone(),
+                metric: metric.clone(),
+            };
+            let after = self.sent.get(&metric).copied();
+            let since = after.map_or(self.from.unwrap_or(i64::MIN), |t| t + 1);
+            let pts = points(&node, &mut session, &id, since, i64::MAX).await?;
+            let newest = pts.iter().filter_map(|p| p["ts"].as_i64()).max();
+            if let Some(t) = newest {
+                self.sent.insert(metric.clone(), t);
+            }
+            if first && self.from.is_none() {
+                // Windows closed before the stream opened are not news.
+                continue;
+            }
+            for point in pts {
+                let ts = point["ts"].as_i64().unwrap_or_default();
+                let data = json!({
+                    "tenant": self.tenant,
+                    "server_id": self.server_id,
+                    "metric": metric,
+                    "point": point,
+                });
+                self.ready.push_back(
+                    Event::default()
+                        .event("point")
+                        .id(ts.to_string())
+                        .data(data.to_string()),
+                );
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `GET /v1/series/stream?tenant=T&server_id=S[&metric=M][&from=F]`:
+/// server-sent events, `event: point` with `{tenant, server_id, metric,
+/// point}`, one per window that closes (and, with `from`, the points
+/// already stored from then on). The node serving the stream reads the
+/// series where they live, so it works on any node of a cluster and
+/// through failovers.
+async fn stream(
+    State(node): State<Shared>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
+    let (only, _) = tenant_session(&node)?;
+    let tenant = required(&q, "tenant")?.to_string();
+    if let Some(t) = only.as_ref().filter(|t| **t != tenant) {
+        return Err(forbidden(format!(
+            "this key reads only tenant '{t}', not '{tenant}'"
+        )));
+    }
+    let server_id = required(&q, "server_id")?.to_string();
+    let from = match q.get("from") {
+        Some(_) => Some(time_param(&q, "from", 0)?),
+        None => None,
+    };
+    let watch = Watch {
+        node,
+        tenant,
+        server_id,
+        metric: q.get("metric").filter(|m| !m.is_empty()).cloned(),
+        sent: HashMap::new(),
+        from,
+        windows: None,
+        ready: std::collections::VecDeque::new(),
+    };
+    let events = futures_util::stream::unfold((watch, true), |(mut w, first)| async move {
+        if let Some(ev) = w.ready.pop_front() {
+            return Some((Ok(ev), (w, first)));
+        }
+        if !first {
+            tokio::time::sleep(STREAM_EVERY).await;
+        }
+        let ev = match w.look().await {
+            Ok(()) => w
+                .ready
+                .pop_front()
+                .unwrap_or_else(|| Event::default().comment("")),
+            // Between leaders, say: look again at the next tick.
+            Err(ApiError(_, why)) => Event::default().comment(why),
+        };
+        Some((Ok(ev), (w, false)))
+    });
+    Ok(Sse::new(events).keep_alive(KeepAlive::default()))
 }
 
 async fn topic(

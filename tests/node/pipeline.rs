@@ -373,3 +373,91 @@ fn xadd_cpu(c: &mut redis::Connection, stream: &str, value: &str, ts: &str) {
         ],
     );
 }
+
+/// Reads an SSE stream's `data:` lines into a channel.
+fn sse(url: String) -> std::sync::mpsc::Receiver<Value> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let resp = agent().get(&url).call().expect("stream");
+    assert_eq!(resp.status().as_u16(), 200);
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        let reader = std::io::BufReader::new(resp.into_body().into_reader());
+        for line in reader.lines() {
+            let Ok(line) = line else { return };
+            if let Some(data) = line.strip_prefix("data:") {
+                if let Ok(v) = serde_json::from_str(data.trim()) {
+                    if tx.send(v).is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+    });
+    rx
+}
+
+#[test]
+fn a_live_stream_sends_each_window_as_it_closes() {
+    let node = TestNode::start(|c| {
+        c.streams.partitions = 1;
+        c.streams.idle_advance_secs = 0;
+    });
+    let http = node.http("");
+    let base = base();
+    // A window that closed before the stream opened is not news.
+    let old = json!([{"tenant": "acme", "server_id": "srv-1", "metric": "cpu", "value": 9.0, "ts": base - 600}]);
+    assert_eq!(post(&format!("{http}/v1/metrics"), &old.to_string()).0, 200);
+    let tick = json!([{"tenant": "clock", "server_id": "x", "metric": "tick", "value": 0, "ts": base - 60}]);
+    assert_eq!(
+        post(&format!("{http}/v1/metrics"), &tick.to_string()).0,
+        200
+    );
+    series_with(&http, "acme", "srv-1", "cpu", 1);
+
+    let live = sse(format!(
+        "{http}/v1/series/stream?tenant=acme&server_id=srv-1"
+    ));
+    std::thread::sleep(Duration::from_millis(1500));
+    let evs = json!([
+        {"tenant": "acme", "server_id": "srv-1", "metric": "cpu", "value": 1.0, "ts": base + 1},
+        {"tenant": "acme", "server_id": "srv-1", "metric": "cpu", "value": 3.0, "ts": base + 2},
+        {"tenant": "acme", "server_id": "srv-1", "metric": "mem", "value": 7.0, "ts": base + 3},
+        {"tenant": "acme", "server_id": "srv-2", "metric": "cpu", "value": 5.0, "ts": base + 4},
+    ]);
+    assert_eq!(post(&format!("{http}/v1/metrics"), &evs.to_string()).0, 200);
+    close_all(&http, base);
+    let mut got = Vec::new();
+    while got.len() < 2 {
+        let ev = live
+            .recv_timeout(Duration::from_secs(30))
+            .expect("a point within 30 s of its window closing");
+        got.push(ev);
+    }
+    got.sort_by(|a, b| a["metric"].as_str().cmp(&b["metric"].as_str()));
+    assert_eq!(got[0]["metric"], "cpu");
+    assert_eq!(got[0]["server_id"], "srv-1");
+    assert_eq!(got[0]["point"]["ts"], base);
+    assert_eq!(got[0]["point"]["count"], 2);
+    assert_eq!(got[0]["point"]["min"], 1.0);
+    assert_eq!(got[0]["point"]["max"], 3.0);
+    assert_eq!(got[1]["metric"], "mem");
+    assert_eq!(got[1]["point"]["avg"], 7.0);
+    // Nothing else: not the old window, not another server's.
+    assert!(live.recv_timeout(Duration::from_millis(2500)).is_err());
+
+    // With `from`, stored points come first; `metric` narrows it.
+    let replay = sse(format!(
+        "{http}/v1/series/stream?tenant=acme&server_id=srv-1&metric=cpu&from={}",
+        base - 900
+    ));
+    let first = replay
+        .recv_timeout(Duration::from_secs(10))
+        .expect("replayed");
+    let second = replay
+        .recv_timeout(Duration::from_secs(10))
+        .expect("replayed");
+    assert_eq!(first["point"]["ts"], base - 600);
+    assert_eq!(second["point"]["ts"], base);
+    let (status, _) = get(&format!("{http}/v1/series/stream?server_id=srv-1"));
+    assert_eq!(status, 400);
+}

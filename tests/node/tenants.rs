@@ -134,6 +134,8 @@ fn a_tenant_key_reaches_only_its_tenant_and_its_quota_throttles() {
     assert_eq!(call("GET", &q("globex"), Some(ACME), None).0, 403);
     assert_eq!(call("GET", &q("acme"), Some(GLOBEX), None).0, 403);
     assert_eq!(call("GET", &q("acme"), Some(ADMIN), None).0, 200);
+    let live = url("/v1/series/stream?tenant=globex&server_id=g1");
+    assert_eq!(call("GET", &live, Some(ACME), None).0, 403);
     assert_ne!(
         call("GET", &url("/v1/topics/metrics"), Some(ACME), None).0,
         200
