@@ -86,8 +86,8 @@ pub fn info_text(ctx: &Ctx<'_>, sections: &[String]) -> String {
         let _ = write!(
             out,
             "# Memory\r\nused_memory:{}\r\nused_memory_human:{}\r\nused_memory_rss:{rss}\r\nused_memory_rss_human:{}\r\nmaxmemory:{}\r\nmaxmemory_human:{}\r\nmaxmemory_policy:noeviction\r\nmem_tier_cap:{}\r\n\r\n",
-            s.used_bytes,
-            human(s.used_bytes),
+            s.used_bytes + s.write_buffer_bytes,
+            human(s.used_bytes + s.write_buffer_bytes),
             human(rss),
             s.maxmemory,
             human(s.maxmemory),
@@ -156,7 +156,7 @@ pub fn info_text(ctx: &Ctx<'_>, sections: &[String]) -> String {
         let lo = &s.last_offload;
         let _ = write!(
             out,
-            "# Tiers\r\nmemory_used_bytes:{}\r\nmemory_cap_bytes:{}\r\nmemory_ratio:{:.4}\r\noverflow_ratio:{}\r\nmemory_entries:{}\r\ndisk_entries:{}\r\ndisk_bytes:{}\r\nhits_memory:{}\r\nhits_disk:{}\r\nhits_local_cache:{}\r\nmisses:{}\r\nspilled:{}\r\nspilled_bytes:{}\r\ndirect_to_disk:{}\r\npromotions:{}\r\nexpired:{}\r\noffload_runs:{}\r\noffloaded:{}\r\noffload_write_fail:{}\r\nlast_offload:scanned={},old={},moved={},write_fail={},mem_ratio={:.4},force_by_mem={}\r\nwal_bytes:{}\r\nwal_fsyncs:{}\r\nwal_fsync_avg_us:{fsync_avg}\r\nwal_fsync_max_us:{}\r\nwrite_poisoned:{}\r\n\r\n",
+            "# Tiers\r\nmemory_used_bytes:{}\r\nmemory_cap_bytes:{}\r\nmemory_ratio:{:.4}\r\noverflow_ratio:{}\r\nmemory_entries:{}\r\ndisk_entries:{}\r\ndisk_bytes:{}\r\ndisk_write_buffer_bytes:{}\r\nhits_memory:{}\r\nhits_disk:{}\r\nhits_local_cache:{}\r\nmisses:{}\r\nspilled:{}\r\nspilled_bytes:{}\r\ndirect_to_disk:{}\r\npromotions:{}\r\nexpired:{}\r\noffload_runs:{}\r\noffloaded:{}\r\noffload_write_fail:{}\r\nlast_offload:scanned={},old={},moved={},write_fail={},mem_ratio={:.4},force_by_mem={}\r\nwal_bytes:{}\r\nwal_fsyncs:{}\r\nwal_fsync_avg_us:{fsync_avg}\r\nwal_fsync_max_us:{}\r\nwrite_poisoned:{}\r\n\r\n",
             s.used_bytes,
             s.tier_cap_bytes,
             s.used_bytes as f64 / s.tier_cap_bytes.max(1) as f64,
@@ -164,6 +164,7 @@ pub fn info_text(ctx: &Ctx<'_>, sections: &[String]) -> String {
             s.entries_memory,
             s.entries_disk,
             s.disk_bytes,
+            s.write_buffer_bytes,
             s.hits_memory,
             s.hits_disk,
             node.metrics.local_cache_hits.load(Ordering::Relaxed),

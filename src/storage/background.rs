@@ -163,6 +163,9 @@ fn maintenance_loop(inner: &Inner, sig: &Signal) {
             }
             last_checkpoint = Instant::now();
         }
+        if let Err(e) = inner.disk.tidy() {
+            tracing::warn!(error = %e, "freeing flushed write buffers failed");
+        }
         // Active expiry for the disk tier, a bounded step per second.
         let (db, from) = disk_cursor;
         disk_cursor = match inner.expire_disk(db, from, 2000) {

@@ -40,6 +40,8 @@ pub(crate) struct Disk {
     chunk_min: std::sync::atomic::AtomicUsize,
     /// What the store has written here.
     pub written: Written,
+    /// Write buffers were being flushed at the last [`Disk::tidy`].
+    flushing: std::sync::atomic::AtomicBool,
 }
 
 /// Totals of what the store wrote to the disk tier.
@@ -96,6 +98,10 @@ fn read_pieces(
         Ok((id, v.to_vec()))
     })
 }
+
+/// A metadata key written only to move the LSM's versions on (see
+/// [`Disk::tidy`]).
+const TIDY_KEY: &[u8] = b"tidy";
 
 /// The stored form of a key.
 pub(crate) fn disk_key(key: &[u8]) -> Vec<u8> {
@@ -168,6 +174,7 @@ impl Disk {
             pieces,
             chunk_min: std::sync::atomic::AtomicUsize::new(usize::MAX),
             written: Written::default(),
+            flushing: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -292,6 +299,44 @@ impl Disk {
     pub fn persist(&self) -> Result<(), StorageError> {
         self.db.persist(PersistMode::SyncAll)?;
         Ok(())
+    }
+
+    /// Seals the write buffers and has them flushed to table files. After
+    /// a checkpoint they hold a second copy of what the memory tier holds
+    /// (measured: 1M small keys left 105 MiB in buffers that stayed below
+    /// their cap, and so in memory for as long as no further writes came).
+    pub fn release_write_buffers(&self) -> Result<(), StorageError> {
+        for ks in self.spaces.iter().chain([&self.pieces]) {
+            ks.rotate_memtable()?;
+        }
+        Ok(())
+    }
+
+    /// Frees write buffers already flushed to table files. The LSM keeps
+    /// the table versions that still point at a flushed buffer until its
+    /// next version change with a newer read watermark, which an idle
+    /// keyspace may never see; rotating the store's own small metadata
+    /// keyspace makes that change for all of them. Called once a second;
+    /// does its work once after each round of flushes has finished.
+    pub fn tidy(&self) -> Result<(), StorageError> {
+        let sealed: usize = self
+            .spaces
+            .iter()
+            .chain([&self.pieces])
+            .map(Keyspace::sealed_memtable_count)
+            .sum();
+        let pending = sealed + self.db.outstanding_flushes();
+        let was = self.flushing.swap(pending > 0, std::sync::atomic::Ordering::Relaxed);
+        if was && pending == 0 {
+            self.meta.insert(TIDY_KEY, [])?;
+            self.meta.rotate_memtable()?;
+        }
+        Ok(())
+    }
+
+    /// Bytes held in write buffers not yet flushed to table files.
+    pub fn write_buffer_bytes(&self) -> u64 {
+        self.db.write_buffer_size()
     }
 
     /// Up to `limit` (position, key, encoded record) items of `db` from

@@ -2033,6 +2033,7 @@ impl Inner {
         // after it stays in the log that is kept.
         self.disk.put_meta(DBMAP_KEY, &self.dbmap_now())?;
         self.disk.persist()?;
+        self.disk.release_write_buffers()?;
         *self.durable_marks.lock() = marks;
         self.wal.remove_before(keep_from)?;
         Counters::bump(&self.counters.checkpoints);
@@ -2232,6 +2233,7 @@ impl Inner {
             .sum();
         StatsSnapshot {
             used_bytes: self.used.load(Ordering::Relaxed),
+            write_buffer_bytes: self.disk.write_buffer_bytes(),
             tier_cap_bytes: self.tier_cap(),
             maxmemory: self.cfg.read().maxmemory,
             entries_memory,

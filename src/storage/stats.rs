@@ -49,6 +49,8 @@ pub struct OffloadReport {
 pub struct StatsSnapshot {
     /// Bytes charged to the memory tier.
     pub used_bytes: u64,
+    /// Bytes the disk tier holds in write buffers not yet flushed to files.
+    pub write_buffer_bytes: u64,
     /// The memory tier's cap (maxmemory less the disk tier's share).
     pub tier_cap_bytes: u64,
     /// The configured `maxmemory`.
