@@ -5,8 +5,14 @@
 #
 #   scripts/bench-vs-redis.sh [requests] [tests]
 #
+# Every line runs against Redis and strata alternately, ROUNDS times
+# (default 3), plain and with -P 16 and -P 64, and prints the median ratio
+# with each round's. SET and GET also run with 1 KiB and 16 KiB values.
+# `memory` in tests (in the default list) then runs scripts/bench-memory.sh:
+# bytes per key for both servers and strata's peak RSS under a 64 MiB cap.
+#
 # requests defaults to 300000; tests is redis-benchmark's -t list (default
-# set,get,incr,hset) and may include xadd, run as `XADD s * f v`, and
+# set,get,incr,hset,memory) and may include xadd, run as `XADD s * f v`, and
 # evalsha, run as `EVALSHA <sha> 1 key:__rand_int__` of a script doing
 # `return redis.call('incr', KEYS[1])` (loaded with SCRIPT LOAD first), and
 # multi, transactions of five commands (MULTI INCR SET GET HSET HGET EXEC,
@@ -17,10 +23,16 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 N="${1:-300000}"
-TESTS="${2:-set,get,incr,hset}"
+TESTS="${2:-set,get,incr,hset,memory}"
+ROUNDS="${ROUNDS:-3}"
 XADD=0
 EVALSHA=0
 MULTI=0
+MEMORY=0
+if [[ ",$TESTS," == *,memory,* ]]; then
+  MEMORY=1
+  TESTS=$(echo ",$TESTS," | sed 's/,memory,/,/; s/^,//; s/,$//')
+fi
 if [[ ",$TESTS," == *,multi,* ]]; then
   MULTI=1
   TESTS=$(echo ",$TESTS," | sed 's/,multi,/,/; s/^,//; s/,$//')
@@ -81,13 +93,56 @@ run() { # port, extra args -> "TEST rps" lines
   fi
 }
 
-printf '%-16s %14s %14s %8s\n' "test" "redis rps" "strata rps" "ratio"
-for mode in "" "-P 16"; do
-  # shellcheck disable=SC2086
-  R=$(run "$RP" $mode); S=$(run "$SP" $mode)
-  while read -r t rr; do
-    sr=$(echo "$S" | awk -v t="$t" '$1==t {print $2}')
-    label="$t${mode:+ $mode}"
-    awk -v l="$label" -v r="$rr" -v s="$sr" 'BEGIN { printf "%-16s %14.0f %14.0f %8.2f\n", l, r, s, s/r }'
-  done <<< "$R"
+large() { # port, value size -> "TEST -d SIZE rps" lines for SET and GET
+  redis-benchmark -p "$1" -t set,get -c 50 -n "$((N / 3))" -r 100000 -d "$2" --csv 2>/dev/null \
+    | awk -F'","' -v d="$2" 'NR>1 {gsub(/"/,""); split($0,a,","); split(a[1],n," "); print n[1] " -d " d, a[2]}'
+}
+
+# One round: every line against Redis, then against strata, as
+# "server<TAB>label<TAB>rps" lines.
+round() {
+  for mode in "" "-P 16" "-P 64"; do
+    for server in redis strata; do
+      port=$RP; [ "$server" = strata ] && port=$SP
+      # shellcheck disable=SC2086
+      run "$port" $mode | awk -v s="$server" -v m="$mode" '{ rps = $NF; $NF = ""; sub(/ $/, ""); print s "\t" $0 (m == "" ? "" : " " m) "\t" rps }'
+    done
+  done
+  if [[ ",$TESTS," == *,set,* || ",$TESTS," == *,get,* ]]; then
+    for d in 1024 16384; do
+      for server in redis strata; do
+        port=$RP; [ "$server" = strata ] && port=$SP
+        large "$port" "$d" | awk -v s="$server" '{ rps = $NF; $NF = ""; sub(/ $/, ""); print s "\t" $0 "\t" rps }'
+      done
+    done
+  fi
+}
+
+for r in $(seq "$ROUNDS"); do
+  echo "round $r of $ROUNDS..." >&2
+  round >> "$WORK/results.tsv"
 done
+python3 - "$WORK/results.tsv" <<'PY'
+import sys, statistics
+rps = {}
+order = []
+for line in open(sys.argv[1]):
+    server, label, value = line.rstrip("\n").split("\t")
+    if label not in order:
+        order.append(label)
+    rps.setdefault((server, label), []).append(float(value))
+print(f"{'test':<18} {'redis rps':>12} {'strata rps':>12} {'ratio':>7}  rounds")
+for label in order:
+    r, s = rps.get(("redis", label), []), rps.get(("strata", label), [])
+    if not r or not s:
+        continue
+    ratios = [b / a for a, b in zip(r, s)]
+    each = ", ".join(f"{x:.2f}" for x in ratios)
+    print(f"{label:<18} {statistics.median(r):>12.0f} {statistics.median(s):>12.0f} {statistics.median(ratios):>7.2f}  ({each})")
+PY
+if [ "$MEMORY" = 1 ]; then
+  kill "$RPID" "$SPID" 2>/dev/null || true
+  wait 2>/dev/null || true
+  echo
+  STRATA_BIN="$STRATA" bash scripts/bench-memory.sh
+fi

@@ -4,3 +4,7 @@
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 # Waits up to 10 s for something to listen on loopback port $1.
 wait_port() { for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.1; done; return 1; }
+# Resident set of process $1, in bytes.
+rss_bytes() { awk '/VmRSS/ {print $2 * 1024}' "/proc/$1/status"; }
+# INFO's used_memory of the server on loopback port $1.
+used_memory() { redis-cli -p "$1" info memory | awk -F: '/^used_memory:/ {gsub("\r",""); print $2}'; }

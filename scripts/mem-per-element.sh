@@ -48,8 +48,6 @@ for start in range(0, n, 1000):
 EOF
 }
 
-rss() { awk '/VmRSS/ {print $2 * 1024}' "/proc/$1/status"; }
-used() { redis-cli -p "$1" info memory | awk -F: '/^used_memory:/ {gsub("\r",""); print $2}'; }
 
 measure() { # server type -> "used_per rss_per"
   local port; port=$(free_port)
@@ -63,10 +61,10 @@ measure() { # server type -> "used_per rss_per"
   PID=$!
   for _ in $(seq 100); do redis-cli -p "$port" ping >/dev/null 2>&1 && break; sleep 0.1; done
   local u0 r0 u1 r1
-  u0=$(used "$port"); r0=$(rss "$PID")
+  u0=$(used_memory "$port"); r0=$(rss_bytes "$PID")
   commands "$2" | redis-cli -p "$port" --pipe >/dev/null
   sleep 1
-  u1=$(used "$port"); r1=$(rss "$PID")
+  u1=$(used_memory "$port"); r1=$(rss_bytes "$PID")
   kill "$PID"; wait "$PID" 2>/dev/null || true; PID=""
   awk -v u="$((u1 - u0))" -v r="$((r1 - r0))" -v n="$N" 'BEGIN { printf "%.1f %.1f", u/n, r/n }'
 }
