@@ -14,13 +14,11 @@
 #   scripts/bench-cluster.sh [requests]     (default 200000)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/lib.sh
+ensure_redis
 N="${1:-200000}"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/strata-target}"
 
-if ! command -v redis-server >/dev/null || ! command -v redis-benchmark >/dev/null; then
-  echo "installing redis-server and redis-tools..." >&2
-  apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server redis-tools >/dev/null
-fi
 cargo build --release -q
 STRATA="$CARGO_TARGET_DIR/release/strata"
 WORK=$(mktemp -d)

@@ -22,6 +22,8 @@
 #   scripts/bench-vs-redis.sh 200000 lpush,rpush,lpop,rpop,sadd,hset,spop,zadd,zpopmin,lrange_100,lrange_600,xadd
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/lib.sh
+ensure_redis
 N="${1:-300000}"
 TESTS="${2:-set,get,incr,hset,memory}"
 ROUNDS="${ROUNDS:-3}"
@@ -48,14 +50,9 @@ fi
 SCRIPT="return redis.call('incr', KEYS[1])"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/strata-target}"
 
-if ! command -v redis-server >/dev/null || ! command -v redis-benchmark >/dev/null; then
-  echo "installing redis-server and redis-tools..." >&2
-  apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server redis-tools >/dev/null
-fi
 cargo build --release -q
 STRATA="$CARGO_TARGET_DIR/release/strata"
 
-. scripts/lib.sh
 WORK=$(mktemp -d)
 RP=$(free_port); SP=$(free_port); SH=$(free_port)
 cleanup() { kill "$RPID" "$SPID" 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$WORK"; }

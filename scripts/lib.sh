@@ -8,3 +8,10 @@ wait_port() { for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/n
 rss_bytes() { awk '/VmRSS/ {print $2 * 1024}' "/proc/$1/status"; }
 # INFO's used_memory of the server on loopback port $1.
 used_memory() { redis-cli -p "$1" info memory | awk -F: '/^used_memory:/ {gsub("\r",""); print $2}'; }
+# Installs Debian's redis-server and redis-tools if either is missing.
+ensure_redis() {
+  if ! command -v redis-server >/dev/null || ! command -v redis-benchmark >/dev/null; then
+    echo "installing redis-server and redis-tools..." >&2
+    apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server redis-tools >/dev/null
+  fi
+}
