@@ -326,7 +326,9 @@ impl Disk {
             .map(Keyspace::sealed_memtable_count)
             .sum();
         let pending = sealed + self.db.outstanding_flushes();
-        let was = self.flushing.swap(pending > 0, std::sync::atomic::Ordering::Relaxed);
+        let was = self
+            .flushing
+            .swap(pending > 0, std::sync::atomic::Ordering::Relaxed);
         if was && pending == 0 {
             self.meta.insert(TIDY_KEY, [])?;
             self.meta.rotate_memtable()?;
