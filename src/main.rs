@@ -226,7 +226,7 @@ async fn wait_for_signal() {
 /// Two of its defaults cost a long-running server resident memory: it
 /// commits its arena eagerly (an idle node held 31 MiB instead of 15 MiB),
 /// and it returns freed pages to the system only after a second (a write
-/// flood into a 64 MiB cap peaked at 146 MiB of RSS, 96 MiB without the
+/// flood into a 64 MiB cap peaked at 146 MiB of RSS, 98.5 MiB without the
 /// two). A server started without these options in its environment sets
 /// them and replaces itself with the same command line, once; options the
 /// operator set are kept.
