@@ -21,7 +21,7 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use futures_util::stream::Stream;
 
 use axum::body::Bytes as Body;
-use axum::extract::{Query, State};
+use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -34,7 +34,8 @@ use super::http::{
 };
 use crate::commands::{dispatch, dispatch_pipeline, Reply, Session};
 use crate::node::Node;
-use crate::pipeline::event::{MetricEvent, SeriesId};
+use crate::pipeline::event::{MetricEvent, SeriesId, Versioned};
+use crate::pipeline::schemas::{check_topic, Registered, Unavailable, MAX_SCHEMA_BYTES};
 use crate::pipeline::tenants::{Refusal, TenantCounts};
 use crate::pipeline::worker::info_field;
 use crate::pipeline::{series, Pipeline, TOPIC};
@@ -50,6 +51,114 @@ pub fn routes() -> Router<Shared> {
         .route("/v1/series/stream", get(stream))
         .route("/v1/topics/metrics", get(topic))
         .route("/v1/tenants", get(tenants))
+        .route("/v1/topics/{topic}/events", post(ingest_topic))
+        .route("/v1/schemas", get(schemas_list))
+        .route("/v1/schemas/{topic}", get(schema_get).put(schema_put))
+}
+
+fn unavailable(e: Unavailable) -> ApiError {
+    ApiError(error_status(&e.0), e.0)
+}
+
+/// `PUT /v1/schemas/{topic}` (admin key): registers a JSON Schema as the
+/// topic's latest version. 201 with the new version, or 200 with the
+/// latest one when it already is this schema.
+async fn schema_put(
+    State(node): State<Shared>,
+    Path(topic): Path<String>,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let (only, mut session) = tenant_session(&node)?;
+    if only.is_some() {
+        return Err(forbidden(
+            "schemas are shared by every tenant: the admin key registers them".into(),
+        ));
+    }
+    check_topic(&topic).map_err(bad)?;
+    if body.len() > MAX_SCHEMA_BYTES {
+        return Err(ApiError(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("a schema is at most {MAX_SCHEMA_BYTES} bytes of JSON"),
+        ));
+    }
+    let schema: Value =
+        serde_json::from_slice(&body).map_err(|e| bad(format!("invalid JSON: {e}")))?;
+    let registry = &node.pipeline.schemas;
+    let done = registry
+        .register(&node, &mut session, &topic, &schema)
+        .await
+        .map_err(unavailable)?
+        .map_err(bad)?;
+    settle(&node, &session).await?;
+    let (status, version, created) = match done {
+        Registered::Created(v) => (StatusCode::CREATED, v, true),
+        Registered::Unchanged(v) => (StatusCode::OK, v, false),
+    };
+    Ok((
+        status,
+        Json(json!({"topic": topic, "version": version, "created": created})),
+    )
+        .into_response())
+}
+
+/// `GET /v1/schemas`: every topic with a schema, and its latest version.
+async fn schemas_list(State(node): State<Shared>) -> Result<Json<Value>, ApiError> {
+    let (_, mut session) = tenant_session(&node)?;
+    let topics = node
+        .pipeline
+        .schemas
+        .topics(&node, &mut session)
+        .await
+        .map_err(unavailable)?;
+    let list: Vec<Value> = topics
+        .into_iter()
+        .map(|(topic, version)| json!({"topic": topic, "version": version}))
+        .collect();
+    Ok(Json(json!({"schemas": list})))
+}
+
+/// `GET /v1/schemas/{topic}[?version=N]`: a version of the topic's schema
+/// (the latest by default).
+async fn schema_get(
+    State(node): State<Shared>,
+    Path(topic): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Result<Json<Value>, ApiError> {
+    let (_, mut session) = tenant_session(&node)?;
+    let registry = &node.pipeline.schemas;
+    let latest = registry
+        .latest(&node, &mut session, &topic)
+        .await
+        .map_err(unavailable)?;
+    let not_found = || {
+        ApiError(
+            StatusCode::NOT_FOUND,
+            format!("topic '{topic}' has no schema"),
+        )
+    };
+    let latest = latest.ok_or_else(not_found)?;
+    let version = match q.get("version") {
+        None => latest,
+        Some(v) => v
+            .parse::<u32>()
+            .map_err(|_| bad("parameter 'version' must be a version number"))?,
+    };
+    let schema = registry
+        .source(&node, &mut session, &topic, version)
+        .await
+        .map_err(unavailable)?
+        .ok_or_else(|| {
+            ApiError(
+                StatusCode::NOT_FOUND,
+                format!("topic '{topic}' has no schema version {version} (latest: {latest})"),
+            )
+        })?;
+    Ok(Json(json!({
+        "topic": topic,
+        "version": version,
+        "latest": latest,
+        "schema": schema,
+    })))
 }
 
 fn forbidden(msg: String) -> ApiError {
@@ -75,7 +184,39 @@ fn events(body: &[u8]) -> Result<Vec<Result<Value, String>>, ApiError> {
 }
 
 async fn ingest(State(node): State<Shared>, body: Body) -> Result<Response, ApiError> {
+    ingest_to(node, TOPIC, body).await
+}
+
+/// `POST /v1/topics/{topic}/events`: the same as `/v1/metrics`, for a
+/// topic with a registered schema.
+async fn ingest_topic(
+    State(node): State<Shared>,
+    Path(topic): Path<String>,
+    body: Body,
+) -> Result<Response, ApiError> {
+    ingest_to(node, &topic, body).await
+}
+
+/// Checks a batch of `topic`'s events and appends the good ones.
+async fn ingest_to(node: Shared, topic: &str, body: Body) -> Result<Response, ApiError> {
     let (only, mut session) = tenant_session(&node)?;
+    let schema = node
+        .pipeline
+        .schemas
+        .current(&node, &mut session, topic)
+        .await
+        .map_err(|e| ApiError(error_status(&e.0), e.0))?;
+    let schema = match schema.as_deref() {
+        None if topic != TOPIC => {
+            return Err(ApiError(
+                StatusCode::NOT_FOUND,
+                format!("no topic '{topic}': register its schema with PUT /v1/schemas/{topic}"),
+            ))
+        }
+        None => None,
+        Some(Ok(compiled)) => Some(compiled),
+        Some(Err(why)) => return Err(ApiError(StatusCode::INTERNAL_SERVER_ERROR, why.clone())),
+    };
     let mut items = events(&body)?;
     if let Some(t) = &only {
         // A tenant's key writes its own events; `tenant` may be left out.
@@ -105,18 +246,26 @@ async fn ingest(State(node): State<Shared>, body: Body) -> Result<Response, ApiE
     for (i, item) in items.iter().enumerate() {
         let checked = item.as_ref().map_err(Clone::clone).and_then(|v| {
             let ev = MetricEvent::from_json(v, now)?;
-            let ts = v.get("ts").and_then(Value::as_f64).unwrap_or_default();
-            Ok((ev, ts))
+            let fields = match schema {
+                None => ev
+                    .fields(v.get("ts").and_then(Value::as_f64).unwrap_or_default())
+                    .to_vec(),
+                Some(compiled) => {
+                    compiled.check(v)?;
+                    Versioned::fields(topic, compiled.version, v).to_vec()
+                }
+            };
+            Ok((ev, fields))
         });
         match checked {
-            Ok((ev, ts)) => {
+            Ok((ev, fields)) => {
                 let p = layout.partition_of(&ev.series.tenant, &ev.series.server_id);
                 let mut cmd = vec![
                     Bytes::from_static(b"XADD"),
                     Bytes::from(layout.stream(p)),
                     Bytes::from_static(b"*"),
                 ];
-                for (f, v) in ev.fields(ts) {
+                for (f, v) in fields {
                     cmd.push(Bytes::from_static(f.as_bytes()));
                     cmd.push(Bytes::from(v));
                 }

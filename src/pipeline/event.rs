@@ -149,6 +149,26 @@ impl MetricEvent {
         })
     }
 
+    /// Checks a stream entry: the five fields of the built-in schema, or,
+    /// when the entry names a registered schema version (see
+    /// [`Versioned`]), its `event` JSON against both. `check` checks an
+    /// event against a topic's version; `arrived_ms` is as for
+    /// [`MetricEvent::from_fields`].
+    pub fn from_entry(
+        pairs: &[(&[u8], &[u8])],
+        arrived_ms: i64,
+        check: impl Fn(&str, u32, &Value) -> Result<(), String>,
+    ) -> Result<MetricEvent, String> {
+        match Versioned::of(pairs)? {
+            None => MetricEvent::from_fields(pairs, arrived_ms),
+            Some(v) => {
+                let ev = MetricEvent::from_json(&v.event, arrived_ms)?;
+                check(&v.topic, v.version, &v.event)?;
+                Ok(ev)
+            }
+        }
+    }
+
     /// The stream entry's fields, as `from_fields` reads them.
     pub fn fields(&self, ts: f64) -> [(&'static str, String); 5] {
         [
@@ -158,6 +178,55 @@ impl MetricEvent {
             ("value", format!("{}", self.value)),
             ("ts", format!("{ts}")),
         ]
+    }
+}
+
+/// An entry of a topic with a registered schema: fields `topic`,
+/// `schema` (the version number the door checked it against) and `event`
+/// (the event's JSON).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Versioned {
+    /// The topic.
+    pub topic: String,
+    /// The schema version it names.
+    pub version: u32,
+    /// The event.
+    pub event: Value,
+}
+
+impl Versioned {
+    /// The entry's fields.
+    pub fn fields(topic: &str, version: u32, event: &Value) -> [(&'static str, String); 3] {
+        [
+            ("topic", topic.to_string()),
+            ("schema", version.to_string()),
+            ("event", event.to_string()),
+        ]
+    }
+
+    /// Reads an entry that names a schema version (None: it names none,
+    /// so the built-in schema alone applies).
+    pub fn of(pairs: &[(&[u8], &[u8])]) -> Result<Option<Versioned>, String> {
+        let get = |f: &str| pairs.iter().find(|(k, _)| *k == f.as_bytes()).map(|p| p.1);
+        let Some(version) = get("schema") else {
+            return Ok(None);
+        };
+        let version = std::str::from_utf8(version)
+            .ok()
+            .and_then(|v| v.parse::<u32>().ok())
+            .ok_or("field 'schema' must be a schema version number")?;
+        let topic = get("topic")
+            .and_then(|t| std::str::from_utf8(t).ok())
+            .filter(|t| !t.is_empty())
+            .ok_or("an entry naming a schema version needs field 'topic'")?;
+        let event = get("event").ok_or("an entry naming a schema version needs field 'event'")?;
+        let event =
+            serde_json::from_slice(event).map_err(|e| format!("field 'event' is not JSON: {e}"))?;
+        Ok(Some(Versioned {
+            topic: topic.to_string(),
+            version,
+            event,
+        }))
     }
 }
 

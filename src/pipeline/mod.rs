@@ -21,6 +21,7 @@
 
 pub mod event;
 pub mod scaling;
+pub mod schemas;
 pub mod series;
 pub mod tenants;
 pub mod window;
@@ -266,6 +267,8 @@ pub struct Pipeline {
     pub alive: Mutex<HashMap<usize, u64>>,
     /// Tenants' quota buckets and counters on this node.
     pub tenants: tenants::Tenants,
+    /// The schema registry's versions this node has used.
+    pub schemas: schemas::Registry,
 }
 
 impl Pipeline {
@@ -278,6 +281,7 @@ impl Pipeline {
             alive: Mutex::new(HashMap::new()),
             recent_series: Mutex::new(std::collections::VecDeque::new()),
             tenants: tenants::Tenants::default(),
+            schemas: schemas::Registry::default(),
             pool: scaling::Pool::new(cfg.scaling.bounds(cfg.partitions as usize).1),
         }
     }

@@ -32,7 +32,7 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
-use super::event::MetricEvent;
+use super::event::{MetricEvent, Versioned};
 use super::series;
 use super::window::{Clock, EntryId, Offer, Windows};
 use super::{PartitionStatus, Pipeline, GROUP};
@@ -272,8 +272,8 @@ impl Worker {
                 let Some(last) = batch.last().map(|(id, _)| *id) else {
                     break;
                 };
-                for (id, fields) in &batch {
-                    if let Ok(ev) = MetricEvent::from_fields(&pairs(fields), id.ms as i64) {
+                for ((id, _), judged) in batch.iter().zip(w.judge(&batch).await?) {
+                    if let Ok(ev) = judged {
                         w.windows.restore(*id, read, &ev);
                     }
                     read += 1;
@@ -353,11 +353,12 @@ impl Worker {
             }
             self.last_entry = Instant::now();
             let mut dead = Vec::new();
-            for (id, fields) in batch {
+            let judged = self.judge(&batch).await?;
+            for ((id, fields), judged) in batch.into_iter().zip(judged) {
                 let read = self.state.read;
                 self.state.read += 1;
                 self.pos = id;
-                match MetricEvent::from_fields(&pairs(&fields), id.ms as i64) {
+                match judged {
                     Ok(ev) => {
                         if self.windows.offer(id, read, &ev) == Offer::Late {
                             Pipeline::count(&self.node.pipeline.counters.late, 1);
@@ -369,6 +370,47 @@ impl Worker {
             let closed = self.windows.close();
             self.commit(closed, dead).await?;
         }
+    }
+
+    /// Checks each entry of a batch against the event schema and, for
+    /// entries that name one, the registered schema version they name. A
+    /// version that can't be read now (no quorum) stops the worker rather
+    /// than dead-lettering entries that are fine.
+    async fn judge(
+        &mut self,
+        batch: &[(EntryId, Vec<Bytes>)],
+    ) -> Result<Vec<std::result::Result<MetricEvent, String>>> {
+        let mut versions = BTreeMap::new();
+        for (_, fields) in batch {
+            if let Ok(Some(v)) = Versioned::of(&pairs(fields)) {
+                versions.entry((v.topic, v.version)).or_insert(None);
+            }
+        }
+        let node = self.node.clone();
+        for ((topic, version), compiled) in versions.iter_mut() {
+            let found = node
+                .pipeline
+                .schemas
+                .version(&node, &mut self.session, topic, *version)
+                .await
+                .map_err(|e| WorkerError::Command(e.to_string()))?;
+            *compiled = Some(found);
+        }
+        let check = |topic: &str, version: u32, event: &serde_json::Value| match versions
+            .get(&(topic.to_string(), version))
+        {
+            Some(Some(found)) => match found.as_ref() {
+                Ok(compiled) => compiled.check(event),
+                Err(why) => Err(why.clone()),
+            },
+            _ => Err(format!(
+                "schema version {version} of topic '{topic}' was not loaded"
+            )),
+        };
+        Ok(batch
+            .iter()
+            .map(|(id, fields)| MetricEvent::from_entry(&pairs(fields), id.ms as i64, check))
+            .collect())
     }
 
     /// Lets a quiet partition's watermark run on with the wall clock.

@@ -40,6 +40,23 @@ fn workers_follow_their_partitions_leaders_through_a_failover() {
         model.offer(e);
     }
     assert_eq!(model.late, 0);
+    // A schema for the topic, registered through one node: every node's
+    // door and every worker (wherever the registry's shard is) check the
+    // events against it.
+    let schema = json!({"properties": {"value": {"type": "number"}}, "not": {"required": ["bad"]}});
+    let (status, r) = put(
+        &format!("{}/v1/schemas/metrics", url(&nodes[1])),
+        &schema.to_string(),
+    );
+    assert_eq!((status, &r["version"]), (201, &json!(1)), "{r}");
+    let bad = json!([{"tenant": "acme", "server_id": "srv-0", "metric": "m0", "value": 1, "ts": base, "bad": true}]);
+    let (status, r) = post(&format!("{}/v1/metrics", url(&nodes[2])), &bad.to_string());
+    assert_eq!(status, 400, "{r}");
+    let why = r["errors"][0]["error"].as_str().unwrap_or_default();
+    assert!(
+        why.starts_with("schema version 1 of topic 'metrics'"),
+        "{r}"
+    );
     let half = evs.len() / 2;
     send(&url(&nodes[0]), "acme", &evs[..half]);
 

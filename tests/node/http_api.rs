@@ -391,18 +391,25 @@ fn metrics_and_openapi() {
         "/api/alerts",
         "/api/dashboard",
         "/dashboard",
+        "/v1/schemas",
+        "/v1/schemas/{topic}",
+        "/v1/topics/{topic}/events",
     ] {
         assert!(paths.contains_key(p), "openapi lacks {p}");
     }
     // Every documented operation is routed: a 404 must come from the
     // handler (with a JSON error), never from the router.
     for (p, ops) in paths {
-        let concrete = p.replace("{key}", "x").replace("{id}", "x");
+        let concrete = p
+            .replace("{key}", "x")
+            .replace("{id}", "x")
+            .replace("{topic}", "x");
         for method in ops.as_object().unwrap().keys() {
             let url = node.http(&concrete);
             let r = match method.as_str() {
                 "get" => agent().get(&url).call(),
                 "post" => agent().post(&url).send(""),
+                "put" => agent().put(&url).send(""),
                 "delete" => agent().delete(&url).call(),
                 other => panic!("undocumented method {other}"),
             }

@@ -25,6 +25,7 @@ mod recover_after_kill;
 mod recover_apply_batches;
 mod resp_bad_input;
 mod resp_commands;
+mod schemas;
 mod scripting;
 mod server_process;
 mod snapshot_restore;

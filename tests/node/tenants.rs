@@ -21,6 +21,13 @@ fn call(
 ) -> (u16, Option<String>, Value) {
     let a = agent();
     let mut r = match (method, body) {
+        ("PUT", Some(b)) => {
+            let mut req = a.put(url).header("content-type", "application/json");
+            if let Some(k) = key {
+                req = req.header("x-api-key", k);
+            }
+            req.send(b).expect("put")
+        }
         ("POST", Some(b)) => {
             let mut req = a.post(url).header("content-type", "application/json");
             if let Some(k) = key {
@@ -134,6 +141,24 @@ fn a_tenant_key_reaches_only_its_tenant_and_its_quota_throttles() {
     assert_eq!(call("GET", &q("globex"), Some(ACME), None).0, 403);
     assert_eq!(call("GET", &q("acme"), Some(GLOBEX), None).0, 403);
     assert_eq!(call("GET", &q("acme"), Some(ADMIN), None).0, 200);
+    // Schemas: every tenant reads them, only the admin registers them.
+    let schema = r#"{"required": ["unit"]}"#;
+    assert_eq!(
+        call("PUT", &url("/v1/schemas/disk"), Some(ACME), Some(schema)).0,
+        403
+    );
+    assert_eq!(
+        call("PUT", &url("/v1/schemas/disk"), None, Some(schema)).0,
+        401
+    );
+    assert_eq!(
+        call("PUT", &url("/v1/schemas/disk"), Some(ADMIN), Some(schema)).0,
+        201
+    );
+    assert_eq!(
+        call("GET", &url("/v1/schemas/disk"), Some(GLOBEX), None).0,
+        200
+    );
     let live = url("/v1/series/stream?tenant=globex&server_id=g1");
     assert_eq!(call("GET", &live, Some(ACME), None).0, 403);
     assert_ne!(

@@ -25,6 +25,16 @@ pub fn post(url: &str, body: &str) -> (u16, Value) {
     (status, r.body_mut().read_json().unwrap_or(Value::Null))
 }
 
+pub fn put(url: &str, body: &str) -> (u16, Value) {
+    let mut r = agent()
+        .put(url)
+        .header("content-type", "application/json")
+        .send(body)
+        .unwrap();
+    let status = r.status().as_u16();
+    (status, r.body_mut().read_json().unwrap_or(Value::Null))
+}
+
 pub fn get(url: &str) -> (u16, Value) {
     let mut r = agent().get(url).call().unwrap();
     let status = r.status().as_u16();
