@@ -205,7 +205,7 @@ async fn ingest_to(node: Shared, topic: &str, body: Body) -> Result<Response, Ap
         .schemas
         .current(&node, &mut session, topic)
         .await
-        .map_err(|e| ApiError(error_status(&e.0), e.0))?;
+        .map_err(unavailable)?;
     let schema = match schema.as_deref() {
         None if topic != TOPIC => {
             return Err(ApiError(
@@ -240,11 +240,9 @@ async fn ingest_to(node: Shared, topic: &str, body: Body) -> Result<Response, Ap
     let now = now_ms() as i64;
     let layout = &node.pipeline.layout;
     let mut errors = Vec::new();
-    let mut cmds = Vec::with_capacity(items.len());
-    let mut index_of = Vec::with_capacity(items.len());
-    let mut tenant_of: Vec<String> = Vec::with_capacity(items.len());
+    let mut checked: Vec<Checked> = Vec::with_capacity(items.len());
     for (i, item) in items.iter().enumerate() {
-        let checked = item.as_ref().map_err(Clone::clone).and_then(|v| {
+        let judged = item.as_ref().map_err(Clone::clone).and_then(|v| {
             let ev = MetricEvent::from_json(v, now)?;
             let fields = match schema {
                 None => ev
@@ -257,7 +255,7 @@ async fn ingest_to(node: Shared, topic: &str, body: Body) -> Result<Response, Ap
             };
             Ok((ev, fields))
         });
-        match checked {
+        match judged {
             Ok((ev, fields)) => {
                 let p = layout.partition_of(&ev.series.tenant, &ev.series.server_id);
                 let mut cmd = vec![
@@ -269,17 +267,19 @@ async fn ingest_to(node: Shared, topic: &str, body: Body) -> Result<Response, Ap
                     cmd.push(Bytes::from_static(f.as_bytes()));
                     cmd.push(Bytes::from(v));
                 }
-                cmds.push(cmd);
-                index_of.push(i);
-                tenant_of.push(ev.series.tenant);
+                checked.push(Checked {
+                    index: i,
+                    series: ev.series,
+                    cmd,
+                });
             }
             Err(why) => errors.push((i, why, false)),
         }
     }
     // Every tenant's quota has room for its events, or nothing is stored.
     let mut want: BTreeMap<String, u64> = BTreeMap::new();
-    for t in &tenant_of {
-        *want.entry(t.clone()).or_default() += 1;
+    for c in &checked {
+        *want.entry(c.series.tenant.clone()).or_default() += 1;
     }
     let quotas = node.cfg.read().streams.tenants.clone();
     if let Err(refusal) = node.pipeline.tenants.admit(&quotas, &want, Instant::now()) {
@@ -294,18 +294,34 @@ async fn ingest_to(node: Shared, topic: &str, body: Body) -> Result<Response, Ap
         }
         return Ok(refused(&quotas, refusal));
     }
+    let mut per_tenant: BTreeMap<String, TenantCounts> = BTreeMap::new();
+    let capped = cap_series(&node, &mut session, &quotas, &checked).await?;
+    checked.retain(|c| match capped.get(&c.index) {
+        None => true,
+        Some(why) => {
+            errors.push((c.index, why.clone(), false));
+            per_tenant
+                .entry(c.series.tenant.clone())
+                .or_default()
+                .rejected += 1;
+            false
+        }
+    });
+    let (cmds, placed): (Vec<_>, Vec<_>) = checked
+        .into_iter()
+        .map(|c| (c.cmd, (c.index, c.series.tenant)))
+        .unzip();
     let mut replies = Vec::with_capacity(cmds.len());
     dispatch_pipeline(&node, &mut session, &cmds, &mut replies).await;
     // Nothing is acknowledged before it is as durable as promised.
     settle(&node, &session).await?;
     let mut accepted = 0u64;
-    let mut per_tenant: BTreeMap<&str, TenantCounts> = BTreeMap::new();
-    for (k, reply) in replies.into_iter().enumerate() {
-        let counts = per_tenant.entry(&tenant_of[k]).or_default();
+    for ((index, tenant), reply) in placed.into_iter().zip(replies) {
+        let counts = per_tenant.entry(tenant).or_default();
         match reply {
             Reply::Error(e) => {
                 let unavailable = error_status(&e) != StatusCode::BAD_REQUEST;
-                errors.push((index_of[k], e, unavailable));
+                errors.push((index, e, unavailable));
                 counts.rejected += 1;
             }
             _ => {
@@ -316,11 +332,11 @@ async fn ingest_to(node: Shared, topic: &str, body: Body) -> Result<Response, Ap
     }
     // Events refused at the door count for the key's tenant, when known.
     let refused_here = errors.len() as u64 - per_tenant.values().map(|c| c.rejected).sum::<u64>();
-    if let (Some(t), true) = (&only, refused_here > 0) {
+    if let (Some(t), true) = (only, refused_here > 0) {
         per_tenant.entry(t).or_default().rejected += refused_here;
     }
     for (t, c) in per_tenant {
-        node.pipeline.tenants.count(t, c);
+        node.pipeline.tenants.count(&t, c);
     }
     errors.sort_by_key(|e| e.0);
     let rejected = errors.len() as u64;
@@ -344,6 +360,65 @@ async fn ingest_to(node: Shared, topic: &str, body: Body) -> Result<Response, Ap
         Json(json!({"accepted": accepted, "rejected": rejected, "errors": errors})),
     )
         .into_response())
+}
+
+/// An event that passed the schemas: its index in the batch, its series
+/// and the command that appends it.
+struct Checked {
+    index: usize,
+    series: SeriesId,
+    cmd: Vec<Bytes>,
+}
+
+/// The events (by index in the batch) whose series would go past their
+/// tenant's `max_series`, with the reason.
+async fn cap_series(
+    node: &Node,
+    session: &mut Session,
+    quotas: &crate::pipeline::tenants::TenantsConfig,
+    checked: &[Checked],
+) -> Result<BTreeMap<usize, String>, ApiError> {
+    let mut by_tenant: BTreeMap<&str, Vec<&SeriesId>> = BTreeMap::new();
+    for s in checked.iter().map(|c| &c.series) {
+        if quotas.get(&s.tenant).is_some_and(|t| t.max_series > 0) {
+            let list = by_tenant.entry(&s.tenant).or_default();
+            if !list.contains(&s) {
+                list.push(s);
+            }
+        }
+    }
+    let mut out = BTreeMap::new();
+    if by_tenant.is_empty() {
+        return Ok(out);
+    }
+    let horizon = series_horizon_ms(node);
+    for (tenant, list) in by_tenant {
+        let cap = quotas[tenant].max_series;
+        let list: Vec<SeriesId> = list.into_iter().cloned().collect();
+        let ok = node
+            .pipeline
+            .series_cap
+            .admit(node, session, tenant, cap, horizon, &list, now_ms())
+            .await
+            .map_err(unavailable)?;
+        for (s, _) in list.iter().zip(ok).filter(|(_, ok)| !ok) {
+            for c in checked.iter().filter(|c| c.series == *s) {
+                out.insert(
+                    c.index,
+                    format!(
+                        "tenant '{tenant}' has its maximum of {cap} live series; this event would start another ({} of {})",
+                        s.metric, s.server_id
+                    ),
+                );
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// How long a series stays live after its last event: its ring's span.
+fn series_horizon_ms(node: &Node) -> u64 {
+    u64::from(node.cfg.read().streams.retention_slots) * series::STEP as u64 * 1000
 }
 
 /// The answer to a batch a tenant's quota can't take.
@@ -377,27 +452,41 @@ fn refused(quotas: &crate::pipeline::tenants::TenantsConfig, r: Refusal) -> Resp
 /// `GET /v1/tenants`: each tenant's counts on this node (a tenant's key
 /// sees its own).
 async fn tenants(State(node): State<Shared>) -> Result<Json<Value>, ApiError> {
-    let (only, _) = tenant_session(&node)?;
+    let (only, mut session) = tenant_session(&node)?;
     let configured = node.cfg.read().streams.tenants.clone();
     let mut counts = node.pipeline.tenants.counts();
     for t in configured.keys() {
         counts.entry(t.clone()).or_default();
     }
-    let list: Vec<Value> = counts
-        .into_iter()
-        .filter(|(t, _)| only.as_ref().is_none_or(|o| o == t))
-        .map(|(t, c)| {
-            let quota = configured.get(&t);
-            json!({
-                "tenant": t,
-                "accepted": c.accepted,
-                "rejected": c.rejected,
-                "throttled": c.throttled,
-                "events_per_sec": quota.map(|q| q.events_per_sec),
-                "burst_secs": quota.map(|q| q.burst_secs),
-            })
-        })
-        .collect();
+    let horizon = series_horizon_ms(&node);
+    let mut list = Vec::new();
+    for (t, c) in counts {
+        if only.as_ref().is_some_and(|o| *o != t) {
+            continue;
+        }
+        let quota = configured.get(&t);
+        // Live series are counted where a cap makes the door keep them.
+        let series = match quota.filter(|q| q.max_series > 0) {
+            None => None,
+            Some(_) => Some(
+                node.pipeline
+                    .series_cap
+                    .live(&node, &mut session, &t, horizon, now_ms())
+                    .await
+                    .map_err(unavailable)?,
+            ),
+        };
+        list.push(json!({
+            "tenant": t,
+            "accepted": c.accepted,
+            "rejected": c.rejected,
+            "throttled": c.throttled,
+            "events_per_sec": quota.map(|q| q.events_per_sec),
+            "burst_secs": quota.map(|q| q.burst_secs),
+            "max_series": quota.map(|q| q.max_series),
+            "live_series": series,
+        }));
+    }
     Ok(Json(json!({"tenants": list})))
 }
 

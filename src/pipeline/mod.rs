@@ -23,6 +23,7 @@ pub mod event;
 pub mod scaling;
 pub mod schemas;
 pub mod series;
+pub mod series_cap;
 pub mod tenants;
 pub mod window;
 pub mod worker;
@@ -269,6 +270,8 @@ pub struct Pipeline {
     pub tenants: tenants::Tenants,
     /// The schema registry's versions this node has used.
     pub schemas: schemas::Registry,
+    /// Tenants' series this node admitted lately.
+    pub series_cap: series_cap::SeriesCap,
 }
 
 impl Pipeline {
@@ -282,6 +285,7 @@ impl Pipeline {
             recent_series: Mutex::new(std::collections::VecDeque::new()),
             tenants: tenants::Tenants::default(),
             schemas: schemas::Registry::default(),
+            series_cap: series_cap::SeriesCap::default(),
             pool: scaling::Pool::new(cfg.scaling.bounds(cfg.partitions as usize).1),
         }
     }

@@ -30,6 +30,9 @@ pub struct TenantConfig {
     /// batch of that many seconds of events passes (seed 004's agents send
     /// every 15 s).
     pub burst_secs: u64,
+    /// Series this tenant may have live at once, across the cluster (0: no
+    /// limit). A series is live while its ring holds points.
+    pub max_series: u64,
 }
 
 impl Default for TenantConfig {
@@ -38,6 +41,7 @@ impl Default for TenantConfig {
             api_keys: Vec::new(),
             events_per_sec: 0,
             burst_secs: 15,
+            max_series: 0,
         }
     }
 }
@@ -201,6 +205,7 @@ mod tests {
                 api_keys: vec!["acme-key-1".into()],
                 events_per_sec: rate,
                 burst_secs: burst,
+                max_series: 0,
             },
         );
         t

@@ -79,6 +79,7 @@ fn a_tenant_key_reaches_only_its_tenant_and_its_quota_throttles() {
                 api_keys: vec![ACME.into()],
                 events_per_sec: 5,
                 burst_secs: 2,
+                max_series: 0,
             },
         );
         c.streams.tenants.insert(
@@ -223,4 +224,103 @@ fn a_tenant_key_reaches_only_its_tenant_and_its_quota_throttles() {
         text.contains("strata_tenant_events_total{tenant=\"acme\",outcome=\"throttled\"}"),
         "tenant counters in /metrics"
     );
+}
+
+#[test]
+fn a_tenant_has_at_most_max_series_live_series() {
+    const SMALL: &str = "small-key-0001";
+    let node = TestNode::start(|c| {
+        c.api_key = Some(ADMIN.into());
+        c.streams.tenants.insert(
+            "small".into(),
+            TenantConfig {
+                api_keys: vec![SMALL.into()],
+                max_series: 3,
+                ..TenantConfig::default()
+            },
+        );
+    });
+    let metrics = node.http("/v1/metrics");
+    let ev = |server: &str, metric: &str| json!({"server_id": server, "metric": metric, "value": 1.0, "ts": 1_795_000_000});
+    let body = json!([
+        ev("s1", "cpu"),
+        ev("s1", "mem"),
+        ev("s2", "cpu"),
+        ev("s1", "cpu")
+    ]);
+    let (status, _, r) = call("POST", &metrics, Some(SMALL), Some(&body.to_string()));
+    assert_eq!((status, r["accepted"].as_u64()), (200, Some(4)), "{r}");
+    // A fourth series is refused, event by event; the known ones still pass,
+    // whichever key sends them.
+    let body = json!([
+        ev("s2", "cpu"),
+        ev("s3", "cpu"),
+        ev("s3", "cpu"),
+        ev("s1", "mem")
+    ]);
+    let (status, _, r) = call("POST", &metrics, Some(SMALL), Some(&body.to_string()));
+    assert_eq!(status, 200, "{r}");
+    assert_eq!(
+        (r["accepted"].as_u64(), r["rejected"].as_u64()),
+        (Some(2), Some(2)),
+        "{r}"
+    );
+    let errors = r["errors"].as_array().unwrap();
+    assert_eq!(
+        (errors[0]["index"].as_u64(), errors[1]["index"].as_u64()),
+        (Some(1), Some(2))
+    );
+    assert_eq!(
+        errors[0]["error"],
+        "tenant 'small' has its maximum of 3 live series; this event would start another (cpu of s3)"
+    );
+    let mut admin_ev = ev("s4", "cpu");
+    admin_ev["tenant"] = json!("small");
+    let (_, _, r) = call(
+        "POST",
+        &metrics,
+        Some(ADMIN),
+        Some(&json!([admin_ev]).to_string()),
+    );
+    assert_eq!(r["rejected"], 1, "{r}");
+    let (_, _, t) = call("GET", &node.http("/v1/tenants"), Some(SMALL), None);
+    assert_eq!(
+        (
+            &t["tenants"][0]["live_series"],
+            &t["tenants"][0]["max_series"]
+        ),
+        (&json!(3), &json!(3)),
+        "{t}"
+    );
+    assert!(t["tenants"][0]["rejected"].as_u64().unwrap() >= 2, "{t}");
+
+    // A series whose ring has aged out no longer counts: age one by hand
+    // (its last event long ago), and a new series takes its place.
+    let mut c = node.client();
+    let key = "strata:tenant-series:small";
+    let aged: i64 = redis::cmd("ZADD")
+        .arg(key)
+        .arg("XX")
+        .arg("CH")
+        .arg(1)
+        .arg("s1:mem")
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(aged, 1);
+    let (_, _, r) = call(
+        "POST",
+        &metrics,
+        Some(SMALL),
+        Some(&json!([ev("s3", "cpu")]).to_string()),
+    );
+    assert_eq!(r["accepted"], 1, "{r}");
+    let members: Vec<String> = redis::cmd("ZRANGE")
+        .arg(key)
+        .arg(0)
+        .arg(-1)
+        .query(&mut c)
+        .unwrap();
+    let mut members = members;
+    members.sort();
+    assert_eq!(members, ["s1:cpu", "s2:cpu", "s3:cpu"]);
 }
