@@ -398,7 +398,7 @@ async fn cap_series(
         let ok = node
             .pipeline
             .series_cap
-            .admit(node, session, tenant, cap, horizon, &list, now_ms())
+            .admit(node, session, tenant, cap, horizon, &list)
             .await
             .map_err(unavailable)?;
         for (s, _) in list.iter().zip(ok).filter(|(_, ok)| !ok) {
@@ -471,7 +471,7 @@ async fn tenants(State(node): State<Shared>) -> Result<Json<Value>, ApiError> {
             Some(_) => Some(
                 node.pipeline
                     .series_cap
-                    .live(&node, &mut session, &t, horizon, now_ms())
+                    .live(&node, &mut session, &t, horizon)
                     .await
                     .map_err(unavailable)?,
             ),

@@ -21,6 +21,7 @@ use super::event::SeriesId;
 use super::schemas::Unavailable;
 use crate::commands::{dispatch, Reply, Session};
 use crate::node::Node;
+use crate::storage::now_ms;
 
 /// How often an admitted series' last-seen time is written again, ms.
 const REFRESH_MS: u64 = 60_000;
@@ -80,8 +81,8 @@ impl SeriesCap {
         cap: u64,
         horizon_ms: u64,
         series: &[SeriesId],
-        now_ms: u64,
     ) -> Result<Vec<bool>, Unavailable> {
+        let now_ms = now_ms();
         let ask: Vec<usize> = {
             let admitted = self.admitted.lock();
             (0..series.len())
@@ -138,8 +139,8 @@ impl SeriesCap {
         session: &mut Session,
         tenant: &str,
         horizon_ms: u64,
-        now_ms: u64,
     ) -> Result<u64, Unavailable> {
+        let now_ms = now_ms();
         let args = [
             Bytes::from_static(b"ZCOUNT"),
             Bytes::from(key(tenant)),
