@@ -35,9 +35,16 @@ pub(crate) const fn alloc_size(n: usize) -> usize {
 /// the server's RSS by 182-184 once a checkpoint has settled.
 pub(crate) const ENTRY_OVERHEAD: usize = alloc_size(std::mem::size_of::<Entry>()) + 56;
 
+/// Keys up to this many bytes live inside their entry: no allocation of
+/// their own, and a lookup compares them without another cache miss.
+pub(crate) const INLINE_KEY: usize = 24;
+
+/// A key as an entry holds it.
+pub(crate) type Key = smallvec::SmallVec<[u8; INLINE_KEY]>;
+
 /// One key held in memory.
 pub(crate) struct Entry {
-    pub key: Box<[u8]>,
+    pub key: Key,
     pub rec: Record,
     /// Access clock (milliseconds since the store opened, wrapping).
     pub lru: u32,
@@ -55,7 +62,7 @@ pub(crate) struct Entry {
 impl Entry {
     pub fn new(key: &[u8], rec: Record, lru: u32, dirty: bool, on_disk: bool) -> Box<Entry> {
         Box::new(Entry {
-            key: key.into(),
+            key: Key::from_slice(key),
             rec,
             lru,
             dirty,
@@ -73,7 +80,12 @@ impl Entry {
 
 /// Bytes an entry for `key` holding `rec` is charged against `maxmemory`.
 pub(crate) fn charge_of(key: &[u8], rec: &Record) -> usize {
-    alloc_size(key.len()) + rec.value.heap_size() + ENTRY_OVERHEAD
+    let key_heap = if key.len() > INLINE_KEY {
+        alloc_size(key.len())
+    } else {
+        0
+    };
+    key_heap + rec.value.heap_size() + ENTRY_OVERHEAD
 }
 
 /// A shard of the memory tier, guarded by one lock.
@@ -222,7 +234,7 @@ impl Shard {
                         *d == db && *p == pos && **k == *e.key
                     })
                 {
-                    out.push((db, pos, e.key.clone(), e.lru));
+                    out.push((db, pos, Box::from(&*e.key), e.lru));
                 }
             }
         }

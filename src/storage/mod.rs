@@ -1991,7 +1991,7 @@ impl Inner {
             let mut dirty: Vec<(usize, Box<[u8]>)> = Vec::new();
             s.for_each_mut(|db, e| {
                 if e.dirty {
-                    dirty.push((db, e.key.clone()));
+                    dirty.push((db, Box::from(&*e.key)));
                 }
             });
             if dirty.is_empty() {
@@ -2061,12 +2061,12 @@ impl Inner {
                 let step = left.min(256);
                 let next = s.visit_from(db, from, step, |_, e| {
                     if e.rec.is_expired(now) && !is_tombstone(&e.rec) {
-                        expired.push(e.key.clone());
+                        expired.push(e.key.to_vec());
                     }
                 });
                 left = left.saturating_sub(step);
                 if replicated {
-                    self.found_expired(db, expired.into_iter().map(Vec::from));
+                    self.found_expired(db, expired.into_iter());
                     expired = Vec::new();
                 }
                 for key in expired {
