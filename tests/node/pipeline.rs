@@ -159,15 +159,7 @@ fn bad_events_are_refused_one_by_one_and_bad_entries_dead_lettered() {
     // Over RESP: an event XADDed to the partition stream counts like one
     // sent over HTTP; a malformed entry goes to the dead letters and the
     // worker carries on.
-    let (_, topic) = get(&format!("{http}/v1/topics/metrics"));
-    let stream = topic["partition"][0]["stream"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let dead = topic["partition"][0]["dead_letter_stream"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let (stream, dead) = first_partition(&http);
     let mut c = node.client();
     let ts = (base + 4).to_string();
     xadd_cpu(&mut c, &stream, "5", &ts);

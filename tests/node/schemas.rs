@@ -127,15 +127,7 @@ fn a_topic_schema_is_checked_at_the_door_and_by_the_worker() {
     // entry XADDed over RESP naming version 1 with a value only version 2
     // allows is dead-lettered; naming 2 it counts; naming 9 (no such
     // version) or with broken JSON, dead-lettered.
-    let (_, topic) = get(&format!("{http}/v1/topics/metrics"));
-    let stream = topic["partition"][0]["stream"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let dead = topic["partition"][0]["dead_letter_stream"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let (stream, dead) = first_partition(&http);
     let mut c = node.client();
     let event = ev(json!(400), "ms", base + 2).to_string();
     for (version, body) in [

@@ -41,6 +41,13 @@ pub fn get(url: &str) -> (u16, Value) {
     (status, r.body_mut().read_json().unwrap_or(Value::Null))
 }
 
+/// Partition 0's stream and dead-letter stream, as the topic names them.
+pub fn first_partition(http: &str) -> (String, String) {
+    let (_, topic) = get(&format!("{http}/v1/topics/metrics"));
+    let name = |f: &str| topic["partition"][0][f].as_str().unwrap().to_string();
+    (name("stream"), name("dead_letter_stream"))
+}
+
 /// A small deterministic generator (xorshift), so every run sends the
 /// same events.
 pub struct Rng(pub u64);
