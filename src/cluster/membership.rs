@@ -502,6 +502,15 @@ impl Cluster {
         if current == voters {
             return Ok(());
         }
+        // A leader that leaves the group hands it over first: removed while
+        // leading, it would step down with client writes in flight.
+        if !voters.contains(&self.id) {
+            let successors: BTreeSet<u64> = current.intersection(&voters).copied().collect();
+            let to = self.hand_off(group, &raft, &successors).await?;
+            return Err(format!(
+                "handed the leadership of shard {group} to {to:016x}; ask it"
+            ));
+        }
         if let Some((id, node)) = add.filter(|(id, _)| !current.contains(id)) {
             raft.add_learner(id, node, false)
                 .await

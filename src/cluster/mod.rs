@@ -18,6 +18,7 @@
 //! - [`types`]: entries, members, the slot layout.
 
 pub mod backup;
+mod handoff;
 pub mod log_store;
 pub mod membership;
 pub mod network;
@@ -252,6 +253,8 @@ pub struct Cluster {
     /// node's monotonic clock); None when not leading.
     leases: RwLock<HashMap<u32, Arc<parking_lot::Mutex<Option<std::time::Instant>>>>>,
     forwarded: OnceLock<Arc<dyn Forwarded>>,
+    /// Client requests pass these; a leadership handoff holds them.
+    gates: handoff::Gates,
     /// The write queue of each shard this node has proposed to.
     committers: parking_lot::Mutex<HashMap<u32, tokio::sync::mpsc::UnboundedSender<Pending>>>,
     /// When each peer was last heard from (a probe answered, or any
@@ -511,6 +514,7 @@ impl Cluster {
             groups: RwLock::new(HashMap::new()),
             leases: RwLock::new(HashMap::new()),
             forwarded: OnceLock::new(),
+            gates: handoff::Gates::default(),
             committers: parking_lot::Mutex::new(HashMap::new()),
             seen: RwLock::new(HashMap::new()),
             layout_lock: tokio::sync::Mutex::new(()),
@@ -1048,6 +1052,7 @@ impl Cluster {
         db: u8,
         args: Vec<Bytes>,
     ) -> Result<Committed, ClusterError> {
+        let _pass = self.gates.enter(group).await;
         let raft = self.ready_to_write(group)?;
         let (tx, rx) = tokio::sync::oneshot::channel();
         let queue = {
@@ -1077,6 +1082,7 @@ impl Cluster {
         db: u8,
         cmds: Vec<Vec<Bytes>>,
     ) -> Result<Bytes, ClusterError> {
+        let _pass = self.gates.enter(group).await;
         let raft = self.ready_to_write(group)?;
         let req = Request::Batch {
             db,
@@ -1090,28 +1096,31 @@ impl Cluster {
 
     /// The Raft instance of `group` if this node may propose to it now.
     fn ready_to_write(&self, group: u32) -> Result<Raft<RaftTypes>, ClusterError> {
-        let Some(raft) = self.raft_of(group) else {
-            return Err(ClusterError::NotLeader {
-                group,
-                leader: self.shard_leader_by_group(group),
-            });
-        };
+        let raft = self.leading(group)?;
         if !self.quorum_fresh(group, &raft) {
             return Err(ClusterError::NoQuorum { group });
         }
         Ok(raft)
     }
 
+    /// The Raft instance of `group` if this node leads it; otherwise the
+    /// leader as far as this node knows.
+    fn leading(&self, group: u32) -> Result<Raft<RaftTypes>, ClusterError> {
+        match self.raft_of(group) {
+            Some(raft) if self.is_leader(group) => Ok(raft),
+            _ => Err(ClusterError::NotLeader {
+                group,
+                leader: self.shard_leader_by_group(group),
+            }),
+        }
+    }
+
     /// Waits until this node, as leader of `group`, has confirmed its
     /// leadership with a majority and applied everything committed before
     /// now: a read after it is linearizable.
     pub async fn read_barrier(&self, group: u32) -> Result<(), ClusterError> {
-        let Some(raft) = self.raft_of(group) else {
-            return Err(ClusterError::NotLeader {
-                group,
-                leader: self.shard_leader_by_group(group),
-            });
-        };
+        let _pass = self.gates.enter(group).await;
+        let raft = self.leading(group)?;
         if self.lease_valid(group, &raft) {
             return Ok(());
         }
@@ -1311,6 +1320,7 @@ impl Service for NodeService {
                     }
                     Ok(Bytes::new())
                 }
+                PeerRequest::Elect { group } => cluster.stand(group).await.map(|()| Bytes::new()),
                 PeerRequest::Reconfigure { group, add, voters } => {
                     membership::answer(&cluster.reconfigure(group, add, voters).await)
                 }

@@ -385,6 +385,11 @@ pub enum PeerRequest {
     },
     /// A membership change of the cluster, for the metadata leader.
     Admin(Admin),
+    /// From a shard's leader handing the shard over: stand for election.
+    Elect {
+        /// The shard's group.
+        group: u32,
+    },
     /// To a shard's leader: the sender caches these keys; read them under
     /// a lease (answered with a `CacheRead` per key).
     CacheFetch {

@@ -157,6 +157,11 @@ fn nodes_join_and_leave_under_writes_and_nothing_is_lost() {
     // Leave: an original node's replicas move to the others first.
     std::thread::sleep(Duration::from_millis(500));
     let leaving = myid(&nodes[1]);
+    let (_, before) = http_get(
+        &nodes[1],
+        &format!("/nodes/{}", &leaving[leaving.len() - 16..]),
+    );
+    let led = before["leads_shards"].as_array().map_or(0, Vec::len);
     let started = Instant::now();
     let (ok, out) = strata(&[
         "cluster",
@@ -183,6 +188,13 @@ fn nodes_join_and_leave_under_writes_and_nothing_is_lost() {
     // Shards changed leaders and replicas under them: requests were held
     // or re-routed, never refused.
     assert_eq!(errors, vec![0, 0], "clients saw errors during the moves");
+
+    // A shard it led was handed to another replica before it left
+    // (removed while leading, it would have stepped down mid-write).
+    let log = std::fs::read_to_string(removed.dir.join("log")).unwrap_or_default();
+    let handed = log.matches("handed the shard's leadership over").count();
+    println!("the leaving node led {led} shards and handed over {handed}");
+    assert!(handed >= led, "led {led} shards, handed over {handed}");
 
     // The removed node knows it, and keeps no copy of any shard.
     let deadline = Instant::now() + Duration::from_secs(30);
