@@ -15,17 +15,7 @@ use std::collections::BTreeMap;
 use rand::Rng;
 
 use super::chunks::Chunked;
-use super::types::Record;
-
-/// Bytes an allocation of `n` bytes really takes (small-object size
-/// classes round up to 16 bytes).
-pub(crate) const fn alloc_size(n: usize) -> usize {
-    if n == 0 {
-        0
-    } else {
-        (n + 15) & !15
-    }
-}
+use super::types::{alloc_size, Record};
 
 /// Bytes charged per entry beyond its key and value buffers: the boxed
 /// entry, its map slot at the B-tree's typical fill (about 24 bytes per

@@ -22,6 +22,7 @@ mod config;
 mod disk;
 mod doorkeeper;
 mod error;
+mod fields;
 pub mod hll;
 mod memory;
 mod pattern;

@@ -18,7 +18,7 @@ use std::ops::Bound;
 use indexmap::{IndexMap, IndexSet};
 use rand::Rng;
 
-use super::types::round16;
+use super::types::alloc_size;
 
 /// A set's members.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -46,7 +46,7 @@ impl SetMembers {
         let len = m.len();
         let added = self.members.insert(m);
         if added {
-            self.bytes += round16(len);
+            self.bytes += alloc_size(len);
         }
         added
     }
@@ -55,7 +55,7 @@ impl SetMembers {
     pub fn remove(&mut self, m: &[u8]) -> bool {
         let removed = self.members.swap_remove(m);
         if removed {
-            self.bytes -= round16(m.len());
+            self.bytes -= alloc_size(m.len());
         }
         removed
     }
@@ -102,13 +102,13 @@ impl SetMembers {
         }
         let i = rng.random_range(0..self.members.len());
         let m = self.members.swap_remove_index(i)?;
-        self.bytes -= round16(m.len());
+        self.bytes -= alloc_size(m.len());
         Some(m)
     }
 
     pub(crate) fn heap_size(&self) -> usize {
         // Each slot: a hash and a boxed slice, plus an index and a control byte.
-        round16(self.members.capacity() * (24 + 9)) + self.bytes
+        alloc_size(self.members.capacity() * (24 + 9)) + self.bytes
     }
 }
 
@@ -200,7 +200,7 @@ impl SortedSet {
             None => {
                 self.scores.insert(m.into(), Score(score));
                 self.order.insert((Score(score), m.into()));
-                self.bytes += 2 * round16(m.len());
+                self.bytes += 2 * alloc_size(m.len());
                 None
             }
         }
@@ -210,7 +210,7 @@ impl SortedSet {
     pub fn remove(&mut self, m: &[u8]) -> Option<f64> {
         let (_, score) = self.scores.swap_remove_entry(m)?;
         self.order.remove(&(score, Box::from(m)));
-        self.bytes -= 2 * round16(m.len());
+        self.bytes -= 2 * alloc_size(m.len());
         Some(score.0)
     }
 
@@ -340,7 +340,7 @@ impl SortedSet {
             self.order.pop_first()?
         };
         self.scores.swap_remove(&m[..]);
-        self.bytes -= 2 * round16(m.len());
+        self.bytes -= 2 * alloc_size(m.len());
         Some((m, score.0))
     }
 
@@ -348,7 +348,7 @@ impl SortedSet {
         // The map: a hash, a boxed slice and a score per slot, plus an index
         // and a control byte; the tree: a score and a boxed slice per member
         // with about a third more for its nodes.
-        round16(self.scores.capacity() * (32 + 9)) + self.order.len() * 32 + self.bytes
+        alloc_size(self.scores.capacity() * (32 + 9)) + self.order.len() * 32 + self.bytes
     }
 }
 

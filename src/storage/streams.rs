@@ -11,7 +11,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use super::error::StorageError;
-use super::types::{put_bytes, round16, Reader};
+use super::types::{alloc_size, put_bytes, Reader};
 
 /// A stream entry ID.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -173,7 +173,7 @@ pub enum StreamOp {
 const ENTRY_OVERHEAD: usize = 48;
 
 fn fields_size(f: &Fields) -> usize {
-    round16(f.len() * 16) + f.iter().map(|v| round16(v.len())).sum::<usize>() + ENTRY_OVERHEAD
+    alloc_size(f.len() * 16) + f.iter().map(|v| alloc_size(v.len())).sum::<usize>() + ENTRY_OVERHEAD
 }
 
 impl StreamData {
@@ -292,12 +292,12 @@ impl StreamData {
             .groups
             .iter()
             .map(|(name, g)| {
-                round16(name.len())
+                alloc_size(name.len())
                     + 64
                     + g.pel.len() * 80
                     + g.consumers
                         .keys()
-                        .map(|c| round16(c.len()) + 64)
+                        .map(|c| alloc_size(c.len()) + 64)
                         .sum::<usize>()
             })
             .sum();
