@@ -223,6 +223,62 @@ impl Cluster {
         }
     }
 
+    /// As `group`'s leader: hands it to replica `to` (a rebalance).
+    pub(super) async fn transfer_leadership(&self, group: u32, to: u64) -> Result<u64, String> {
+        let raft = self
+            .raft_of(group)
+            .ok_or_else(|| format!("shard {group} is not replicated here"))?;
+        if !self.is_leader(group) {
+            return Err(format!("not the leader of shard {group}"));
+        }
+        self.hand_off(group, &raft, &BTreeSet::from([to])).await
+    }
+
+    /// As the metadata leader: evens out how many shards each member
+    /// leads, one handoff at a time. Returns the transfers made.
+    pub(super) async fn balance_leaders(&self) -> usize {
+        let layout = self.layout.borrow().clone();
+        let plan = layout.plan_leaders(&self.leaders());
+        let mut made = 0;
+        for (group, from, to) in plan {
+            let r = if from == self.id {
+                self.transfer_leadership(group, to).await
+            } else {
+                self.ask_transfer(&layout, group, from, to).await
+            };
+            match r {
+                Ok(_) => made += 1,
+                Err(e) => {
+                    tracing::warn!(group, error = %e, "moving a shard's leadership failed");
+                    break;
+                }
+            }
+        }
+        made
+    }
+
+    async fn ask_transfer(
+        &self,
+        layout: &super::ClusterMeta,
+        group: u32,
+        from: u64,
+        to: u64,
+    ) -> Result<u64, String> {
+        let node = layout
+            .nodes
+            .get(&from)
+            .ok_or_else(|| format!("no member {from:016x}"))?;
+        let msg =
+            bincode::serialize(&PeerRequest::HandOff { group, to }).map_err(|e| e.to_string())?;
+        let answer = self
+            .peers
+            .call(&node.cluster, &msg, GATE_WAIT + ELECTION_WAIT)
+            .await
+            .map_err(|e| e.to_string())?;
+        bincode::deserialize::<Result<u64, String>>(&answer)
+            .unwrap_or_else(|e| Err(format!("malformed reply: {e}")))
+    }
+
     /// Stands for election in `group` when its leader hands it over.
     pub(super) async fn stand(&self, group: u32) -> Result<(), String> {
         let raft = self

@@ -119,7 +119,7 @@ impl Cluster {
     }
 
     /// The leader of each shard, as far as this node knows.
-    fn leaders(&self) -> BTreeMap<u32, u64> {
+    pub(super) fn leaders(&self) -> BTreeMap<u32, u64> {
         let shards = self.layout.borrow().shards.clone();
         shards
             .iter()
@@ -186,6 +186,8 @@ impl Cluster {
         ))
     }
 
+    /// Evens out the replicas over the members; once they are even (now,
+    /// or when the planned moves are done), the leaderships too.
     async fn rebalance(&self) -> Result<String, ClusterError> {
         let leaders = self.leaders();
         let layout = self
@@ -195,9 +197,17 @@ impl Cluster {
                 Ok(())
             })
             .await?;
+        if !layout.moves.is_empty() || !layout.leaving.is_empty() {
+            self.leaders_unsettled.store(true, Ordering::Relaxed);
+            return Ok(format!(
+                "{} shard replica moves pending at epoch {}; leaderships are evened out after them",
+                layout.moves.len(),
+                layout.epoch
+            ));
+        }
+        let handed = self.balance_leaders().await;
         Ok(format!(
-            "{} shard replica moves pending at epoch {}",
-            layout.moves.len(),
+            "0 shard replica moves pending at epoch {}; {handed} shard leaderships moved",
             layout.epoch
         ))
     }
@@ -317,13 +327,14 @@ impl Cluster {
         self.replace_down_members().await;
         let layout = self.layout.borrow().clone();
         if let Some(mv) = layout.moves.first().copied() {
+            self.leaders_unsettled.store(true, Ordering::Relaxed);
             if let Err(e) = self.make_move(&layout, mv).await {
                 tracing::warn!(%mv, error = %e, "replica move failed; retrying");
                 tokio::time::sleep(Duration::from_secs(1)).await;
             }
             return;
         }
-        for id in layout.leaving {
+        for &id in &layout.leaving {
             let holds = layout
                 .shards
                 .iter()
@@ -344,6 +355,11 @@ impl Cluster {
                 }
                 Err(e) => tracing::warn!(error = %e, "removing a member failed; retrying"),
             }
+        }
+        // Replicas are where the plan put them: even out the leaderships.
+        if layout.leaving.is_empty() && self.leaders_unsettled.swap(false, Ordering::Relaxed) {
+            let handed = self.balance_leaders().await;
+            tracing::info!(handed, "shard leaderships evened out");
         }
     }
 

@@ -273,6 +273,8 @@ pub struct Cluster {
     removed_file: PathBuf,
     /// Whether a layout listing this node was seen since it started.
     was_listed: std::sync::atomic::AtomicBool,
+    /// Set while replica moves run; the leaderships are evened out after.
+    leaders_unsettled: std::sync::atomic::AtomicBool,
     /// The down member last found impossible to replace (logged once).
     down_refused: std::sync::atomic::AtomicU64,
     /// Other shards' hot keys cached here, under their leaders' leases.
@@ -523,6 +525,7 @@ impl Cluster {
             removed: std::sync::atomic::AtomicBool::new(cfg.data_dir.join("removed").exists()),
             removed_file: cfg.data_dir.join("removed"),
             was_listed: std::sync::atomic::AtomicBool::new(false),
+            leaders_unsettled: std::sync::atomic::AtomicBool::new(false),
             down_refused: std::sync::atomic::AtomicU64::new(0),
             read_cache: read_cache::ReadCache::new(cfg.read_cache_entries),
             cache_leases: read_cache::Leases::default(),
@@ -1319,6 +1322,9 @@ impl Service for NodeService {
                         cluster.read_cache.invalidate(db, &key);
                     }
                     Ok(Bytes::new())
+                }
+                PeerRequest::HandOff { group, to } => {
+                    membership::answer(&cluster.transfer_leadership(group, to).await)
                 }
                 PeerRequest::Elect { group } => cluster.stand(group).await.map(|()| Bytes::new()),
                 PeerRequest::Reconfigure { group, add, voters } => {

@@ -300,6 +300,58 @@ impl ClusterMeta {
         out
     }
 
+    /// Leadership transfers `(group, from, to)` that even out how many
+    /// shards each member leads (to within one): each hands a shard from
+    /// the member leading the most to the replica of that shard leading the
+    /// fewest. Only shards whose replicas are settled (no move planned)
+    /// take part, and members being removed receive none.
+    pub fn plan_leaders(&self, leaders: &BTreeMap<u32, u64>) -> Vec<(u32, u64, u64)> {
+        let moving: BTreeSet<u32> = self.moves.iter().map(|m| m.group).collect();
+        let mut led: BTreeMap<u64, BTreeSet<u32>> = self
+            .nodes
+            .keys()
+            .filter(|id| !self.leaving.contains(id))
+            .map(|id| (*id, BTreeSet::new()))
+            .collect();
+        for (&group, &leader) in leaders {
+            if let Some(l) = led.get_mut(&leader) {
+                l.insert(group);
+            }
+        }
+        let replicas_of = |g: u32| {
+            self.shards
+                .iter()
+                .find(|s| s.group == g)
+                .map(|s| s.replicas.clone())
+                .unwrap_or_default()
+        };
+        let mut out = Vec::new();
+        for _ in 0..self.shards.len() {
+            let Some((&most, _)) = led
+                .iter()
+                .max_by_key(|(id, l)| (l.len(), std::cmp::Reverse(**id)))
+            else {
+                break;
+            };
+            // The transfer that gives a shard of `most` to the replica of
+            // it that leads the fewest, if that evens things out.
+            let best = led[&most]
+                .iter()
+                .filter(|g| !moving.contains(g))
+                .flat_map(|&g| replicas_of(g).into_iter().map(move |r| (g, r)))
+                .filter_map(|(g, r)| Some((led.get(&r)?.len(), r, g)))
+                .filter(|&(n, r, _)| r != most && n + 1 < led[&most].len())
+                .min();
+            let Some((_, to, group)) = best else {
+                break;
+            };
+            led.get_mut(&most).map(|l| l.remove(&group));
+            led.get_mut(&to).map(|l| l.insert(group));
+            out.push((group, most, to));
+        }
+        out
+    }
+
     /// Appends `moves` to the plan.
     pub fn schedule(&mut self, moves: Vec<Move>) {
         self.moves_planned += moves.len() as u64;
@@ -385,6 +437,13 @@ pub enum PeerRequest {
     },
     /// A membership change of the cluster, for the metadata leader.
     Admin(Admin),
+    /// To a shard's leader: hand the shard to replica `to`.
+    HandOff {
+        /// The shard's group.
+        group: u32,
+        /// The replica to lead it.
+        to: u64,
+    },
     /// From a shard's leader handing the shard over: stand for election.
     Elect {
         /// The shard's group.
@@ -483,6 +542,41 @@ mod tests {
             }
         }
         c
+    }
+
+    #[test]
+    fn leadership_evens_out_over_the_replicas_of_each_shard() {
+        // Six shards on three nodes, all led by node 1.
+        let mut meta = ClusterMeta::initial(members(3), 3, 6);
+        let mut leaders: BTreeMap<u32, u64> = meta.shards.iter().map(|s| (s.group, 1)).collect();
+        let plan = meta.plan_leaders(&leaders);
+        assert_eq!(plan.len(), 4, "{plan:?}");
+        for &(g, from, to) in &plan {
+            assert_eq!(leaders.insert(g, to), Some(from));
+        }
+        let mut led: BTreeMap<u64, usize> = BTreeMap::new();
+        for l in leaders.values() {
+            *led.entry(*l).or_default() += 1;
+        }
+        assert_eq!(led.values().copied().collect::<Vec<_>>(), vec![2, 2, 2]);
+        assert!(meta.plan_leaders(&leaders).is_empty());
+
+        // A leaving member and a shard being moved take no part; a shard
+        // goes only to one of its own replicas.
+        meta.leaving.push(3);
+        meta.moves.push(Move {
+            group: 1,
+            from: 2,
+            to: 3,
+        });
+        let all_one: BTreeMap<u32, u64> = meta.shards.iter().map(|s| (s.group, 1)).collect();
+        let plan = meta.plan_leaders(&all_one);
+        assert!(plan.iter().all(|&(g, _, to)| g != 1 && to == 2), "{plan:?}");
+        assert_eq!(plan.len(), 3, "{plan:?}");
+        for s in &mut meta.shards {
+            s.replicas.retain(|&r| r == 1);
+        }
+        assert!(meta.plan_leaders(&all_one).is_empty());
     }
 
     #[test]

@@ -220,6 +220,32 @@ fn nodes_join_and_leave_under_writes_and_nothing_is_lost() {
         let info = cluster_info(p);
         assert!(info.contains("strata_shards_replicated_here:3"), "{info}");
     }
+    // Once the moves are done the leaderships are evened out too: three
+    // shards, one led by each node.
+    let led = |p: &Proc| {
+        let id = myid(p);
+        let (_, me) = http_get(p, &format!("/nodes/{}", &id[id.len() - 16..]));
+        me["leads_shards"].as_array().map_or(0, Vec::len)
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let counts: Vec<usize> = nodes.iter().map(led).collect();
+        if counts == [1, 1, 1] {
+            let handoffs: usize = nodes
+                .iter()
+                .map(|p| {
+                    std::fs::read_to_string(p.dir.join("log"))
+                        .unwrap_or_default()
+                        .matches("handed the shard's leadership over")
+                        .count()
+                })
+                .sum();
+            println!("leaderships even; the remaining nodes made {handoffs} handoffs");
+            break;
+        }
+        assert!(Instant::now() < deadline, "shards led per node: {counts:?}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
 }
 
 #[test]
