@@ -36,6 +36,10 @@ const DRAIN_WAIT: Duration = Duration::from_secs(3);
 /// How long a follower may take to catch up with the last entry.
 const CATCHUP_WAIT: Duration = Duration::from_secs(3);
 
+/// How far behind the leader's log a successor may be before a handoff
+/// starts holding requests.
+const NEARLY: u64 = 1000;
+
 /// How long the election of the successor may take.
 const ELECTION_WAIT: Duration = Duration::from_secs(5);
 
@@ -127,6 +131,9 @@ impl Cluster {
         raft: &Raft<RaftTypes>,
         successors: &BTreeSet<u64>,
     ) -> Result<u64, String> {
+        // A successor close behind before anything is held; the exact
+        // check follows once the requests in flight are done.
+        self.caught_up_successor(raft, successors, NEARLY).await?;
         let gate = self.gates.get(group);
         gate.close();
         let r = self.hand_off_closed(group, raft, &gate, successors).await;
@@ -153,7 +160,7 @@ impl Cluster {
         if !gate.drained().await {
             return Err("requests in flight did not finish".into());
         }
-        let to = self.caught_up_successor(raft, successors).await?;
+        let to = self.caught_up_successor(raft, successors, 0).await?;
         let node = self
             .layout
             .borrow()
@@ -191,12 +198,13 @@ impl Cluster {
         }
     }
 
-    /// The successor that has every entry of this leader's log, waiting
-    /// briefly for one to catch up.
+    /// The successor that has every entry of this leader's log but
+    /// `slack`, waiting briefly for one to catch up.
     async fn caught_up_successor(
         &self,
         raft: &Raft<RaftTypes>,
         successors: &BTreeSet<u64>,
+        slack: u64,
     ) -> Result<u64, String> {
         let deadline = Instant::now() + CATCHUP_WAIT;
         loop {
@@ -209,7 +217,7 @@ impl Cluster {
                         .iter()
                         .filter(|&&id| id != self.id && self.is_up(id))
                         .filter_map(|id| Some((r.get(id)?.map(|l| l.index), *id)))
-                        .filter(|(have, _)| *have >= last)
+                        .filter(|(have, _)| have.map(|h| h + slack) >= last)
                         .max()
                 });
                 if let Some((_, id)) = best {
@@ -231,30 +239,31 @@ impl Cluster {
         if !self.is_leader(group) {
             return Err(format!("not the leader of shard {group}"));
         }
+        if !self.is_up(to) {
+            return Err(format!("node {to:016x} is not reachable"));
+        }
         self.hand_off(group, &raft, &BTreeSet::from([to])).await
     }
 
     /// As the metadata leader: evens out how many shards each member
-    /// leads, one handoff at a time. Returns the transfers made.
-    pub(super) async fn balance_leaders(&self) -> usize {
+    /// leads, one handoff at a time, to members that are up. Returns the
+    /// transfers made, or an error if one failed (the rest are not tried).
+    pub(super) async fn balance_leaders(&self) -> Result<usize, String> {
         let layout = self.layout.borrow().clone();
         let plan = layout.plan_leaders(&self.leaders());
         let mut made = 0;
         for (group, from, to) in plan {
-            let r = if from == self.id {
-                self.transfer_leadership(group, to).await
-            } else {
-                self.ask_transfer(&layout, group, from, to).await
-            };
-            match r {
-                Ok(_) => made += 1,
-                Err(e) => {
-                    tracing::warn!(group, error = %e, "moving a shard's leadership failed");
-                    break;
-                }
+            if !self.is_up(to) {
+                continue;
             }
+            if from == self.id {
+                self.transfer_leadership(group, to).await?;
+            } else {
+                self.ask_transfer(&layout, group, from, to).await?;
+            }
+            made += 1;
         }
-        made
+        Ok(made)
     }
 
     async fn ask_transfer(

@@ -35,6 +35,9 @@ const CATCHUP_STALL: Duration = Duration::from_secs(60);
 /// asks again.
 const MOVE_WAIT: Duration = Duration::from_secs(3600);
 
+/// How many times evening out the leaderships is tried after a plan.
+const LEADER_TRIES: u32 = 5;
+
 /// How long an admin request forwarded to the metadata leader may take.
 const ADMIN_WAIT: Duration = Duration::from_secs(60);
 
@@ -205,7 +208,7 @@ impl Cluster {
                 layout.epoch
             ));
         }
-        let handed = self.balance_leaders().await;
+        let handed = self.balance_leaders().await.map_err(ClusterError::Admin)?;
         Ok(format!(
             "0 shard replica moves pending at epoch {}; {handed} shard leaderships moved",
             layout.epoch
@@ -328,6 +331,7 @@ impl Cluster {
         let layout = self.layout.borrow().clone();
         if let Some(mv) = layout.moves.first().copied() {
             self.leaders_unsettled.store(true, Ordering::Relaxed);
+            self.leader_retries.store(0, Ordering::Relaxed);
             if let Err(e) = self.make_move(&layout, mv).await {
                 tracing::warn!(%mv, error = %e, "replica move failed; retrying");
                 tokio::time::sleep(Duration::from_secs(1)).await;
@@ -358,8 +362,22 @@ impl Cluster {
         }
         // Replicas are where the plan put them: even out the leaderships.
         if layout.leaving.is_empty() && self.leaders_unsettled.swap(false, Ordering::Relaxed) {
-            let handed = self.balance_leaders().await;
-            tracing::info!(handed, "shard leaderships evened out");
+            match self.balance_leaders().await {
+                Ok(handed) => {
+                    self.leader_retries.store(0, Ordering::Relaxed);
+                    tracing::info!(handed, "shard leaderships evened out");
+                }
+                Err(e) => {
+                    // Most often a leader this node knew of had already
+                    // changed: look again shortly, a few times.
+                    let tries = self.leader_retries.fetch_add(1, Ordering::Relaxed) + 1;
+                    tracing::warn!(error = %e, tries, "evening out shard leaderships failed");
+                    if tries < LEADER_TRIES {
+                        self.leaders_unsettled.store(true, Ordering::Relaxed);
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                    }
+                }
+            }
         }
     }
 

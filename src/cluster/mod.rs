@@ -275,6 +275,8 @@ pub struct Cluster {
     was_listed: std::sync::atomic::AtomicBool,
     /// Set while replica moves run; the leaderships are evened out after.
     leaders_unsettled: std::sync::atomic::AtomicBool,
+    /// Failed attempts at it since.
+    leader_retries: std::sync::atomic::AtomicU32,
     /// The down member last found impossible to replace (logged once).
     down_refused: std::sync::atomic::AtomicU64,
     /// Other shards' hot keys cached here, under their leaders' leases.
@@ -526,6 +528,7 @@ impl Cluster {
             removed_file: cfg.data_dir.join("removed"),
             was_listed: std::sync::atomic::AtomicBool::new(false),
             leaders_unsettled: std::sync::atomic::AtomicBool::new(false),
+            leader_retries: std::sync::atomic::AtomicU32::new(0),
             down_refused: std::sync::atomic::AtomicU64::new(0),
             read_cache: read_cache::ReadCache::new(cfg.read_cache_entries),
             cache_leases: read_cache::Leases::default(),
