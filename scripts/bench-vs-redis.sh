@@ -50,8 +50,9 @@ fi
 SCRIPT="return redis.call('incr', KEYS[1])"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/strata-target}"
 
-cargo build --release -q
-STRATA="$CARGO_TARGET_DIR/release/strata"
+# STRATA_BIN compares another build (e.g. the one before a change) as is.
+[ -n "${STRATA_BIN:-}" ] || cargo build --release -q
+STRATA="${STRATA_BIN:-$CARGO_TARGET_DIR/release/strata}"
 
 WORK=$(mktemp -d)
 RP=$(free_port); SP=$(free_port); SH=$(free_port)
