@@ -234,11 +234,8 @@ impl Cluster {
     /// As `group`'s leader: hands it to replica `to` (a rebalance).
     pub(super) async fn transfer_leadership(&self, group: u32, to: u64) -> Result<u64, String> {
         let raft = self
-            .raft_of(group)
-            .ok_or_else(|| format!("shard {group} is not replicated here"))?;
-        if !self.is_leader(group) {
-            return Err(format!("not the leader of shard {group}"));
-        }
+            .leading(group)
+            .map_err(|_| format!("not the leader of shard {group}"))?;
         if !self.is_up(to) {
             return Err(format!("node {to:016x} is not reachable"));
         }
